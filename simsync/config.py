@@ -1,0 +1,89 @@
+"""``ClientConfig``: every timeout, backoff, budget and buffer limit simsync uses.
+
+Defaults follow the reference client (PROTOCOL.md §11). A config is a frozen, picklable
+dataclass validated on construction; derive variants with :meth:`ClientConfig.replace`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+SERVER_DETACH_CEILING_SECS = 900
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Tunables of a :class:`simsync.Client`. All durations are in seconds."""
+
+    connect_timeout: float = 30.0
+    """TCP connect + TLS + WebSocket upgrade of one connection."""
+    handshake_timeout: float = 30.0
+    """Wait for each handshake reply: create, attach, resume, subscribe ack, close ack."""
+    parallel_create_frame_timeout: float = 900.0
+    """Wait for each frame of a parallel create (the server may park waiting for capacity)."""
+    ping_interval: float = 15.0
+    """Keepalive: a WebSocket ping is sent this often."""
+    dead_after: float = 45.0
+    """A connection with no inbound frame of any kind for this long is declared dead."""
+    reconnect_budget: float = 840.0
+    """Total wall-clock time one outage may spend reconnecting (below the server's 900 s)."""
+    backoff_initial: float = 0.25
+    """First backoff ceiling; each further attempt doubles it (full jitter below it)."""
+    backoff_max: float = 10.0
+    """Cap on one backoff sleep."""
+    stable_after: float = 30.0
+    """A connection up this long resets the reconnect budget and the backoff."""
+    drain_timeout: float = 60.0
+    """After ``completed``, the longest a subscription may stay silent before its end-of-stream."""
+    rpc_timeout: float = 30.0
+    """Timeout of one per-session JSON-RPC HTTP request."""
+    max_buffered_events: int = 10_000
+    """Data-plane events that may wait in a session's mailbox before its readers hold back."""
+    slow_consumer_timeout: float = 30.0
+    """How long a reader may hold back for a full mailbox before ``SlowConsumerError``."""
+    close_timeout: float = 5.0
+    """Bound on ``close()``: the close handshake plus joining the internal threads."""
+    coordinator_quick_attempts: int = 3
+    """Reconnect attempts a shared-link subscription makes before queueing behind siblings."""
+    allow_foreign_rpc_host: bool = False
+    """Accept an ``rpc_endpoint`` on a different host than the control URL."""
+    ca_bundle: Optional[str] = None
+    """Path of a CA bundle for wss/https (default: the system's trust store via certifi)."""
+    extra_headers: dict[str, str] = field(default_factory=dict)
+    """Extra HTTP headers on the control upgrade (never logged)."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("float", "int") and (isinstance(value, bool)
+                                               or not isinstance(value, (int, float))):
+                raise ValueError(f"ClientConfig.{f.name} must be a number, not {value!r}")
+        positive = ("connect_timeout", "handshake_timeout", "parallel_create_frame_timeout",
+                    "ping_interval", "dead_after", "backoff_initial", "backoff_max",
+                    "drain_timeout", "rpc_timeout", "slow_consumer_timeout", "close_timeout")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ClientConfig.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("reconnect_budget", "stable_after"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"ClientConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.dead_after <= self.ping_interval:
+            raise ValueError("ClientConfig.dead_after must exceed ping_interval "
+                             f"({self.dead_after} <= {self.ping_interval})")
+        if self.backoff_max < self.backoff_initial:
+            raise ValueError("ClientConfig.backoff_max must be >= backoff_initial")
+        if self.max_buffered_events < 1:
+            raise ValueError("ClientConfig.max_buffered_events must be >= 1")
+        if self.coordinator_quick_attempts < 0:
+            raise ValueError("ClientConfig.coordinator_quick_attempts must be >= 0")
+
+    def replace(self, **changes: Any) -> ClientConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def __repr__(self) -> str:
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                 if f.name != "extra_headers"}
+        inner = ", ".join(f"{k}={v!r}" for k, v in shown.items())
+        return f"ClientConfig({inner}, extra_headers=<{len(self.extra_headers)} hidden>)"

@@ -1,0 +1,69 @@
+"""The exceptions simsync raises. Each carries its reason in plain words.
+
+Every exception derives from :class:`SimsyncError`. None of them ever holds the API key.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+
+class SimsyncError(Exception):
+    """Base class of every error simsync raises on purpose."""
+
+
+class ProtocolError(SimsyncError):
+    """A frame did not match the wire protocol (PROTOCOL.md). Carries a short excerpt only."""
+
+    def __init__(self, reason: str, frame: Any = None) -> None:
+        self.reason = reason
+        self.excerpt = excerpt(frame) if frame is not None else None
+        super().__init__(f"{reason}: {self.excerpt}" if self.excerpt else reason)
+
+
+class SessionCreateError(SimsyncError):
+    """The server refused to create or attach the session, or answered nonsense."""
+
+
+class ControlFailed(SimsyncError):
+    """The control connection failed for good (fatal error or reconnect budget spent)."""
+
+
+class SubscriptionFailed(SimsyncError):
+    """A data-plane subscription was refused, failed for good, or ended incomplete."""
+
+
+class SessionClosed(SimsyncError):
+    """The session was closed; nothing more will come from it."""
+
+
+class RpcError(SimsyncError):
+    """A per-session JSON-RPC call failed: a JSON-RPC error object, an HTTP error or bad JSON."""
+
+    def __init__(self, message: str, code: Optional[int] = None,
+                 http_status: Optional[int] = None, data: Any = None) -> None:
+        self.code = code
+        self.http_status = http_status
+        self.data = data
+        super().__init__(message)
+
+
+class SlowConsumerError(SimsyncError):
+    """The user fell too far behind the data plane for too long."""
+
+
+class ForkedSessionError(SimsyncError):
+    """A session was used in a process other than the one that created it."""
+
+
+class EventTimeout(SimsyncError, TimeoutError):
+    """``next_event(timeout=...)`` waited and nothing came."""
+
+
+def excerpt(frame: Any, limit: int = 80) -> str:
+    """A short, printable excerpt of a frame for error messages (never the whole frame)."""
+    if isinstance(frame, (bytes, bytearray, memoryview)):
+        text = bytes(frame[:limit]).decode("utf-8", "replace")
+    else:
+        text = str(frame)
+    text = text[:limit].encode("unicode_escape").decode("ascii")
+    return repr(text[:limit] + ("…" if len(str(frame)) > limit else ""))

@@ -1,0 +1,578 @@
+"""The wire types of PROTOCOL.md as frozen dataclasses.
+
+Field names are Python snake_case; dataclasses-json carries each type's wire casing
+(payload structs camelCase, struct variants snake_case) so ``to_dict()``/``from_dict()``
+speak the canonical wire form. The hot-path codec (``codec.py``) builds these types with
+explicit constructors instead of the generic ``from_dict``.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple
+
+import base58
+from dataclasses_json import DataClassJsonMixin, LetterCase, config
+
+from simsync.protocol.server_errors import ServerError
+
+_CAMEL_CONFIG = config(letter_case=LetterCase.CAMEL)["dataclasses_json"]  # type: ignore[arg-type]
+
+
+class Camel(DataClassJsonMixin):
+    """Base of payload structs whose wire field names are camelCase."""
+
+    dataclass_json_config = _CAMEL_CONFIG
+
+
+class Snake(DataClassJsonMixin):
+    """Base of struct variants whose wire field names are snake_case."""
+
+
+# ----------------------------------------------------------------------------- payloads
+
+
+@dataclass(frozen=True)
+class EncodedData(Camel):
+    """Account bytes as the wire carries them: ``{"data": "<base64>", "encoding": "base64"}``."""
+
+    data: str
+    encoding: str = "base64"
+
+
+@dataclass(frozen=True)
+class AccountData(Camel):
+    """An account override (``modifyAccountStates`` / ``modifyAccounts``)."""
+
+    data: EncodedData
+    executable: bool
+    lamports: int
+    owner: str
+    space: int
+
+    @classmethod
+    def of(cls, data: bytes, owner: str, lamports: int, executable: bool = False) -> AccountData:
+        """An override holding ``data``; ``space`` is its length."""
+        encoded = EncodedData(base64.b64encode(bytes(data)).decode("ascii"))
+        return cls(encoded, executable, int(lamports), str(owner), len(data))
+
+    def raw_bytes(self) -> bytes:
+        """The account's data bytes."""
+        return base64.b64decode(self.data.data)
+
+    def wire(self) -> Dict[str, Any]:
+        """The canonical wire object."""
+        return {"data": {"data": self.data.data, "encoding": self.data.encoding},
+                "executable": self.executable, "lamports": self.lamports,
+                "owner": self.owner, "space": self.space}
+
+
+#: Create fields in canonical wire order (python name, wire name).
+CREATE_FIELDS: Tuple[Tuple[str, str], ...] = (
+    ("start_slot", "startSlot"), ("end_slot", "endSlot"), ("signer_filter", "signerFilter"),
+    ("send_summary", "sendSummary"), ("parallel", "parallel"),
+    ("disconnect_timeout_secs", "disconnectTimeoutSecs"),
+    ("capacity_wait_timeout_secs", "capacityWaitTimeoutSecs"),
+    ("extra_compute_units", "extraComputeUnits"), ("discoveries", "discoveries"),
+    ("replay_account_state", "replayAccountState"),
+)
+
+
+@dataclass(frozen=True)
+class CreateSessionParams(Camel):
+    """``createBacktestSession`` params (PROTOCOL.md §5). ``None`` means absent (server default).
+
+    ``extra`` carries opaque pass-through fields (``actions``, ``reroute``,
+    ``diagnosticProbes``, ``preloadPrograms``, ``agents``) under their wire names.
+    """
+
+    start_slot: int
+    end_slot: int
+    signer_filter: Optional[List[str]] = None
+    send_summary: Optional[bool] = None
+    parallel: Optional[bool] = None
+    disconnect_timeout_secs: Optional[int] = None
+    capacity_wait_timeout_secs: Optional[int] = None
+    extra_compute_units: Optional[int] = None
+    discoveries: Optional[List[Dict[str, Any]]] = None
+    replay_account_state: Optional[bool] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("start_slot", "end_slot"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.start_slot > self.end_slot:
+            raise ValueError(f"start_slot ({self.start_slot}) is after end_slot ({self.end_slot})")
+        window = self.disconnect_timeout_secs
+        if window is not None and not 0 <= window <= 900:
+            raise ValueError(f"disconnect_timeout_secs must be between 0 and 900, got {window}")
+        known = {wire for _, wire in CREATE_FIELDS}
+        clash = known.intersection(self.extra)
+        if clash:
+            raise ValueError(f"extra must not repeat named create fields: {sorted(clash)}")
+
+    def wire(self) -> Dict[str, Any]:
+        """The canonical camelCase object, absent fields left out, extras last."""
+        out: Dict[str, Any] = {}
+        for name, wire_name in CREATE_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                out[wire_name] = value
+        out.update(self.extra)
+        return out
+
+    @property
+    def sequenced(self) -> bool:
+        """Whether the server will sequence this session's frames (a detach window is set)."""
+        return bool(self.disconnect_timeout_secs)
+
+
+@dataclass(frozen=True)
+class ContinueParams(Camel):
+    """``continue`` params (PROTOCOL.md §6). Transactions are base64 strings."""
+
+    advance_count: int = 1
+    transactions: Tuple[str, ...] = ()
+    modify_account_states: Mapping[str, AccountData] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        count = self.advance_count
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"advance_count must be a positive integer, got {count!r}")
+
+    def wire(self) -> Dict[str, Any]:
+        """The canonical camelCase object; empty lists and maps left out."""
+        out: Dict[str, Any] = {"advanceCount": self.advance_count}
+        if self.transactions:
+            out["transactions"] = list(self.transactions)
+        if self.modify_account_states:
+            out["modifyAccountStates"] = {k: v.wire()
+                                          for k, v in self.modify_account_states.items()}
+        return out
+
+
+@dataclass(frozen=True)
+class Summary(Camel):
+    """The session summary in ``completed`` (when ``sendSummary`` was set).
+
+    Counters the server did not send are ``None``; fields this version does not know are
+    kept in ``extra`` under their wire names.
+    """
+
+    correct_simulation: Optional[int] = None
+    incorrect_simulation: Optional[int] = None
+    execution_errors: Optional[int] = None
+    balance_diff: Optional[int] = None
+    log_diff: Optional[int] = None
+    unsanitizable: Optional[int] = None
+    reroute_stats: Any = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- requests
+
+
+class Request:
+    """A client→server control frame."""
+
+    METHOD: ClassVar[str]
+
+    def params(self) -> Any:
+        """The wire ``params``; ``None`` for a unit variant (then ``params`` is omitted)."""
+        return None
+
+
+#: How ``…SessionV1`` wrappers lay out their params (PROTOCOL.md §3): "flat" puts the
+#: step fields beside ``sessionId``; "nested" puts them under ``request``.
+V1_LAYOUT = "flat"
+
+
+def v1_params(session_id: str, inner: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """Wrap a sub-session's step params in the ``…SessionV1`` layout (the one place)."""
+    if inner is None:
+        return {"sessionId": session_id}
+    if V1_LAYOUT == "nested":
+        return {"sessionId": session_id, "request": inner}
+    return {"sessionId": session_id, **inner}
+
+
+@dataclass(frozen=True)
+class CreateBacktestSession(Request):
+    METHOD: ClassVar[str] = "createBacktestSession"
+    create: CreateSessionParams
+
+    def params(self) -> Any:
+        return self.create.wire()
+
+
+@dataclass(frozen=True)
+class Continue(Request):
+    METHOD: ClassVar[str] = "continue"
+    step: ContinueParams = field(default_factory=ContinueParams)
+
+    def params(self) -> Any:
+        return self.step.wire()
+
+
+@dataclass(frozen=True)
+class ContinueTo(Request):
+    METHOD: ClassVar[str] = "continueTo"
+    slot: int
+    batch_index: Optional[int] = None
+
+    def params(self) -> Any:
+        return {"slot": self.slot, "batchIndex": self.batch_index}
+
+
+@dataclass(frozen=True)
+class CloseBacktestSession(Request):
+    METHOD: ClassVar[str] = "closeBacktestSession"
+
+
+@dataclass(frozen=True)
+class AttachBacktestSession(Request):
+    METHOD: ClassVar[str] = "attachBacktestSession"
+    session_id: str
+    last_sequence: Optional[int] = None
+
+    def params(self) -> Any:
+        return {"session_id": self.session_id, "last_sequence": self.last_sequence}
+
+
+@dataclass(frozen=True)
+class ResumeAttachedSession(Request):
+    METHOD: ClassVar[str] = "resumeAttachedSession"
+
+
+@dataclass(frozen=True)
+class ContinueSessionV1(Request):
+    METHOD: ClassVar[str] = "continueSessionV1"
+    session_id: str
+    step: ContinueParams = field(default_factory=ContinueParams)
+
+    def params(self) -> Any:
+        return v1_params(self.session_id, self.step.wire())
+
+
+@dataclass(frozen=True)
+class ContinueToSessionV1(Request):
+    METHOD: ClassVar[str] = "continueToSessionV1"
+    session_id: str
+    slot: int
+    batch_index: Optional[int] = None
+
+    def params(self) -> Any:
+        return v1_params(self.session_id, {"slot": self.slot, "batchIndex": self.batch_index})
+
+
+@dataclass(frozen=True)
+class CloseSessionV1(Request):
+    METHOD: ClassVar[str] = "closeSessionV1"
+    session_id: str
+
+    def params(self) -> Any:
+        return v1_params(self.session_id, None)
+
+
+@dataclass(frozen=True)
+class AttachParallelControlSessionV2(Request):
+    METHOD: ClassVar[str] = "attachParallelControlSessionV2"
+    control_session_id: str
+    last_sequences: Mapping[str, Optional[int]] = field(default_factory=dict)
+
+    def params(self) -> Any:
+        return {"control_session_id": self.control_session_id,
+                "last_sequences": dict(self.last_sequences)}
+
+
+@dataclass(frozen=True)
+class Subscribe(Request):
+    """A PubSub subscription request (JSON-RPC 2.0), e.g. ``transactionSubscribe``."""
+
+    METHOD: ClassVar[str] = "subscribe"
+    id: int
+    kind: str
+    filter: Dict[str, Any]
+    config: Dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- responses
+
+
+class Response:
+    """A server→client frame (control or PubSub)."""
+
+    METHOD: ClassVar[str] = ""
+
+
+@dataclass(frozen=True)
+class SessionCreated(Snake, Response):
+    METHOD: ClassVar[str] = "sessionCreated"
+    session_id: str
+    rpc_endpoint: str
+    task_id: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class SessionAttached(Snake, Response):
+    METHOD: ClassVar[str] = "sessionAttached"
+    session_id: str
+    rpc_endpoint: str
+    task_id: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class SessionsCreatedV2(Snake, Response):
+    """End of a parallel create. ``start_slots``/``end_slots`` are ``None`` when a too-old
+    server left them out (the parallel layer rejects that)."""
+
+    METHOD: ClassVar[str] = "sessionsCreatedV2"
+    control_session_id: str
+    session_ids: List[str]
+    task_ids: List[Optional[str]]
+    start_slots: Optional[List[int]] = None
+    end_slots: Optional[List[int]] = None
+
+
+@dataclass(frozen=True)
+class SessionsCreated(Snake, Response):
+    """Legacy parallel reply from older servers (decode only)."""
+
+    METHOD: ClassVar[str] = "sessionsCreated"
+    session_ids: List[str]
+
+
+@dataclass(frozen=True)
+class ParallelSessionAttachedV2(Snake, Response):
+    METHOD: ClassVar[str] = "parallelSessionAttachedV2"
+    control_session_id: str
+    session_ids: List[str]
+    task_ids: List[Optional[str]]
+
+
+@dataclass(frozen=True)
+class ReadyForContinue(Snake, Response):
+    """The session is paused at a block boundary: send the next step."""
+
+    METHOD: ClassVar[str] = "readyForContinue"
+
+
+@dataclass(frozen=True)
+class Slot(Snake, Response):
+    """A slot was executed (skipped slots are never announced)."""
+
+    METHOD: ClassVar[str] = "slotNotification"
+    slot: int
+
+
+@dataclass(frozen=True)
+class Paused(Camel, Response):
+    """Reached a ``continueTo`` target; ``batch_index`` ``None`` means a block boundary."""
+
+    METHOD: ClassVar[str] = "paused"
+    slot: int
+    batch_index: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class DiscoveryBatch(Camel, Response):
+    """An upcoming batch matches a registered discovery filter."""
+
+    METHOD: ClassVar[str] = "discoveryBatch"
+    slot: int
+    batch_index: int
+    matched: List[Any] = field(default_factory=list)
+    transactions: List[Any] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Status(Snake, Response):
+    """A progress phase (PROTOCOL.md §7); unknown values are kept as they are."""
+
+    METHOD: ClassVar[str] = "status"
+    status: str
+
+
+@dataclass(frozen=True)
+class ServerErrorResponse(Response):
+    """Marker for the ``error`` method; frames decode to :class:`ServerError` itself."""
+
+    METHOD: ClassVar[str] = "error"
+
+
+@dataclass(frozen=True)
+class Success(Snake, Response):
+    METHOD: ClassVar[str] = "success"
+
+
+@dataclass(frozen=True)
+class Completed(Snake, Response):
+    """The range is done; nothing follows. ``agent_stats`` comes from older servers."""
+
+    METHOD: ClassVar[str] = "completed"
+    summary: Optional[Summary] = None
+    agent_stats: Optional[List[Dict[str, Any]]] = None
+
+
+@dataclass(frozen=True)
+class SessionEventV2(Snake, Response):
+    """Parallel mode: one sub-session's event with its per-session sequence."""
+
+    METHOD: ClassVar[str] = "sessionEventV2"
+    session_id: str
+    seq_id: Optional[int]
+    event: Any
+
+
+@dataclass(frozen=True)
+class SessionEventV1(Snake, Response):
+    """Legacy parallel event from older servers (no sequence; decode only)."""
+
+    METHOD: ClassVar[str] = "sessionEventV1"
+    session_id: str
+    event: Any
+
+
+@dataclass(frozen=True)
+class UnknownResponse(Snake, Response):
+    """A method this version of simsync does not know; kept as received."""
+
+    method: str
+    params: Any = None
+
+
+# ----------------------------------------------------------------------------- data plane
+
+
+@dataclass(frozen=True)
+class SubscriptionAck(Snake, Response):
+    """``{"jsonrpc":"2.0","id":N,"result":SUB_ID}``."""
+
+    id: int
+    subscription: int
+
+
+@dataclass(frozen=True)
+class SubscriptionRefused(Snake, Response):
+    """A JSON-RPC error answering a subscribe request."""
+
+    id: Optional[int]
+    code: Optional[int]
+    message: str
+
+
+@dataclass(frozen=True)
+class SubscriptionComplete(Snake, Response):
+    """End of stream for one subscription: it is finished and must not reconnect."""
+
+    METHOD: ClassVar[str] = "subscriptionComplete"
+    subscription: int
+
+
+@dataclass(frozen=True)
+class Transaction(Camel, Response):
+    """One executed transaction (``transactionNotification``), shaped like ``getTransaction``.
+
+    ``transaction`` is ``[base64, "base64"]`` as sent; ``signature`` is the first signature
+    in base58 (computed on first access unless the server sent it).
+    """
+
+    METHOD: ClassVar[str] = "transactionNotification"
+    subscription: int
+    slot: int
+    transaction: Any
+    meta: Optional[Dict[str, Any]] = None
+    block_time: Optional[int] = None
+    version: Any = None
+    signature_hint: Optional[str] = field(default=None, compare=False, repr=False)
+
+    @cached_property
+    def signature_bytes(self) -> bytes:
+        """The first signature's 64 raw bytes (used to drop replayed duplicates)."""
+        return first_signature(self.transaction)
+
+    @property
+    def signature(self) -> str:
+        """The first signature, base58."""
+        return self.signature_hint or b58encode(self.signature_bytes)
+
+    @property
+    def dedup_key(self) -> Any:
+        """Identity of this notification across a replay."""
+        return self.signature_hint or self.signature_bytes
+
+
+@dataclass(frozen=True)
+class AccountDiff(Camel, Response):
+    """One account changed by one transaction (``accountDiffNotification``).
+
+    ``pre`` is ``None`` for a created account, ``post`` ``None`` for a deleted one.
+    """
+
+    METHOD: ClassVar[str] = "accountDiffNotification"
+    subscription: int
+    slot: int
+    account: str
+    signature: str
+    pre: Optional[Dict[str, Any]] = None
+    post: Optional[Dict[str, Any]] = None
+
+    @property
+    def dedup_key(self) -> Tuple[int, str, str]:
+        """Identity of this notification across a replay: (slot, signature, account)."""
+        return (self.slot, self.signature, self.account)
+
+
+@dataclass(frozen=True)
+class Notification(Snake, Response):
+    """A standard Solana PubSub notification (slot, account, program, logs, signature)."""
+
+    method: str
+    subscription: int
+    result: Any = None
+
+    @property
+    def slot(self) -> Optional[int]:
+        """The notification's slot when it names one (``context.slot`` or ``slot``)."""
+        result = self.result
+        if isinstance(result, dict):
+            context = result.get("context")
+            if isinstance(context, dict) and isinstance(context.get("slot"), int):
+                return int(context["slot"])
+            if isinstance(result.get("slot"), int):
+                return int(result["slot"])
+        return None
+
+
+UnknownEvent = UnknownResponse
+
+def b58encode(raw: bytes) -> str:
+    """Base58 text of raw bytes (signatures read from transaction bytes)."""
+    return base58.b58encode(raw).decode("ascii")
+
+
+def first_signature(transaction: Any) -> bytes:
+    """The 64-byte first signature of a wire transaction given as ``[base64, "base64"]``
+    or a base64 string (compact-u16 count, then the signatures)."""
+    encoded = transaction[0] if isinstance(transaction, (list, tuple)) else transaction
+    if not isinstance(encoded, str):
+        return b""
+    try:
+        head = base64.b64decode(encoded[:100] if len(encoded) > 100 else encoded)
+    except (binascii.Error, ValueError):
+        return b""
+    offset = 1 if head[:1] and head[0] < 0x80 else 3
+    return head[offset:offset + 64]
+
+
+def replace(obj: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` re-exported for callers that hold wire types."""
+    return dataclasses.replace(obj, **changes)
+
+
+__all__ = [name for name in dir() if not name.startswith("_")] + ["ServerError"]

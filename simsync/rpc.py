@@ -1,0 +1,468 @@
+"""Per-session JSON-RPC over HTTP (PROTOCOL.md §10): :class:`SessionRpc`.
+
+A session's simulated chain answers standard Solana JSON-RPC 2.0 at the session's
+``rpc_endpoint`` (``POST http(s)://HOST/backtest/SESSION_ID``), plus the custom
+``modifyAccounts``. That endpoint needs no authentication, so the API key is never sent here.
+The endpoint stops answering once the session completes or closes: reads belong at a
+``readyForContinue`` or ``paused`` pause.
+
+Every failure surfaces as :class:`simsync.RpcError` (a JSON-RPC error object, an HTTP error
+status, a response that is not JSON-RPC, a timeout, a connection failure, or a session that
+has ended). Error messages carry at most a short excerpt of what the server sent and never
+the request body.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable, Optional
+
+import requests
+
+from simsync._version import __version__
+from simsync.config import ClientConfig
+from simsync.errors import RpcError, excerpt
+
+__all__ = ["SessionRpc", "to_base64"]
+
+log = logging.getLogger(__name__)
+
+_BODY_EXCERPT = 200
+"""Characters of a server's response body an error message may quote."""
+_SERVER_MESSAGE_LIMIT = 500
+"""Characters of a JSON-RPC error object's ``message`` an error message may quote."""
+_BASE58 = frozenset("123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz")
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument conversion
+# ---------------------------------------------------------------------------------------------
+
+def to_base64(obj: Any) -> str:
+    """The base64 wire form of a transaction or message.
+
+    Accepts ``bytes``/``bytearray``/``memoryview`` (the serialized form), a ``str`` that is
+    already base64 (checked, returned stripped), or any object whose ``bytes(obj)`` is the wire
+    form (solders ``VersionedTransaction``, ``Transaction``, ``Message``). A solders
+    ``MessageV0`` gets its version prefix (``0x80``), as ``solders.message.to_bytes_versioned``
+    would give. Raises ``TypeError`` for anything else and ``ValueError`` for a ``str`` that is
+    not base64.
+    """
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        raw = bytes(obj)
+    elif isinstance(obj, str):
+        text = obj.strip()
+        try:
+            base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError(f"not a base64 string: {excerpt(obj, 40)}") from exc
+        if not text:
+            raise ValueError("empty transaction/message string")
+        return text
+    elif hasattr(type(obj), "__bytes__") and not isinstance(obj, (int, bool)):
+        raw = bytes(obj)
+        cls = type(obj)
+        if cls.__name__ == "MessageV0" and cls.__module__.startswith("solders"):
+            raw = b"\x80" + raw  # bytes(MessageV0) omits the versioned-message prefix
+    else:
+        raise TypeError("expected bytes, a base64 str, or an object with __bytes__ "
+                        f"(e.g. a solders VersionedTransaction), not {type(obj).__name__}")
+    if not raw:
+        raise ValueError("empty transaction/message bytes")
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _base58(value: Any, what: str) -> str:
+    """``value`` as a base58 string: a ``str``, or anything whose ``str()`` is base58."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{what} must be a base58 str or a solders object, not raw bytes")
+    text = value if isinstance(value, str) else str(value)
+    if not text or not set(text) <= _BASE58:
+        raise ValueError(f"{what} is not base58: {excerpt(text, 40)}")
+    return text
+
+
+def _account_data(value: Any, key: str) -> Any:
+    """One ``AccountData`` value of ``modifyAccounts`` as a JSON-ready dict (PROTOCOL.md §6)."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict):
+        return to_dict()
+    if all(hasattr(value, a) for a in ("lamports", "data", "owner", "executable")):
+        data = bytes(value.data)  # a solders Account, or anything shaped like one
+        return {
+            "data": {"data": base64.b64encode(data).decode("ascii"), "encoding": "base64"},
+            "executable": bool(value.executable),
+            "lamports": int(value.lamports),
+            "owner": _base58(value.owner, f"owner of account {key}"),
+            "space": len(data),
+        }
+    raise TypeError(f"account {key}: expected an AccountData dict, an object with to_dict(), "
+                    f"or a solders Account, not {type(value).__name__}")
+
+
+def _snake_to_camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+# ---------------------------------------------------------------------------------------------
+# Result unwrapping
+# ---------------------------------------------------------------------------------------------
+
+def _value(result: Any) -> Any:
+    """The ``value`` of an ``{"context": ..., "value": ...}`` result; anything else as is."""
+    if isinstance(result, dict) and "value" in result:
+        return result["value"]
+    return result
+
+
+def _unexpected(method: str, result: Any, wanted: str) -> RpcError:
+    return RpcError(f"{method}: unexpected result, wanted {wanted}: {excerpt(result, 120)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# SessionRpc
+# ---------------------------------------------------------------------------------------------
+
+class SessionRpc:
+    """The JSON-RPC client of one session's simulated chain (PROTOCOL.md §10).
+
+    One pooled :class:`requests.Session` per instance; each request is bounded by
+    ``config.rpc_timeout`` (connect and read) and verified against ``config.ca_bundle`` when
+    set. There are no retries: a failed call raises :class:`simsync.RpcError`.
+
+    Threads: every method runs on the calling user thread. An instance is safe to share
+    between threads; calls are serialised by an internal lock (``requests.Session`` is not
+    guaranteed thread-safe), so a call may wait for another thread's call in flight, each
+    bounded by ``rpc_timeout``. :meth:`close` never waits for that lock.
+
+    ``ended``, when given, returns ``None`` while the session is live and a reason string once
+    it has completed or closed; from then on every call fails fast with ``RpcError`` without
+    sending anything.
+    """
+
+    def __init__(self, url: str, config: ClientConfig,
+                 ended: Optional[Callable[[], Optional[str]]] = None) -> None:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ValueError(f"per-session RPC URL must be http(s)://…, got {excerpt(url)}")
+        self._url = url
+        self._timeout = config.rpc_timeout
+        self._ended = ended
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._closed = False
+        # Passed on every request: a Session-level ``verify`` loses to REQUESTS_CA_BUNDLE /
+        # CURL_CA_BUNDLE in requests' environment merge, a request-level one does not.
+        self._verify: Optional[str] = config.ca_bundle or None
+        self._http = requests.Session()
+        self._http.headers.update({
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": f"simsync/{__version__}",
+        })
+
+    @property
+    def url(self) -> str:
+        """The session's JSON-RPC endpoint."""
+        return self._url
+
+    def __repr__(self) -> str:
+        url = self._url if len(self._url) <= 100 else self._url[:99] + "…"
+        return f"SessionRpc({url!r}{', closed' if self._closed else ''})"
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the pooled HTTP connections. Idempotent; any thread; never blocks on a call.
+
+        Later calls raise ``RpcError``; a call already in flight finishes or fails on its own.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._http.close()
+
+    def __enter__(self) -> SessionRpc:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- the one generic call ------------------------------------------------------------------
+
+    def _refusal(self, method: str) -> Optional[RpcError]:
+        """Why a call must not be sent now (the session ended, or this client is closed)."""
+        reason = self._ended() if self._ended is not None else None
+        if reason is not None:
+            return RpcError(f"{method}: the session has ended ({reason}); its JSON-RPC endpoint "
+                            "no longer answers (read state at a readyForContinue or paused pause)")
+        if self._closed:
+            return RpcError(f"{method}: this SessionRpc is closed")
+        return None
+
+    def call(self, method: str, params: Optional[Sequence[Any]] = None) -> Any:
+        """Send one JSON-RPC 2.0 request and return its ``result`` (any JSON value, may be None).
+
+        Runs on the calling thread; blocks on the HTTP request (at most ``rpc_timeout``) and on
+        another thread's call in flight. Raises ``RpcError``: with ``code``/``data`` for a
+        JSON-RPC error object, with ``http_status`` for an HTTP status >= 300, and for invalid
+        JSON, a response without ``result`` or ``error``, an ``id`` mismatch, a timeout or a
+        connection failure (the ``requests`` exception chained), or an ended session (nothing
+        sent). Raises ``TypeError`` when ``params`` is not a list or not JSON-serialisable.
+        """
+        if isinstance(params, (str, bytes)) or not isinstance(params, (Sequence, type(None))):
+            raise TypeError(f"{method}: params must be a list, not {type(params).__name__}")
+        refusal = self._refusal(method)
+        if refusal is not None:
+            raise refusal
+        with self._lock:
+            refusal = self._refusal(method)
+            if refusal is not None:
+                raise refusal
+            request_id = next(self._ids)
+            try:
+                body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method,
+                                   "params": list(params or [])}, separators=(",", ":"))
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"{method}: params are not JSON-serialisable: {exc}") from None
+            started = time.monotonic()
+            try:
+                response = self._http.post(
+                    self._url, data=body.encode("utf-8"), timeout=self._timeout,
+                    allow_redirects=False,
+                    **({"verify": self._verify} if self._verify is not None else {}))
+                status, content = response.status_code, response.content
+            except requests.exceptions.RequestException as exc:
+                raise self._transport_error(method, exc) from exc
+            log.debug("rpc %s id=%d -> HTTP %d in %.3fs (%d bytes)", method, request_id, status,
+                      time.monotonic() - started, len(content))
+        return self._decode(method, request_id, status, content)
+
+    def _transport_error(self, method: str, exc: requests.exceptions.RequestException,
+                         ) -> RpcError:
+        if isinstance(exc, requests.exceptions.Timeout):
+            what = f"no answer within rpc_timeout={self._timeout:g}s ({type(exc).__name__})"
+        elif isinstance(exc, requests.exceptions.ConnectionError):
+            what = f"connection failed ({type(exc).__name__})"
+        else:
+            what = f"HTTP request failed ({type(exc).__name__})"
+        after = self._ended() if self._ended is not None else None
+        if after is not None:
+            what += f"; the session has ended ({after})"
+        elif self._closed:
+            what += "; this SessionRpc was closed meanwhile"
+        return RpcError(f"{method}: {what} at {self._url}: {excerpt(str(exc), _BODY_EXCERPT)}")
+
+    def _decode(self, method: str, request_id: int, status: int, content: bytes) -> Any:
+        try:
+            reply: Any = json.loads(content)
+        except ValueError:
+            reply = None
+            parsed = False
+        else:
+            parsed = True
+        error = reply.get("error") if isinstance(reply, dict) else None
+        if not 200 <= status < 300:
+            if isinstance(error, dict):  # an error object carried on an HTTP error status
+                raise self._error_object(method, error, http_status=status)
+            raise RpcError(f"{method}: HTTP {status} from {self._url}: "
+                           f"{excerpt(content, _BODY_EXCERPT)}", http_status=status)
+        if not parsed:
+            raise RpcError(f"{method}: response is not JSON: {excerpt(content, _BODY_EXCERPT)}")
+        if not isinstance(reply, dict):
+            raise RpcError(f"{method}: response is not a JSON-RPC object: "
+                           f"{excerpt(content, _BODY_EXCERPT)}")
+        reply_id = reply.get("id")
+        if "error" in reply:
+            # A server that could not read the request answers with "id": null.
+            if reply_id is not None and reply_id != request_id:
+                raise RpcError(f"{method}: response id {excerpt(reply_id, 40)} does not match "
+                               f"request id {request_id}")
+            if isinstance(error, dict):
+                raise self._error_object(method, error)
+            raise RpcError(f"{method}: malformed JSON-RPC error: {excerpt(error, _BODY_EXCERPT)}")
+        if "result" not in reply:
+            raise RpcError(f"{method}: response has neither result nor error: "
+                           f"{excerpt(content, _BODY_EXCERPT)}")
+        if reply_id != request_id or isinstance(reply_id, bool):
+            raise RpcError(f"{method}: response id {excerpt(reply_id, 40)} does not match "
+                           f"request id {request_id}")
+        return reply["result"]
+
+    @staticmethod
+    def _error_object(method: str, error: Mapping[str, Any],
+                      http_status: Optional[int] = None) -> RpcError:
+        raw_code = error.get("code")
+        code = raw_code if isinstance(raw_code, int) and not isinstance(raw_code, bool) else None
+        message = str(error.get("message") or "no message")
+        if len(message) > _SERVER_MESSAGE_LIMIT:
+            message = message[:_SERVER_MESSAGE_LIMIT] + "…"
+        where = f"JSON-RPC error {code}" if code is not None else "JSON-RPC error"
+        if http_status is not None:
+            where += f", HTTP {http_status}"
+        return RpcError(f"{method}: {message} ({where})", code=code, http_status=http_status,
+                        data=error.get("data"))
+
+    # -- typed helpers (PROTOCOL.md §10) -------------------------------------------------------
+    # Each runs on the calling thread and blocks like call(): at most rpc_timeout.
+
+    def get_slot(self) -> int:
+        """``getSlot``: the session's current slot."""
+        result = _value(self.call("getSlot"))
+        if not isinstance(result, int) or isinstance(result, bool):
+            raise _unexpected("getSlot", result, "an integer")
+        return result
+
+    def get_balance(self, pubkey: Any) -> int:
+        """``getBalance``: lamports held by ``pubkey`` (the ``value``; 0 for a missing account)."""
+        result = _value(self.call("getBalance", [_base58(pubkey, "pubkey")]))
+        if not isinstance(result, int) or isinstance(result, bool):
+            raise _unexpected("getBalance", result, "an integer")
+        return result
+
+    def get_account_info(self, pubkey: Any, encoding: str = "base64") -> Optional[dict[str, Any]]:
+        """``getAccountInfo``: the account (the ``value``: ``{lamports, owner, data, executable,
+        rentEpoch, space}``, ``data`` as ``[base64, "base64"]`` by default), or ``None`` if absent.
+        """
+        result = _value(self.call("getAccountInfo",
+                                  [_base58(pubkey, "pubkey"), {"encoding": encoding}]))
+        if result is not None and not isinstance(result, dict):
+            raise _unexpected("getAccountInfo", result, "an account object or null")
+        return result
+
+    def get_multiple_accounts(self, pubkeys: Sequence[Any],
+                              encoding: str = "base64") -> list[Optional[dict[str, Any]]]:
+        """``getMultipleAccounts``: one account or ``None`` per pubkey, in order (the ``value``)."""
+        keys = [_base58(k, "pubkey") for k in _sequence(pubkeys, "pubkeys")]
+        result = _value(self.call("getMultipleAccounts", [keys, {"encoding": encoding}]))
+        if not isinstance(result, list):
+            raise _unexpected("getMultipleAccounts", result, "a list")
+        return result
+
+    def get_program_accounts(self, program_id: Any, filters: Optional[Sequence[Any]] = None,
+                             encoding: str = "base64") -> list[dict[str, Any]]:
+        """``getProgramAccounts``: the accounts owned by ``program_id``, each ``{pubkey, account}``.
+
+        ``filters`` are Solana's (``{"dataSize": N}``, ``{"memcmp": {...}}``), sent as given.
+        A ``{context, value}`` answer (``withContext``) is unwrapped to its list.
+        """
+        config: dict[str, Any] = {"encoding": encoding}
+        if filters is not None:
+            config["filters"] = list(_sequence(filters, "filters"))
+        result = _value(self.call("getProgramAccounts",
+                                  [_base58(program_id, "program_id"), config]))
+        if not isinstance(result, list):
+            raise _unexpected("getProgramAccounts", result, "a list")
+        return result
+
+    def get_latest_blockhash(self) -> dict[str, Any]:
+        """``getLatestBlockhash``: the ``value``, ``{"blockhash", "lastValidBlockHeight"}``."""
+        result = _value(self.call("getLatestBlockhash"))
+        if not isinstance(result, dict) or "blockhash" not in result:
+            raise _unexpected("getLatestBlockhash", result, "an object with a blockhash")
+        return result
+
+    def get_fee_for_message(self, message: Any) -> Optional[int]:
+        """``getFeeForMessage``: the fee in lamports (the ``value``), or ``None``.
+
+        ``message``: serialized message bytes, base64 ``str``, or a solders ``Message`` /
+        ``MessageV0`` (see :func:`to_base64`).
+        """
+        result = _value(self.call("getFeeForMessage", [to_base64(message)]))
+        if result is not None and (not isinstance(result, int) or isinstance(result, bool)):
+            raise _unexpected("getFeeForMessage", result, "an integer or null")
+        return result
+
+    def get_signature_statuses(self, signatures: Sequence[Any],
+                               search_transaction_history: bool = False,
+                               ) -> list[Optional[dict[str, Any]]]:
+        """``getSignatureStatuses``: one status or ``None`` per signature, in order (the ``value``).
+
+        Each status is Solana's ``{slot, confirmations, err, confirmationStatus}``.
+        """
+        sigs = [_base58(s, "signature") for s in _sequence(signatures, "signatures")]
+        params: list[Any] = [sigs]
+        if search_transaction_history:
+            params.append({"searchTransactionHistory": True})
+        result = _value(self.call("getSignatureStatuses", params))
+        if not isinstance(result, list):
+            raise _unexpected("getSignatureStatuses", result, "a list")
+        return result
+
+    def get_transaction(self, signature: Any, encoding: str = "json",
+                        ) -> Optional[dict[str, Any]]:
+        """``getTransaction``: ``{slot, transaction, meta, blockTime}``, or ``None`` if unknown.
+
+        Asks for ``maxSupportedTransactionVersion: 0`` so versioned transactions come back.
+        ``encoding="base64"`` gives ``transaction`` as ``[base64, "base64"]``.
+        """
+        result = self.call("getTransaction", [
+            _base58(signature, "signature"),
+            {"encoding": encoding, "maxSupportedTransactionVersion": 0},
+        ])
+        if result is not None and not isinstance(result, dict):
+            raise _unexpected("getTransaction", result, "a transaction object or null")
+        return result
+
+    def simulate_transaction(self, tx: Any, **config: Any) -> dict[str, Any]:
+        """``simulateTransaction``: the ``value``, ``{err, logs, accounts, unitsConsumed, ...}``.
+
+        ``tx`` as in :func:`to_base64`; sent base64. ``config`` keywords are Solana's
+        simulate config; snake_case names are sent camelCase (``replace_recent_blockhash=True``
+        → ``replaceRecentBlockhash``), camelCase names as given.
+        """
+        options: dict[str, Any] = {"encoding": "base64"}
+        options.update({_snake_to_camel(k): v for k, v in config.items()})
+        result = _value(self.call("simulateTransaction", [to_base64(tx), options]))
+        if not isinstance(result, dict):
+            raise _unexpected("simulateTransaction", result, "an object")
+        return result
+
+    def send_transaction(self, tx: Any) -> str:
+        """``sendTransaction``: execute ``tx`` at once in the current slot; returns its signature.
+
+        ``tx`` as in :func:`to_base64`; sent base64 with ``skipPreflight: true``. A failing
+        transaction may still be accepted: check ``get_signature_statuses``/``get_transaction``.
+        """
+        result = self.call("sendTransaction",
+                           [to_base64(tx), {"encoding": "base64", "skipPreflight": True}])
+        if not isinstance(result, str):
+            raise _unexpected("sendTransaction", result, "a signature string")
+        return result
+
+    def get_address_lookup_table(self, address: Any) -> Optional[dict[str, Any]]:
+        """``getAddressLookupTable``: the table (the ``value`` when wrapped), or ``None``."""
+        result = _value(self.call("getAddressLookupTable", [_base58(address, "address")]))
+        if result is not None and not isinstance(result, dict):
+            raise _unexpected("getAddressLookupTable", result, "an object or null")
+        return result
+
+    def modify_accounts(self, accounts: Mapping[Any, Any]) -> Any:
+        """``modifyAccounts`` (custom): overwrite accounts now; returns the server's ``result``.
+
+        ``accounts`` maps a pubkey (base58 ``str`` or solders ``Pubkey``) to an ``AccountData``
+        (PROTOCOL.md §6): a dict sent as is, an object with ``to_dict()``, or a solders
+        ``Account``. Sent as ``[{base58: AccountData}]``.
+        """
+        if not isinstance(accounts, Mapping):
+            raise TypeError(f"accounts must be a mapping, not {type(accounts).__name__}")
+        payload: dict[str, Any] = {}
+        for key, value in accounts.items():
+            address = _base58(key, "account address")
+            payload[address] = _account_data(value, address)
+        return self.call("modifyAccounts", [payload])
+
+
+def _sequence(values: Any, what: str) -> Sequence[Any]:
+    """``values`` as a sequence of items, refusing a lone string (a common slip)."""
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"{what} must be a list, not a single {type(values).__name__}")
+    return list(values)

@@ -1,0 +1,54 @@
+"""URL rules of PROTOCOL.md §1: control URL, HTTP base, rpc_endpoint, PubSub URL."""
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+_WS_TO_HTTP = {"ws": "http", "wss": "https"}
+_HTTP_TO_WS = {"http": "ws", "https": "wss"}
+
+
+def control_url(url: str) -> str:
+    """Normalise a host or URL to the control URL ``ws(s)://HOST/backtest`` (idempotent)."""
+    url = url.strip()
+    if not url:
+        raise ValueError("the simulator URL is empty")
+    if "://" not in url:
+        url = "wss://" + url
+    parts = urlsplit(url)
+    if parts.scheme not in _WS_TO_HTTP:
+        raise ValueError(f"the simulator URL must be ws:// or wss:// (or a bare host), "
+                         f"got scheme {parts.scheme!r}")
+    if not parts.hostname:
+        raise ValueError("the simulator URL has no host")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/backtest"):
+        path += "/backtest"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def http_base(control: str) -> str:
+    """``wss→https``, ``ws→http``; keep only ``scheme://host[:port]``."""
+    parts = urlsplit(control_url(control))
+    return f"{_WS_TO_HTTP[parts.scheme]}://{parts.netloc}"
+
+
+def rpc_url(control: str, rpc_endpoint: str) -> str:
+    """Resolve a server-given ``rpc_endpoint`` (absolute, or a path joined to the HTTP base)."""
+    if rpc_endpoint.startswith(("http://", "https://")):
+        return rpc_endpoint
+    if not rpc_endpoint.startswith("/"):
+        rpc_endpoint = "/" + rpc_endpoint
+    return http_base(control) + rpc_endpoint
+
+
+def pubsub_url(rpc: str) -> str:
+    """The PubSub URL is the RPC URL with ``http→ws`` and ``https→wss``."""
+    parts = urlsplit(rpc)
+    if parts.scheme not in _HTTP_TO_WS:
+        raise ValueError(f"an RPC URL must be http:// or https://, got {parts.scheme!r}")
+    return urlunsplit((_HTTP_TO_WS[parts.scheme],) + tuple(parts[1:]))  # type: ignore[arg-type]
+
+
+def same_host(a: str, b: str) -> bool:
+    """Whether two URLs name the same host (scheme-insensitive, case-insensitive)."""
+    return (urlsplit(a).hostname or "").lower() == (urlsplit(b).hostname or "").lower()

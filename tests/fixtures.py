@@ -1,0 +1,24 @@
+"""Loads the golden frames of ../shared/fixtures (the contract shared with CI)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+
+
+def rows(name: str) -> List[Dict[str, Any]]:
+    """The rows of one JSON Lines fixture file."""
+    with open(SHARED / name, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def frames(name: str, direction: str) -> List[Dict[str, Any]]:
+    """The rows of one direction (``c2s`` or ``s2c``)."""
+    return [row for row in rows(name) if row["dir"] == direction]
+
+
+def compact(frame: Any) -> str:
+    """A frame as canonical compact JSON (the byte-for-byte comparison form)."""
+    return json.dumps(frame, separators=(",", ":"))

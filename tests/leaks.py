@@ -1,0 +1,60 @@
+"""What a test leaves behind: threads, sockets, child processes (checked after every test)."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Callable, FrozenSet, List, Tuple
+
+import psutil
+
+
+def socket_fds() -> FrozenSet[str]:
+    """The open socket file descriptors of this process (``fd:inode``)."""
+    found = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            found.add(f"{name}:{target}")
+    return frozenset(found)
+
+
+def threads() -> FrozenSet[threading.Thread]:
+    return frozenset(t for t in threading.enumerate() if t.is_alive())
+
+
+def children() -> FrozenSet[int]:
+    return frozenset(p.pid for p in psutil.Process().children(recursive=True)
+                     if p.status() != psutil.STATUS_ZOMBIE)
+
+
+Snapshot = Tuple[FrozenSet[threading.Thread], FrozenSet[str], FrozenSet[int]]
+
+
+def snapshot() -> Snapshot:
+    return threads(), socket_fds(), children()
+
+
+def leftovers(before: Snapshot) -> List[str]:
+    """What exists now that did not before."""
+    new_threads = threads() - before[0]
+    new_sockets = socket_fds() - before[1]
+    new_children = children() - before[2]
+    out = [f"thread {t.name}" for t in new_threads]
+    out += [f"socket fd {s}" for s in sorted(new_sockets)]
+    out += [f"child process {pid}" for pid in sorted(new_children)]
+    return out
+
+
+def wait_until(condition: Callable[[], object], timeout: float, step: float = 0.01) -> bool:
+    """Poll ``condition`` until it is truthy or ``timeout`` passes; returns the last result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(step)
