@@ -1,6 +1,15 @@
-"""simsync: a blocking Python client for the hosted Solana backtest simulator."""
+"""simsync: a blocking Python client for the hosted Solana backtest simulator.
+
+``Client(url, api_key).start_session(start_slot=..., end_slot=...)`` gives a ``Session``
+whose ``next_event()`` returns every event in order, exactly once, across dropped
+connections. See README.md.
+"""
+import logging
+
 from simsync._version import __version__
+from simsync.client import Client
 from simsync.config import ClientConfig
+from simsync.control import SessionInfo
 from simsync.errors import (
     ControlFailed,
     EventTimeout,
@@ -13,9 +22,32 @@ from simsync.errors import (
     SlowConsumerError,
     SubscriptionFailed,
 )
+from simsync.protocol import (
+    AccountData,
+    AccountDiff,
+    AvailableRange,
+    Completed,
+    CreateSessionParams,
+    DiscoveryBatch,
+    Paused,
+    ReadyForContinue,
+    ServerError,
+    Slot,
+    Status,
+    Summary,
+    Transaction,
+    UnknownEvent,
+)
+from simsync.session import Session
+from simsync.transport import ConnectionStatus, State
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
-    "ClientConfig", "ControlFailed", "EventTimeout", "ForkedSessionError", "ProtocolError",
-    "RpcError", "SessionClosed", "SessionCreateError", "SimsyncError", "SlowConsumerError",
-    "SubscriptionFailed", "__version__",
+    "AccountData", "AccountDiff", "AvailableRange", "Client", "ClientConfig", "Completed",
+    "ConnectionStatus", "ControlFailed", "CreateSessionParams", "DiscoveryBatch",
+    "EventTimeout", "ForkedSessionError", "Paused", "ProtocolError", "ReadyForContinue",
+    "RpcError", "ServerError", "Session", "SessionClosed", "SessionCreateError",
+    "SessionInfo", "SimsyncError", "SlowConsumerError", "Slot", "State", "Status",
+    "SubscriptionFailed", "Summary", "Transaction", "UnknownEvent", "__version__",
 ]

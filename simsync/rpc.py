@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import requests
 
@@ -161,7 +161,7 @@ class SessionRpc:
         self._closed = False
         # Passed on every request: a Session-level ``verify`` loses to REQUESTS_CA_BUNDLE /
         # CURL_CA_BUNDLE in requests' environment merge, a request-level one does not.
-        self._verify: Optional[str] = config.ca_bundle or None
+        self._verify: Union[bool, str] = config.ca_bundle or True
         self._http = requests.Session()
         self._http.headers.update({
             "Content-Type": "application/json",
@@ -235,10 +235,9 @@ class SessionRpc:
                 raise TypeError(f"{method}: params are not JSON-serialisable: {exc}") from None
             started = time.monotonic()
             try:
-                response = self._http.post(
-                    self._url, data=body.encode("utf-8"), timeout=self._timeout,
-                    allow_redirects=False,
-                    **({"verify": self._verify} if self._verify is not None else {}))
+                response = self._http.post(self._url, data=body.encode("utf-8"),
+                                           timeout=self._timeout, verify=self._verify,
+                                           allow_redirects=False)
                 status, content = response.status_code, response.content
             except requests.exceptions.RequestException as exc:
                 raise self._transport_error(method, exc) from exc

@@ -46,7 +46,7 @@ def pubsub_url(rpc: str) -> str:
     parts = urlsplit(rpc)
     if parts.scheme not in _HTTP_TO_WS:
         raise ValueError(f"an RPC URL must be http:// or https://, got {parts.scheme!r}")
-    return urlunsplit((_HTTP_TO_WS[parts.scheme],) + tuple(parts[1:]))  # type: ignore[arg-type]
+    return urlunsplit((_HTTP_TO_WS[parts.scheme],) + tuple(parts[1:]))
 
 
 def same_host(a: str, b: str) -> bool:

@@ -15,6 +15,7 @@ from simsync.protocol.types import (
     AccountData,
     AccountDiff,
     AttachBacktestSession,
+    AvailableRange,
     AttachParallelControlSessionV2,
     CloseBacktestSession,
     CloseSessionV1,
@@ -54,7 +55,7 @@ from simsync.protocol.types import (
     UnknownResponse,
 )
 
-Frame = Union[str, bytes, bytearray, memoryview]
+Frame = Union[str, bytes, bytearray]
 Decoded = Union[Response, ServerError]
 
 _loads = json.loads
@@ -540,3 +541,39 @@ def decode_request(frame: Frame) -> Request:
         return decoder(obj.get("params"))
     except (_Bad, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise ProtocolError(f"malformed request ({exc})", frame) from None
+
+
+# ----------------------------------------------------------------------------- /available-ranges
+
+_RANGE_INTS = {"bundleStartSlot": "bundle_start_slot", "maxBundleEndSlot": "max_bundle_end_slot",
+               "maxBundleSize": "max_bundle_size", "snapshotSlot": "snapshot_slot"}
+_RANGE_TEXTS = {"bundleStartSlotUtc": "bundle_start_slot_utc",
+                "maxBundleEndSlotUtc": "max_bundle_end_slot_utc", "kind": "kind",
+                "scope": "scope"}
+
+
+def _available_range(item: Any) -> AvailableRange:
+    fields: Dict[str, Any] = {}
+    extra: Dict[str, Any] = {}
+    for key, value in _obj(item, "range").items():
+        if key in _RANGE_INTS:
+            fields[_RANGE_INTS[key]] = _opt_int(value, key)
+        elif key in _RANGE_TEXTS:
+            fields[_RANGE_TEXTS[key]] = _opt_str(value, key)
+        else:
+            extra[key] = value
+    if fields.get("bundle_start_slot") is None:
+        raise _Bad("bundleStartSlot is missing")
+    return AvailableRange(**fields, extra=extra)
+
+
+def decode_available_ranges(body: Frame) -> List[AvailableRange]:
+    """Decode a ``/available-ranges`` body (old and new field sets)."""
+    try:
+        items = _loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError, TypeError):
+        raise ProtocolError("/available-ranges did not answer JSON", body) from None
+    try:
+        return [_available_range(item) for item in _list(items, "ranges")]
+    except (_Bad, TypeError, ValueError) as exc:
+        raise ProtocolError(f"malformed /available-ranges ({exc})", body) from None

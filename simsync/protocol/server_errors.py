@@ -18,6 +18,13 @@ FATAL_ERRORS = frozenset({
 #: Variants that are transient while (re-)attaching: retry with backoff.
 RETRYABLE_ON_ATTACH = frozenset({"sessionOwnershipBusy"})
 
+#: Non-fatal variants that mean "the request was rejected": the step did not run and the
+#: session is still at its pause.
+REJECTS_REQUEST = frozenset({
+    "invalidTransactionEncoding", "invalidTransactionFormat", "invalidAccountEncoding",
+    "invalidAccountOwner", "invalidAccountPubkey", "invalidBlockhashFormat", "invalidRequest",
+})
+
 #: Known non-fatal variants (documentation; not needed for the decision).
 NON_FATAL_ERRORS = frozenset({
     "invalidTransactionEncoding", "invalidTransactionFormat", "invalidAccountEncoding",
@@ -56,6 +63,11 @@ class ServerError(DataClassJsonMixin):
     def retryable_on_attach(self) -> bool:
         """Whether a re-attach that got this error should retry with backoff."""
         return self.kind in RETRYABLE_ON_ATTACH
+
+    @property
+    def rejects_request(self) -> bool:
+        """Whether the error rejected the request it answers (the step did not run)."""
+        return self.kind in REJECTS_REQUEST
 
     @property
     def message(self) -> str:

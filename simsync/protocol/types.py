@@ -19,7 +19,7 @@ from dataclasses_json import DataClassJsonMixin, LetterCase, config
 
 from simsync.protocol.server_errors import ServerError
 
-_CAMEL_CONFIG = config(letter_case=LetterCase.CAMEL)["dataclasses_json"]  # type: ignore[arg-type]
+_CAMEL_CONFIG = config(letter_case=LetterCase.CAMEL)["dataclasses_json"]
 
 
 class Camel(DataClassJsonMixin):
@@ -171,6 +171,22 @@ class Summary(Camel):
     log_diff: Optional[int] = None
     unsanitizable: Optional[int] = None
     reroute_stats: Any = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AvailableRange(Camel):
+    """One replayable bundle from ``GET /available-ranges``. Fields the server left out or
+    set to null are ``None``; unknown fields are kept in ``extra`` under their wire names."""
+
+    bundle_start_slot: int
+    max_bundle_end_slot: Optional[int] = None
+    max_bundle_size: Optional[int] = None
+    bundle_start_slot_utc: Optional[str] = None
+    max_bundle_end_slot_utc: Optional[str] = None
+    kind: Optional[str] = None
+    scope: Optional[str] = None
+    snapshot_slot: Optional[int] = None
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -399,13 +415,6 @@ class Status(Snake, Response):
 
 
 @dataclass(frozen=True)
-class ServerErrorResponse(Response):
-    """Marker for the ``error`` method; frames decode to :class:`ServerError` itself."""
-
-    METHOD: ClassVar[str] = "error"
-
-
-@dataclass(frozen=True)
 class Success(Snake, Response):
     METHOD: ClassVar[str] = "success"
 
@@ -575,4 +584,4 @@ def replace(obj: Any, **changes: Any) -> Any:
     return dataclasses.replace(obj, **changes)
 
 
-__all__ = [name for name in dir() if not name.startswith("_")] + ["ServerError"]
+__all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,75 @@
+"""``Client``: the entry point — where the simulator is, the key, the config."""
+from __future__ import annotations
+
+from typing import Any, List, Optional
+
+import requests
+
+from simsync import urls
+from simsync.config import ClientConfig
+from simsync.errors import RpcError, SessionCreateError
+from simsync.protocol import AvailableRange, CreateSessionParams, decode_available_ranges
+from simsync.session import Session
+
+
+class Client:
+    """A simulator endpoint and its credentials. Cheap to create; holds no connection.
+
+    ``url`` is a bare host (``sim.example.com`` → ``wss://sim.example.com/backtest``) or a
+    ``ws://``/``wss://`` URL. The API key is sent only on the control upgrade and to
+    ``/available-ranges``, and never shown in a repr, a log line or an error.
+    """
+
+    def __init__(self, url: str, api_key: Optional[str] = None,
+                 config: Optional[ClientConfig] = None) -> None:
+        self.url = urls.control_url(url)
+        self._api_key = api_key or None
+        self.config = config or ClientConfig()
+
+    def __repr__(self) -> str:
+        key = "<set>" if self._api_key else None
+        return f"Client({self.url!r}, api_key={key})"
+
+    def available_ranges(self) -> List[AvailableRange]:
+        """The bundles the service can replay (blocks on one HTTP GET, bounded by
+        ``rpc_timeout``). Raises ``RpcError`` on an HTTP or format failure."""
+        headers = {"X-API-Key": self._api_key} if self._api_key else {}
+        url = urls.http_base(self.url) + "/available-ranges"
+        try:
+            reply = requests.get(url, headers=headers, timeout=self.config.rpc_timeout,
+                                 verify=self.config.ca_bundle or True)
+        except requests.RequestException as exc:
+            raise RpcError(f"GET /available-ranges failed: {type(exc).__name__}") from None
+        if reply.status_code >= 400:
+            raise RpcError(f"GET /available-ranges answered HTTP {reply.status_code}",
+                           http_status=reply.status_code)
+        return decode_available_ranges(reply.content)
+
+    def start_session(self, params: Optional[CreateSessionParams] = None,
+                      **fields: Any) -> Session:
+        """Create a session and return it once the server confirmed it (blocks through the
+        start-up statuses). Takes a ``CreateSessionParams`` or its fields as keywords
+        (``start_slot=``, ``end_slot=``, ``disconnect_timeout_secs=``, ...).
+
+        Raises ``SessionCreateError`` with the server's reason when it refuses."""
+        create = _create_params(params, fields)
+        if create.parallel:
+            raise ValueError("parallel=True needs Client.start_parallel(...)")
+        session = Session(self.url, self._api_key, create, self.config)
+        session._start()
+        return session
+
+
+def _create_params(params: Optional[CreateSessionParams], fields: dict[str, Any]
+                   ) -> CreateSessionParams:
+    if params is not None and fields:
+        raise TypeError("pass either a CreateSessionParams or keyword fields, not both")
+    if params is not None:
+        return params
+    try:
+        return CreateSessionParams(**fields)
+    except TypeError as exc:
+        raise TypeError(f"bad session fields: {exc}") from None
+
+
+__all__ = ["Client", "SessionCreateError"]

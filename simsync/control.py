@@ -1,0 +1,266 @@
+"""The control link: what to send on connect (create, or attach + resume) and how to route
+what arrives (sequence cursor, the step/pause rules of PROTOCOL.md §13)."""
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, List, Optional, Tuple, Union
+
+from simsync import urls
+from simsync.config import ClientConfig
+from simsync.errors import ProtocolError, SessionClosed, SimsyncError
+from simsync.protocol import (
+    AttachBacktestSession,
+    CloseBacktestSession,
+    Completed,
+    CreateBacktestSession,
+    CreateSessionParams,
+    Paused,
+    ReadyForContinue,
+    Request,
+    ResumeAttachedSession,
+    ServerError,
+    SessionAttached,
+    SessionCreated,
+    Slot,
+    Status,
+    Success,
+    decode_response,
+    encode_request,
+)
+from simsync.transport import Channel, Fatal, Link, LinkDone, Transient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """What the server said about a session: its id, its JSON-RPC URL, its task id."""
+
+    session_id: str
+    rpc_endpoint: str
+    task_id: Optional[str] = None
+
+
+class Verdict(enum.Enum):
+    DELIVER = "deliver"
+    DROP = "drop"
+    RESEND = "resend"
+
+
+class StepGate:
+    """Decides, frame by frame, what the user sees so that each pause is seen once and each
+    step executes once (PROTOCOL.md §2 sequencing and §13). Thread-safe: the reader calls
+    ``admit``/``reattached``, the user's thread ``begin_step``."""
+
+    _STEP_FRAMES = (Status, Slot, ServerError, Paused, Completed)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.last_seq: Optional[int] = None
+        self.completed = False
+        self._holding_pause = False
+        self._outstanding: Optional[Request] = None
+        self._step_seen = False
+        self._reattached = False
+
+    def admit(self, seq: Optional[int], event: Any) -> Tuple[Verdict, Optional[Request]]:
+        """What to do with one event (reader thread)."""
+        with self._lock:
+            if seq is not None:
+                if self.last_seq is not None and seq <= self.last_seq:
+                    return Verdict.DROP, None
+                self.last_seq = seq
+            return self._admit_locked(event)
+
+    def _admit_locked(self, event: Any) -> Tuple[Verdict, Optional[Request]]:
+        if isinstance(event, (ReadyForContinue, Paused)):
+            return self._pause()
+        if isinstance(event, Completed):
+            self.completed, self._outstanding, self._holding_pause = True, None, False
+            return Verdict.DELIVER, None
+        if self._outstanding is not None and isinstance(event, self._STEP_FRAMES):
+            self._step_seen = True
+            if isinstance(event, ServerError) and event.rejects_request:
+                self._outstanding, self._holding_pause = None, True
+        return Verdict.DELIVER, None
+
+    def _pause(self) -> Tuple[Verdict, Optional[Request]]:
+        if self._outstanding is None:
+            if self._holding_pause:
+                return Verdict.DROP, None            # rule 1: a pause the user already holds
+            self._holding_pause = True
+            return Verdict.DELIVER, None
+        if self._reattached and not self._step_seen:
+            self._reattached = False                 # rule 2: the step never reached the server
+            return Verdict.RESEND, self._outstanding
+        self._outstanding, self._holding_pause = None, True
+        return Verdict.DELIVER, None
+
+    def begin_step(self, request: Request) -> None:
+        """Record a step about to be sent (user thread). Raises if one is outstanding."""
+        with self._lock:
+            if self.completed:
+                raise SessionClosed("the session has completed; no step can follow")
+            if self._outstanding is not None:
+                raise SimsyncError(
+                    f"a step ({self._outstanding.METHOD}) is still running: wait for its "
+                    "ReadyForContinue/Paused before sending the next one")
+            self._outstanding, self._step_seen = request, False
+            self._reattached, self._holding_pause = False, False
+
+    def reattached(self) -> None:
+        """A re-attach happened (reader thread): an outstanding step may have been lost."""
+        with self._lock:
+            if self._outstanding is not None:
+                self._reattached = True
+
+    @property
+    def step_outstanding(self) -> bool:
+        return self._outstanding is not None
+
+
+Deliver = Callable[[Any], None]
+
+
+class ControlLink(Link):
+    """The ``/backtest`` link of one session: create on the first connect, attach + resume
+    on every reconnect, then route frames through the ``StepGate`` to ``deliver``."""
+
+    name = "control"
+
+    def __init__(self, url: str, api_key: Optional[str], create: CreateSessionParams,
+                 config: ClientConfig, deliver: Deliver,
+                 before_resume: Callable[[float], None] = lambda timeout: None) -> None:
+        self._url = urls.control_url(url)
+        self.headers = [f"X-API-Key: {api_key}"] if api_key else []
+        self._create = create
+        self._config = config
+        self._deliver = deliver
+        self._before_resume = before_resume
+        self.gate = StepGate()
+        self.info: Optional[SessionInfo] = None
+        self._send: Callable[[str], None] = self._not_connected
+        self._closing = False
+        self.close_acked = threading.Event()
+
+    def __repr__(self) -> str:
+        return f"ControlLink({self._url!r}, session={self.info and self.info.session_id!r})"
+
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def reconnectable(self) -> bool:  # type: ignore[override]
+        return self.info is None or self._create.sequenced
+
+    # ------------------------------------------------------------------ reader thread
+
+    def handshake(self, channel: Channel, attempt: int) -> None:
+        """Create (first time) or attach + resume (reader thread; waits per frame at most
+        the handshake timeout)."""
+        self._send = channel.send
+        if self.info is None:
+            self._create_session(channel)
+        else:
+            self._attach(channel)
+
+    def _create_session(self, channel: Channel) -> None:
+        channel.send(encode_request(CreateBacktestSession(self._create)))
+        created = self._await(channel, SessionCreated, "sessionCreated")
+        self.info = SessionInfo(created.session_id, created.rpc_endpoint, created.task_id)
+
+    def _attach(self, channel: Channel) -> None:
+        assert self.info is not None
+        channel.send(encode_request(AttachBacktestSession(self.info.session_id,
+                                                          self.gate.last_seq)))
+        self._await(channel, SessionAttached, "sessionAttached")
+        self.gate.reattached()
+        self._before_resume(self._config.handshake_timeout)
+        channel.send(encode_request(ResumeAttachedSession()))
+        self._await(channel, Success, "success (resume)")
+
+    def _await(self, channel: Channel, wanted: type, what: str) -> Any:
+        """Receive until a ``wanted`` frame; route everything else. Errors are fatal here,
+        except ``sessionOwnershipBusy`` which is worth a retry."""
+        while True:
+            seq, event = self._decode(channel.recv(self._config.handshake_timeout))
+            if event is None:
+                continue
+            if isinstance(event, wanted):
+                if seq is not None:
+                    self.gate.admit(seq, event)
+                return event
+            if isinstance(event, ServerError):
+                if event.retryable_on_attach:
+                    raise Transient(f"server busy: {event.message}")
+                raise Fatal(f"the server refused the session while waiting for {what}: "
+                            f"{event.message}")
+            self._route(seq, event)
+
+    def on_frame(self, data: Union[str, bytes]) -> None:
+        """Route one frame of the read loop (reader thread)."""
+        seq, event = self._decode(data)
+        if event is not None:
+            self._route(seq, event)
+
+    def _decode(self, data: Union[str, bytes]) -> Tuple[Optional[int], Any]:
+        try:
+            return decode_response(data)
+        except ProtocolError as exc:
+            log.warning("simsync control: ignoring a malformed frame: %s", exc)
+            return None, None
+
+    def _route(self, seq: Optional[int], event: Any) -> None:
+        if isinstance(event, Success):
+            if self._closing:
+                self.close_acked.set()
+            return
+        if isinstance(event, (SessionCreated, SessionAttached)):
+            return
+        verdict, request = self.gate.admit(seq, event)
+        if verdict is Verdict.RESEND and request is not None:
+            log.info("simsync control: the step was lost in the drop; sending it again")
+            self._send(encode_request(request))
+        elif verdict is Verdict.DELIVER:
+            if isinstance(event, ServerError) and event.fatal:
+                raise Fatal(f"the server ended the session: {event.message}")
+            log.debug("simsync control: event %s", type(event).__name__)
+            self._deliver(event)
+
+    def on_down(self, reason: str) -> None:
+        self._send = self._not_connected
+        if self.gate.completed or self._closing:
+            raise LinkDone()
+        if not self.reconnectable:
+            raise Fatal(f"the connection was lost ({reason}) and the session had no detach "
+                        "window (disconnect_timeout_secs=0), so the server has ended it")
+
+    @staticmethod
+    def _not_connected(text: str) -> None:
+        raise Transient("not connected")
+
+    # ------------------------------------------------------------------ user thread
+
+    def send_step(self, request: Request) -> None:
+        """Send a step (user thread). If the send fails the step stays outstanding and is
+        sent again after the re-attach (PROTOCOL.md §13 rule 2)."""
+        self.gate.begin_step(request)
+        try:
+            self._send(encode_request(request))
+        except Transient as exc:
+            log.info("simsync control: step not sent (%s); it will be sent after reconnect", exc)
+
+    def send_close(self) -> None:
+        """Ask the server to close the session (user thread); ``close_acked`` is set on its
+        ``success``. Best effort: a dead socket is fine here."""
+        self._closing = True
+        try:
+            self._send(encode_request(CloseBacktestSession()))
+        except Transient:
+            self.close_acked.set()
+
+
+__all__: List[str] = ["ControlLink", "SessionInfo", "StepGate", "Verdict"]

@@ -1,0 +1,254 @@
+"""The deterministic synthetic chain history the simulator replays.
+
+Everything here is a pure function of the seed and the bundle layout: which slots produced a
+block, the transactions of each block split into batches, the genesis accounts. Blocks are built
+(and signed) on demand and cached. Thread-safe: the test thread asks `produced_slots`, the
+event-loop thread builds blocks.
+
+The history uses only programs LiteSVM ships: System transfers between funded wallets, SPL Token
+transfers between their token accounts, "oracle updates" (a System transfer into
+`ORACLE_ACCOUNT`), and SPL Memo instructions, the program a ``programExecuted`` discovery filter
+can match (`DISCOVERY_PROGRAM_ID`); a memo shows up in some slots but not all.
+"""
+from __future__ import annotations
+
+import calendar
+import hashlib
+import random
+import struct
+import threading
+from dataclasses import dataclass
+from typing import Dict, Generic, List, Optional, Tuple, TypeVar
+
+from solders.account import Account
+from solders.hash import Hash
+from solders.instruction import AccountMeta, Instruction
+from solders.keypair import Keypair
+from solders.message import MessageV0
+from solders.pubkey import Pubkey
+from solders.system_program import TransferParams, transfer
+from solders.token.associated import get_associated_token_address
+from solders.token.state import Mint, TokenAccount, TokenAccountState
+from solders.transaction import VersionedTransaction
+
+from simsync.localsim.accounts import Override
+
+SYSTEM_PROGRAM_ID = "11111111111111111111111111111111"
+TOKEN_PROGRAM_ID = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
+MEMO_PROGRAM_ID = "MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr"
+UPGRADEABLE_LOADER_ID = "BPFLoaderUpgradeab1e11111111111111111111111"
+DISCOVERY_PROGRAM_ID = MEMO_PROGRAM_ID
+ORACLE_ACCOUNT = str(Keypair.from_seed(hashlib.sha256(b"simsync-localsim:oracle").digest())
+                     .pubkey())
+
+SKIP_RATE = 0.1
+WALLETS = 6
+WALLET_LAMPORTS = 10**15
+TOKEN_AMOUNT = 10**12
+EPOCH_UTC = calendar.timegm((2026, 1, 10, 8, 0, 0, 0, 0, 0))  # first slot's wall clock
+_KINDS = ("transfer", "token", "oracle", "memo")
+_WEIGHTS = (50, 30, 10, 10)
+
+_SYSTEM = Pubkey.from_string(SYSTEM_PROGRAM_ID)
+_TOKEN = Pubkey.from_string(TOKEN_PROGRAM_ID)
+_MEMO = Pubkey.from_string(MEMO_PROGRAM_ID)
+_ORACLE = Pubkey.from_string(ORACLE_ACCOUNT)
+
+
+@dataclass(frozen=True)
+class TxPlan:
+    """What a historical transaction does, known without building or signing it."""
+
+    kind: str
+    payer: str
+    program_ids: Tuple[str, ...]
+    account_keys: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HistTx:
+    """A built, signed historical transaction."""
+
+    plan: TxPlan
+    tx: VersionedTransaction
+
+
+BlockPlan = Tuple[Tuple[TxPlan, ...], ...]
+Block = Tuple[Tuple[HistTx, ...], ...]
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Cache(Generic[K, V]):
+    """A small thread-safe FIFO-bounded cache."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._data: Dict[K, V] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> Optional[V]:
+        with self._lock:
+            return self._data.get(key)
+
+    def put(self, key: K, value: V) -> V:
+        with self._lock:
+            if len(self._data) >= self._size:
+                self._data.pop(next(iter(self._data)))
+            self._data[key] = value
+        return value
+
+
+def _keypair(*parts: object) -> Keypair:
+    text = ":".join(str(p) for p in ("simsync-localsim",) + parts)
+    return Keypair.from_seed(hashlib.sha256(text.encode()).digest())
+
+
+def utc(timestamp: int) -> str:
+    """``2026-01-10T08:00:00Z`` for a unix timestamp."""
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+class History:
+    """Deterministic slots, blocks and genesis state for one seed and bundle layout."""
+
+    def __init__(self, seed: int, first_slot: int, bundle_size: int, bundles: int) -> None:
+        if bundle_size < 1 or bundles < 1:
+            raise ValueError("bundle_size and bundles must be >= 1")
+        self.seed = seed
+        self.first_slot = first_slot
+        self.bundle_size = bundle_size
+        self.bundle_count = bundles
+        self.last_slot = first_slot + bundle_size * bundles - 1
+        self.wallets = [_keypair(seed, "wallet", i) for i in range(WALLETS)]
+        self.oracle_authority = _keypair(seed, "oracle-authority")
+        self.mint = _keypair(seed, "mint").pubkey()
+        self.token_accounts = [get_associated_token_address(w.pubkey(), self.mint)
+                               for w in self.wallets]
+        self._plans: _Cache[int, BlockPlan] = _Cache(50_000)
+        self._blocks: _Cache[int, Block] = _Cache(4_096)
+
+    # -- layout ----------------------------------------------------------------------------
+    @property
+    def wallet_ids(self) -> List[str]:
+        return [str(w.pubkey()) for w in self.wallets]
+
+    def bundles(self) -> List[Tuple[int, int]]:
+        """``[(first, last)]`` of every bundle, inclusive."""
+        size = self.bundle_size
+        return [(self.first_slot + i * size, self.first_slot + (i + 1) * size - 1)
+                for i in range(self.bundle_count)]
+
+    def in_range(self, slot: int) -> bool:
+        return self.first_slot <= slot <= self.last_slot
+
+    def is_bundle_start(self, slot: int) -> bool:
+        return self.in_range(slot) and (slot - self.first_slot) % self.bundle_size == 0
+
+    def is_produced(self, slot: int) -> bool:
+        if not self.in_range(slot):
+            return False
+        if self.is_bundle_start(slot):
+            return True
+        return random.Random(f"{self.seed}:skip:{slot}").random() >= SKIP_RATE
+
+    def produced_slots(self, start: int, end: int) -> List[int]:
+        lo, hi = max(start, self.first_slot), min(end, self.last_slot)
+        return [s for s in range(lo, hi + 1) if self.is_produced(s)]
+
+    def block_time(self, slot: int) -> int:
+        return EPOCH_UTC + (slot - self.first_slot) * 2 // 5
+
+    def available_ranges(self) -> List[Dict[str, object]]:
+        return [{"bundleStartSlot": lo, "bundleStartSlotUtc": utc(self.block_time(lo)),
+                 "maxBundleEndSlot": hi, "maxBundleEndSlotUtc": utc(self.block_time(hi)),
+                 "maxBundleSize": self.bundle_size, "kind": "blocks", "scope": "global"}
+                for lo, hi in self.bundles()]
+
+    # -- genesis ---------------------------------------------------------------------------
+    def genesis(self) -> List[Override]:
+        """The accounts every session starts from (set before the first block)."""
+        out: List[Override] = []
+        for kp in self.wallets + [self.oracle_authority]:
+            out.append((kp.pubkey(), Account(WALLET_LAMPORTS, b"", _SYSTEM, False, 0)))
+        mint = Mint(self.wallets[0].pubkey(), TOKEN_AMOUNT * WALLETS, 6, True)
+        out.append((self.mint, Account(1_461_600, bytes(mint), _TOKEN, False, 0)))
+        for kp, ata in zip(self.wallets, self.token_accounts):
+            state = TokenAccount(self.mint, kp.pubkey(), TOKEN_AMOUNT, None,
+                                 TokenAccountState.Initialized, None, 0)
+            out.append((ata, Account(2_039_280, bytes(state), _TOKEN, False, 0)))
+        out.append((_ORACLE, Account(10**9, b"", _SYSTEM, False, 0)))
+        return out
+
+    # -- blocks ----------------------------------------------------------------------------
+    def plan(self, slot: int) -> BlockPlan:
+        """The batches of ``slot`` (empty for a skipped slot), without building anything."""
+        cached = self._plans.get(slot)
+        if cached is not None:
+            return cached
+        if not self.is_produced(slot):
+            return self._plans.put(slot, ())
+        rng = random.Random(f"{self.seed}:block:{slot}")
+        batches = []
+        for _ in range(rng.randint(1, 3)):
+            kinds = rng.choices(_KINDS, _WEIGHTS, k=rng.randint(1, 3))
+            batches.append(tuple(self._plan_tx(kind, rng) for kind in kinds))
+        return self._plans.put(slot, tuple(batches))
+
+    def _plan_tx(self, kind: str, rng: random.Random) -> TxPlan:
+        a, b = rng.sample(range(WALLETS), 2)
+        payer, dest = self.wallet_ids[a], self.wallet_ids[b]
+        if kind == "transfer":
+            return TxPlan(kind, payer, (SYSTEM_PROGRAM_ID,), (payer, dest, SYSTEM_PROGRAM_ID))
+        if kind == "token":
+            keys = (payer, str(self.token_accounts[a]), str(self.token_accounts[b]),
+                    TOKEN_PROGRAM_ID)
+            return TxPlan(kind, payer, (TOKEN_PROGRAM_ID,), keys)
+        if kind == "oracle":
+            auth = str(self.oracle_authority.pubkey())
+            return TxPlan(kind, auth, (SYSTEM_PROGRAM_ID,),
+                          (auth, ORACLE_ACCOUNT, SYSTEM_PROGRAM_ID))
+        return TxPlan(kind, payer, (MEMO_PROGRAM_ID,), (payer, MEMO_PROGRAM_ID))
+
+    def block(self, slot: int) -> Block:
+        """The built and signed batches of ``slot``."""
+        cached = self._blocks.get(slot)
+        if cached is not None:
+            return cached
+        blockhash = Hash(hashlib.sha256(f"{self.seed}:blockhash:{slot}".encode()).digest())
+        built = []
+        index = 0
+        for batch in self.plan(slot):
+            txs = []
+            for plan in batch:
+                txs.append(HistTx(plan, self._build(plan, slot, index, blockhash)))
+                index += 1
+            built.append(tuple(txs))
+        return self._blocks.put(slot, tuple(built))
+
+    def _build(self, plan: TxPlan, slot: int, index: int, blockhash: Hash) -> VersionedTransaction:
+        signer = self._signer(plan.payer)
+        amount = 1000 * (1 + (slot * 7 + index * 13) % 997) + index  # unique within a slot
+        if plan.kind == "transfer":
+            ix = transfer(TransferParams(from_pubkey=signer.pubkey(),
+                                         to_pubkey=Pubkey.from_string(plan.account_keys[1]),
+                                         lamports=amount))
+        elif plan.kind == "token":
+            src, dst = (Pubkey.from_string(k) for k in plan.account_keys[1:3])
+            ix = Instruction(_TOKEN, bytes([3]) + struct.pack("<Q", amount),
+                             [AccountMeta(src, False, True), AccountMeta(dst, False, True),
+                              AccountMeta(signer.pubkey(), True, False)])
+        elif plan.kind == "oracle":
+            ix = transfer(TransferParams(from_pubkey=signer.pubkey(), to_pubkey=_ORACLE,
+                                         lamports=1 + index))
+        else:
+            ix = Instruction(_MEMO, f"simsync localsim {slot}:{index}".encode(), [])
+        message = MessageV0.try_compile(signer.pubkey(), [ix], [], blockhash)
+        return VersionedTransaction(message, [signer])
+
+    def _signer(self, pubkey: str) -> Keypair:
+        if pubkey == str(self.oracle_authority.pubkey()):
+            return self.oracle_authority
+        return self.wallets[self.wallet_ids.index(pubkey)]

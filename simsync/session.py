@@ -1,0 +1,258 @@
+"""``Session``: the blocking face of one backtest session — the mailbox, ``next_event``,
+step gating, the helpers built on steps, and the close order."""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from typing import Any, Iterable, Iterator, List, Mapping, Optional, Union
+
+from simsync import urls
+from simsync.config import ClientConfig
+from simsync.control import ControlLink, SessionInfo
+from simsync.errors import (
+    ControlFailed,
+    EventTimeout,
+    ForkedSessionError,
+    SessionClosed,
+    SessionCreateError,
+)
+from simsync.mailbox import Mailbox
+from simsync.protocol import (
+    AccountData,
+    Completed,
+    Continue,
+    ContinueParams,
+    ContinueTo,
+    CreateSessionParams,
+    DiscoveryBatch,
+    Paused,
+    ReadyForContinue,
+    Request,
+)
+from simsync.rpc import SessionRpc, to_base64
+from simsync.transport import SLICE, Connection, ConnectionStatus, State
+
+log = logging.getLogger(__name__)
+
+_labels = itertools.count(1)
+
+AccountOverrides = Mapping[Any, Union[AccountData, Mapping[str, Any]]]
+PAUSES = (ReadyForContinue, Paused)
+
+
+def _account_overrides(accounts: Optional[AccountOverrides]) -> dict[str, AccountData]:
+    """Normalise overrides: keys to base58 text, values to ``AccountData``."""
+    out: dict[str, AccountData] = {}
+    for key, value in (accounts or {}).items():
+        out[str(key)] = value if isinstance(value, AccountData) else AccountData.from_dict(
+            dict(value))
+    return out
+
+
+class Session:
+    """One backtest session. Create it with ``Client.start_session``; use it from the thread
+    that drives it (``next_event`` may be called from one thread at a time)."""
+
+    def __init__(self, control_url: str, api_key: Optional[str], create: CreateSessionParams,
+                 config: ClientConfig) -> None:
+        self._pid = os.getpid()
+        self._config = config
+        self._control_url = urls.control_url(control_url)
+        self._create = create
+        self._mailbox = Mailbox(config.max_buffered_events, config.slow_consumer_timeout)
+        self._link = ControlLink(self._control_url, api_key, create, config,
+                                 self._mailbox.put, self._before_resume)
+        self._connection = Connection(self._link, config, str(next(_labels)))
+        self._connection.status.watch(self._on_status)
+        self._rpc: Optional[SessionRpc] = None
+        self._finished: Optional[str] = None    # why no more events will come
+        self._closed = False
+
+    # ------------------------------------------------------------------ start-up
+
+    def _start(self) -> None:
+        """Connect and create (user thread); blocks until the session exists or failed."""
+        self._connection.start()
+        try:
+            status = self._connection.status.wait_for({State.UP}, None)
+            if status.state is not State.UP:
+                raise SessionCreateError(f"could not create the session: {status.reason}")
+            self._check_rpc_host()
+        except BaseException:
+            self._connection.close(self._config.close_timeout)
+            raise
+
+    def _check_rpc_host(self) -> None:
+        rpc = urls.rpc_url(self._control_url, self.info.rpc_endpoint)
+        if not self._config.allow_foreign_rpc_host and not urls.same_host(rpc,
+                                                                         self._control_url):
+            raise SessionCreateError(
+                f"the server gave an rpc_endpoint on another host ({rpc}); refusing it "
+                "(set ClientConfig.allow_foreign_rpc_host=True to trust it)")
+
+    def _on_status(self, status: ConnectionStatus) -> None:
+        """Reader thread: a failed control connection fails the mailbox."""
+        if status.state is State.FAILED:
+            self._mailbox.fail(ControlFailed(f"the control connection failed: {status.reason}"))
+
+    def _before_resume(self, timeout: float) -> None:
+        """Reader thread, during a re-attach: the data plane is rebuilt before resuming."""
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def info(self) -> SessionInfo:
+        """The server's ``SessionInfo`` (session id, rpc endpoint, task id)."""
+        assert self._link.info is not None, "the session has not been created"
+        return self._link.info
+
+    @property
+    def status(self) -> ConnectionStatus:
+        """The control connection's current ``ConnectionStatus``."""
+        return self._connection.status.value
+
+    @property
+    def rpc(self) -> SessionRpc:
+        """The session's JSON-RPC client (created on first use)."""
+        self._check_process()
+        if self._rpc is None:
+            self._rpc = SessionRpc(urls.rpc_url(self._control_url, self.info.rpc_endpoint),
+                                   self._config, ended=lambda: self._finished)
+        return self._rpc
+
+    def __repr__(self) -> str:
+        session_id = self._link.info.session_id if self._link.info else None
+        return f"Session(id={session_id!r}, status={self.status})"
+
+    # ------------------------------------------------------------------ events
+
+    def next_event(self, timeout: Optional[float] = None) -> Any:
+        """The next event, in order, exactly once (user thread). Blocks up to ``timeout``
+        (``None``: until something happens), in short slices so Ctrl-C gets through.
+
+        Raises ``EventTimeout`` when nothing came, ``SessionClosed`` after ``Completed`` or
+        ``close()``, ``ControlFailed``/``SubscriptionFailed``/``SlowConsumerError`` when
+        the session failed."""
+        self._check_process()
+        if self._finished is not None:
+            raise SessionClosed(self._finished)
+        event = self._mailbox.get(timeout)
+        if isinstance(event, Completed):
+            self._finished = "the session has completed"
+        return event
+
+    def events(self) -> Iterator[Any]:
+        """Every event until and including ``Completed`` (user thread)."""
+        while True:
+            event = self.next_event()
+            yield event
+            if isinstance(event, Completed):
+                return
+
+    # ------------------------------------------------------------------ steps
+
+    def send_continue(self, advance_count: int = 1, transactions: Iterable[Any] = (),
+                      modify_account_states: Optional[AccountOverrides] = None,
+                      timeout: Optional[float] = None) -> None:
+        """Execute ``advance_count`` blocks, with ``transactions`` (bytes, base64 or solders
+        transactions) and account overrides applied first. Waits (up to ``timeout``) until
+        the connection is up; one step may be outstanding at a time."""
+        step = ContinueParams(advance_count, tuple(to_base64(tx) for tx in transactions),
+                              _account_overrides(modify_account_states))
+        self._send_step(Continue(step), timeout)
+
+    def send_continue_to(self, slot: int, batch_index: Optional[int] = None,
+                         timeout: Optional[float] = None) -> None:
+        """Execute up to (not including) batch ``batch_index`` of ``slot``; answered by
+        ``Paused``. ``batch_index=None`` stops at the block boundary."""
+        self._send_step(ContinueTo(int(slot), batch_index), timeout)
+
+    def _send_step(self, request: Request, timeout: Optional[float]) -> None:
+        self._check_usable()
+        self._wait_up(timeout)
+        self._link.send_step(request)
+
+    def _wait_up(self, timeout: Optional[float]) -> None:
+        status = self._connection.status.wait_for({State.UP}, timeout)
+        if status.state is State.UP:
+            return
+        if status.final:
+            self.next_event(0)      # raises the failure
+            raise ControlFailed(f"the control connection is {status}")
+        raise EventTimeout(f"the connection was not back within {timeout:g}s ({status})")
+
+    def continue_until_ready(self, advance_count: int = 1, transactions: Iterable[Any] = (),
+                             modify_account_states: Optional[AccountOverrides] = None,
+                             timeout: Optional[float] = None) -> List[Any]:
+        """Step, then return every event up to and including the next pause (or
+        ``Completed``). ``timeout`` bounds each wait for an event."""
+        self.send_continue(advance_count, transactions, modify_account_states, timeout)
+        return self._until(PAUSES + (Completed,), timeout)
+
+    def advance_to_discovery(self, timeout: Optional[float] = None) -> List[Any]:
+        """From a pause, step block by block until a ``DiscoveryBatch`` is announced, then
+        ``continueTo`` it; returns the events seen, ending with the ``Paused`` just before
+        the batch (or with ``Completed`` when no batch came before the end)."""
+        seen: List[Any] = []
+        while not any(isinstance(e, DiscoveryBatch) for e in seen):
+            if seen and isinstance(seen[-1], Completed):
+                return seen
+            seen += self._drain_ready() or self.continue_until_ready(timeout=timeout)
+        batch = next(e for e in seen if isinstance(e, DiscoveryBatch))
+        self.send_continue_to(batch.slot, batch.batch_index, timeout)
+        return seen + self._until((Paused, Completed), timeout)
+
+    def _drain_ready(self) -> List[Any]:
+        """Events already waiting (none block), to catch a discovery announced early."""
+        out: List[Any] = []
+        while self._mailbox.buffered:
+            out.append(self.next_event(0))
+        return out
+
+    def _until(self, kinds: tuple[type, ...], timeout: Optional[float]) -> List[Any]:
+        out: List[Any] = []
+        while not out or not isinstance(out[-1], kinds):
+            out.append(self.next_event(timeout))
+        return out
+
+    # ------------------------------------------------------------------ close
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Close the session (idempotent; user thread): ``closeBacktestSession`` → ``success``
+        → WebSocket close, then join every internal thread. Blocks at most ``timeout``
+        (default ``ClientConfig.close_timeout``). Waiters get ``SessionClosed``."""
+        self._check_process()
+        if self._closed:
+            return
+        self._closed = True
+        deadline = time.monotonic() + (timeout or self._config.close_timeout)
+        if self._connection.status.value.state is State.UP:
+            self._link.send_close()
+            while not self._link.close_acked.wait(SLICE) and time.monotonic() < deadline:
+                pass
+        self._connection.close(max(0.0, deadline - time.monotonic()))
+        if self._rpc is not None:
+            self._rpc.close()
+        self._finished = self._finished or "the session was closed"
+        self._mailbox.close("the session was closed")
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ guards
+
+    def _check_process(self) -> None:
+        if os.getpid() != self._pid:
+            raise ForkedSessionError(
+                "this session was created in another process (before a fork); create "
+                "sessions inside the worker process instead")
+
+    def _check_usable(self) -> None:
+        self._check_process()
+        if self._closed:
+            raise SessionClosed("the session was closed")

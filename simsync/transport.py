@@ -1,0 +1,438 @@
+"""One WebSocket and the threads that keep it: ``Connection``, ``ConnectionStatus``, and the
+reconnect policy (tenacity). What the frames mean is the link's business (``Link``).
+
+Threads (per connection, no more):
+
+* the **reader** owns the socket's reads, is the only thread that closes the socket, and runs
+  the connect → handshake → read loop → backoff → reconnect cycle;
+* the **keepalive** pings every ``ping_interval``; when nothing at all arrived within
+  ``dead_after`` it aborts the socket (``shutdown``), which wakes the reader.
+"""
+from __future__ import annotations
+
+import abc
+import enum
+import logging
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, List, Optional, Union
+
+import tenacity
+import websocket
+from websocket import ABNF
+
+from simsync._version import __version__
+from simsync.config import ClientConfig
+
+log = logging.getLogger(__name__)
+
+#: Longest single wait anywhere in simsync, so Ctrl-C and close() are seen at once.
+SLICE = 0.2
+USER_AGENT = f"simsync/{__version__}"
+
+
+class State(enum.Enum):
+    CONNECTING = "connecting"
+    UP = "up"
+    RECONNECTING = "reconnecting"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class ConnectionStatus:
+    """A connection's state; ``reason`` says why it is FAILED (or why it is reconnecting)."""
+
+    state: State
+    reason: Optional[str] = None
+    attempt: int = 0
+
+    @property
+    def final(self) -> bool:
+        return self.state in (State.FAILED, State.CLOSED)
+
+    def __str__(self) -> str:
+        return self.state.value.upper() + (f"({self.reason})" if self.reason else "")
+
+
+class StatusCell:
+    """A watchable ``ConnectionStatus``: any thread may read it or wait for a state."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._status = ConnectionStatus(State.CONNECTING)
+        self._changed = threading.Condition()
+        self._watchers: List[Callable[[ConnectionStatus], None]] = []
+
+    @property
+    def value(self) -> ConnectionStatus:
+        return self._status
+
+    def watch(self, callback: Callable[[ConnectionStatus], None]) -> None:
+        """Call ``callback`` (on the setting thread) after every transition."""
+        self._watchers.append(callback)
+
+    def set(self, status: ConnectionStatus, delay: Optional[float] = None) -> None:
+        """Publish a transition (a final state is never left). Logged at INFO."""
+        with self._changed:
+            if self._status.final or self._status == status:
+                return
+            self._status = status
+            self._changed.notify_all()
+        extra = f" in {delay:.2f}s" if delay is not None else ""
+        log.info("%s: %s (attempt %d)%s", self._name, status, status.attempt, extra)
+        for callback in self._watchers:
+            callback(status)
+
+    def wait_for(self, states: Iterable[State], timeout: Optional[float]) -> ConnectionStatus:
+        """Block (sliced) until the state is one of ``states`` or final, or ``timeout``."""
+        wanted = set(states)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while self._status.state not in wanted and not self._status.final:
+                remaining = SLICE if deadline is None else min(SLICE, deadline - time.monotonic())
+                if remaining <= 0:
+                    break
+                self._changed.wait(remaining)
+            return self._status
+
+
+class Transient(Exception):
+    """A failure worth a reconnect (socket error, timeout, missed keepalive, unexpected close)."""
+
+
+class Fatal(Exception):
+    """A failure no reconnect can mend (auth rejected, fatal server error, bad handshake)."""
+
+
+class StableDrop(Exception):
+    """A connection that had stayed up ``stable_after`` dropped: start a fresh budget."""
+
+
+class LinkDone(Exception):
+    """The link finished its work; the connection ends without error."""
+
+
+class Channel:
+    """The live socket as a link sees it during its handshake and read loop."""
+
+    def __init__(self, ws: websocket.WebSocket, connection: Connection) -> None:
+        self._ws = ws
+        self._connection = connection
+
+    def send(self, text: str) -> None:
+        """Send one text frame (any thread; serialised by websocket-client's lock)."""
+        self._connection.send_on(self._ws, text)
+
+    def recv(self, timeout: Optional[float]) -> Union[str, bytes]:
+        """Receive the next data frame, waiting at most ``timeout`` (handshakes only)."""
+        self._ws.settimeout(timeout)
+        try:
+            return self._connection.recv_on(self._ws)
+        finally:
+            self._ws.settimeout(None)
+
+
+class Link(abc.ABC):
+    """What a connection serves: the URL, the handshake, and where frames go.
+
+    The reader thread calls every method. ``handshake`` and ``on_frame`` may raise
+    ``Transient``, ``Fatal`` or ``LinkDone``.
+    """
+
+    name = "link"
+    headers: List[str] = []
+    #: Whether a lost connection may be re-established (no detach window: it may not).
+    reconnectable = True
+
+    @abc.abstractmethod
+    def url(self) -> str:
+        """Where to connect (called before every attempt)."""
+
+    def handshake(self, channel: Channel, attempt: int) -> None:
+        """Runs once per connection before the read loop (create, attach, subscribe...)."""
+
+    def on_frame(self, data: Union[str, bytes]) -> None:
+        """Route one inbound data frame."""
+
+    def on_down(self, reason: str) -> None:
+        """The connection was lost (before any reconnect attempt)."""
+
+    def holding_back(self) -> bool:
+        """True while the link deliberately waits on the user (keepalive then stays calm)."""
+        return False
+
+
+class ReconnectPolicy:
+    """Backoff of one outage: exponential with full jitter, capped, bounded by a wall-clock
+    budget and by ``stop`` (set by ``close()``, which also cuts a sleep short)."""
+
+    def __init__(self, config: ClientConfig, stop: threading.Event, name: str) -> None:
+        self._config = config
+        self._stop = stop
+        self._name = name
+
+    def retrying(self, on_sleep: Callable[[tenacity.RetryCallState], None]) -> tenacity.Retrying:
+        """A fresh tenacity controller (a fresh budget) for one outage."""
+        config = self._config
+        return tenacity.Retrying(
+            stop=(tenacity.stop_before_delay(config.reconnect_budget)
+                  | tenacity.stop_when_event_set(self._stop)),
+            wait=tenacity.wait_random_exponential(multiplier=config.backoff_initial,
+                                                  max=config.backoff_max),
+            retry=tenacity.retry_if_exception_type(Transient),
+            sleep=self._sleep,
+            before_sleep=on_sleep,
+            reraise=True,
+        )
+
+    def _sleep(self, seconds: float) -> None:
+        self._stop.wait(seconds)
+
+
+def describe(exc: BaseException) -> str:
+    """A short reason for logs and errors (never headers or URLs with secrets)."""
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+class Connection:
+    """One logical WebSocket connection: reconnects under a policy until its link is done,
+    fails, or ``close()`` is called. ``status`` is its watchable ``ConnectionStatus``."""
+
+    def __init__(self, link: Link, config: ClientConfig, label: str) -> None:
+        self.link = link
+        self.config = config
+        self.label = label
+        self.status = StatusCell(f"simsync {link.name} {label}")
+        self._stop = threading.Event()
+        self._ws: Optional[websocket.WebSocket] = None
+        self._ws_lock = threading.Lock()
+        self._last_inbound = time.monotonic()
+        self._policy = ReconnectPolicy(config, self._stop, link.name)
+        self._reader = threading.Thread(target=self._run, daemon=True,
+                                        name=f"simsync-{link.name}-reader-{label}")
+        self._keepalive = threading.Thread(target=self._keep_alive, daemon=True,
+                                           name=f"simsync-{link.name}-keepalive-{label}")
+        self.failure: Optional[BaseException] = None
+
+    # ------------------------------------------------------------------ user-facing
+
+    def start(self) -> None:
+        """Start the reader (which connects) and the keepalive. Returns at once."""
+        self._reader.start()
+        self._keepalive.start()
+
+    def send(self, text: str) -> None:
+        """Send on the current socket (any thread). Raises ``Transient`` if there is none."""
+        ws = self._ws
+        if ws is None:
+            raise Transient("not connected")
+        self.send_on(ws, text)
+
+    def close(self, timeout: float) -> bool:
+        """Stop for good: stop flag first, wake the reader, join with a deadline.
+
+        Runs on a user thread; blocks at most ``timeout``. Returns False (and warns) if a
+        thread had to be abandoned.
+        """
+        self._stop.set()
+        self._wake_reader(send_close=True)
+        deadline = time.monotonic() + timeout
+        for thread in (self._reader, self._keepalive):
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        alive = [t.name for t in (self._reader, self._keepalive) if t.is_alive()]
+        if alive:
+            log.warning("simsync %s %s: abandoned threads after %.1fs: %s",
+                        self.link.name, self.label, timeout, alive)
+        self.status.set(ConnectionStatus(State.CLOSED))
+        return not alive
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def abort(self) -> None:
+        """Cut the current socket (it reconnects unless stopped). Any thread."""
+        self._wake_reader(send_close=False)
+
+    # ------------------------------------------------------------------ socket primitives
+
+    def send_on(self, ws: websocket.WebSocket, text: str) -> None:
+        try:
+            ws.send(text)
+        except (OSError, websocket.WebSocketException) as exc:
+            raise Transient(f"send failed: {describe(exc)}") from exc
+
+    def recv_on(self, ws: websocket.WebSocket) -> Union[str, bytes]:
+        """Next data frame; pings and pongs only refresh the liveness clock."""
+        while True:
+            try:
+                opcode, frame = ws.recv_data_frame(control_frame=True)
+            except websocket.WebSocketTimeoutException as exc:
+                raise Transient("timed out waiting for the server") from exc
+            except (OSError, websocket.WebSocketException, ValueError) as exc:
+                raise Transient(f"connection lost: {describe(exc)}") from exc
+            self._last_inbound = time.monotonic()
+            if opcode == ABNF.OPCODE_TEXT:
+                data = frame.data
+                return data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
+            if opcode == ABNF.OPCODE_BINARY:
+                return bytes(frame.data)
+            if opcode == ABNF.OPCODE_CLOSE:
+                raise Transient("the server closed the connection")
+
+    def _wake_reader(self, send_close: bool) -> None:
+        with self._ws_lock:
+            ws = self._ws
+        if ws is None:
+            return
+        if send_close:
+            try:
+                ws.send_close()
+            except Exception:  # noqa: BLE001 - best effort on a dying socket
+                pass
+        sock = ws.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    # ------------------------------------------------------------------ reader thread
+
+    def _run(self) -> None:
+        """Reader thread: outages one after another until done, failed or stopped."""
+        try:
+            self._serve_outages()
+        except LinkDone:
+            self.status.set(ConnectionStatus(State.CLOSED, "done"))
+        except Fatal as exc:
+            self._fail(exc)
+        except Transient as exc:
+            if self._stop.is_set():
+                self.status.set(ConnectionStatus(State.CLOSED))
+            else:
+                self._fail(exc, f"gave up reconnecting: {describe(exc)}")
+        except BaseException as exc:  # noqa: BLE001 - a crash must never be silent
+            log.exception("simsync %s %s: internal error", self.link.name, self.label)
+            self._fail(exc, f"internal error in the {self.link.name} reader: {describe(exc)}")
+        finally:
+            self._stop.set()
+
+    def _fail(self, exc: BaseException, reason: Optional[str] = None) -> None:
+        self.failure = exc
+        self.status.set(ConnectionStatus(State.FAILED, reason or describe(exc)))
+
+    def _serve_outages(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                for retry in self._policy.retrying(self._before_sleep):
+                    with retry:
+                        attempt += 1
+                        self._connect_and_serve(attempt)
+                return
+            except StableDrop:
+                continue
+        raise Transient("stopped")
+
+    def _before_sleep(self, state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else None
+        self.status.set(ConnectionStatus(State.RECONNECTING, describe(exc) if exc else None,
+                                         state.attempt_number), delay)
+
+    def _connect_and_serve(self, attempt: int) -> None:
+        if self._stop.is_set():
+            raise LinkDone()
+        ws = self._connect()
+        up_since = time.monotonic()
+        try:
+            channel = Channel(ws, self)
+            self.link.handshake(channel, attempt)
+            self.status.set(ConnectionStatus(State.UP, attempt=attempt))
+            up_since = time.monotonic()
+            while True:
+                self.link.on_frame(self.recv_on(ws))
+        except Transient as exc:
+            if self._stop.is_set():
+                raise LinkDone() from exc
+            self.link.on_down(describe(exc))
+            if not self.link.reconnectable:
+                raise Fatal(f"connection lost: {describe(exc)}") from exc
+            if time.monotonic() - up_since >= self.config.stable_after:
+                self.status.set(ConnectionStatus(State.RECONNECTING, describe(exc), attempt))
+                raise StableDrop() from exc
+            raise
+        finally:
+            self._drop_socket(ws)
+
+    def _connect(self) -> websocket.WebSocket:
+        ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=True,
+                                 sslopt=self._sslopt())
+        try:
+            headers = [*self.link.headers, f"User-Agent: {USER_AGENT}"]
+            ws.connect(self.link.url(), header=headers,  # type: ignore[no-untyped-call]
+                       timeout=self.config.connect_timeout, suppress_origin=True)
+        except websocket.WebSocketBadStatusException as exc:
+            ws.close()
+            if exc.status_code in (401, 403):
+                raise Fatal(f"the server rejected the credentials (HTTP {exc.status_code})"
+                            ) from None
+            raise Transient(f"upgrade refused (HTTP {exc.status_code})") from None
+        except ssl.SSLCertVerificationError as exc:
+            ws.close()
+            raise Fatal(f"TLS certificate verification failed: {exc.verify_message}") from None
+        except (OSError, websocket.WebSocketException) as exc:
+            ws.close()
+            raise Transient(f"connect failed: {describe(exc)}") from None
+        ws.settimeout(None)
+        with self._ws_lock:
+            self._ws = ws
+        self._last_inbound = time.monotonic()
+        if self._stop.is_set():
+            self._drop_socket(ws)
+            raise LinkDone()
+        return ws
+
+    def _sslopt(self) -> dict[str, Any]:
+        if self.config.ca_bundle:
+            return {"ca_certs": self.config.ca_bundle}
+        return {}
+
+    def _drop_socket(self, ws: websocket.WebSocket) -> None:
+        with self._ws_lock:
+            if self._ws is ws:
+                self._ws = None
+        try:
+            ws.close(timeout=0)
+        except Exception:  # noqa: BLE001 - closing a dead socket
+            ws.shutdown()  # type: ignore[no-untyped-call]
+
+    # ------------------------------------------------------------------ keepalive thread
+
+    def _keep_alive(self) -> None:
+        """Keepalive thread: ping each interval; abort a socket silent past ``dead_after``."""
+        next_ping = time.monotonic() + self.config.ping_interval
+        while not self._stop.wait(min(SLICE, self.config.ping_interval)):
+            ws = self._ws
+            now = time.monotonic()
+            if ws is None or self.link.holding_back():
+                self._last_inbound = now
+                continue
+            if now - self._last_inbound > self.config.dead_after:
+                log.warning("simsync %s %s: nothing received for %.1fs, reconnecting",
+                            self.link.name, self.label, now - self._last_inbound)
+                self._last_inbound = now
+                self.abort()
+            elif now >= next_ping:
+                next_ping = now + self.config.ping_interval
+                try:
+                    ws.ping()
+                except (OSError, websocket.WebSocketException):
+                    pass
