@@ -168,9 +168,14 @@ class ControlLink(Link):
             self._attach(channel)
 
     def _create_session(self, channel: Channel) -> None:
+        """Events before ``sessionCreated`` are held back and routed only once the session
+        exists: if this attempt dies, a retried create would announce them again."""
+        early: List[Tuple[Optional[int], Any]] = []
         channel.send(encode_request(CreateBacktestSession(self._create)))
-        created = self._await(channel, SessionCreated, "sessionCreated")
+        created = self._await(channel, SessionCreated, "sessionCreated", early.append)
         self.info = SessionInfo(created.session_id, created.rpc_endpoint, created.task_id)
+        for seq, event in early:
+            self._route(seq, event)
 
     def _attach(self, channel: Channel) -> None:
         assert self.info is not None
@@ -182,9 +187,10 @@ class ControlLink(Link):
         channel.send(encode_request(ResumeAttachedSession()))
         self._await(channel, Success, "success (resume)")
 
-    def _await(self, channel: Channel, wanted: type, what: str) -> Any:
-        """Receive until a ``wanted`` frame; route everything else. Errors are fatal here,
-        except ``sessionOwnershipBusy`` which is worth a retry."""
+    def _await(self, channel: Channel, wanted: type, what: str,
+               other: Optional[Callable[[Tuple[Optional[int], Any]], None]] = None) -> Any:
+        """Receive until a ``wanted`` frame; the rest goes to ``other`` (default: routed).
+        Errors are fatal here, except ``sessionOwnershipBusy`` which is worth a retry."""
         while True:
             seq, event = self._decode(channel.recv(self._config.handshake_timeout))
             if event is None:
@@ -198,7 +204,10 @@ class ControlLink(Link):
                     raise Transient(f"server busy: {event.message}")
                 raise Fatal(f"the server refused the session while waiting for {what}: "
                             f"{event.message}")
-            self._route(seq, event)
+            if other is not None:
+                other((seq, event))
+            else:
+                self._route(seq, event)
 
     def on_frame(self, data: Union[str, bytes]) -> None:
         """Route one frame of the read loop (reader thread)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import threading
 import time
 from typing import Any, Iterable, Iterator, List, Mapping, Optional, Union
 
@@ -17,6 +18,8 @@ from simsync.errors import (
     ForkedSessionError,
     SessionClosed,
     SessionCreateError,
+    SlowConsumerError,
+    SubscriptionFailed,
 )
 from simsync.mailbox import Mailbox
 from simsync.protocol import (
@@ -31,8 +34,10 @@ from simsync.protocol import (
     ReadyForContinue,
     Request,
 )
+from simsync.programs import program_accounts
 from simsync.rpc import SessionRpc, to_base64
-from simsync.transport import SLICE, Connection, ConnectionStatus, State
+from simsync.subscriptions import SubscriptionLink
+from simsync.transport import SLICE, Connection, ConnectionStatus, Fatal, State
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +68,14 @@ class Session:
         self._create = create
         self._mailbox = Mailbox(config.max_buffered_events, config.slow_consumer_timeout)
         self._link = ControlLink(self._control_url, api_key, create, config,
-                                 self._mailbox.put, self._before_resume)
-        self._connection = Connection(self._link, config, str(next(_labels)))
+                                 self._on_control_event, self._before_resume)
+        self._label = str(next(_labels))
+        self._connection = Connection(self._link, config, self._label)
         self._connection.status.watch(self._on_status)
+        self._subscriptions: List[Connection] = []
+        self._drain_lock = threading.Lock()
+        self._held_completed: Optional[Completed] = None   # waiting for the data plane
+        self._last_data_at = time.monotonic()
         self._rpc: Optional[SessionRpc] = None
         self._finished: Optional[str] = None    # why no more events will come
         self._closed = False
@@ -98,7 +108,33 @@ class Session:
             self._mailbox.fail(ControlFailed(f"the control connection failed: {status.reason}"))
 
     def _before_resume(self, timeout: float) -> None:
-        """Reader thread, during a re-attach: the data plane is rebuilt before resuming."""
+        """Control reader, during a re-attach: wait (bounded) until every open subscription
+        is back, so the resumed session streams into live subscriptions."""
+        deadline = time.monotonic() + timeout
+        for connection in self._open_subscriptions():
+            connection.status.wait_for({State.UP}, max(0.0, deadline - time.monotonic()))
+
+    def _on_control_event(self, event: Any) -> None:
+        """Control reader: hold ``Completed`` back until every subscription has ended."""
+        if isinstance(event, Completed) and self._subscriptions:
+            with self._drain_lock:
+                self._held_completed = event
+                self._last_data_at = time.monotonic()
+            self._release_completed()
+            return
+        self._mailbox.put(event)
+
+    def _release_completed(self) -> None:
+        """Any reader: deliver the held ``Completed`` once no subscription is open."""
+        with self._drain_lock:
+            if self._held_completed is None or self._open_subscriptions():
+                return
+            event, self._held_completed = self._held_completed, None
+        self._mailbox.put(event)
+
+    def _open_subscriptions(self) -> List[Connection]:
+        return [c for c in self._subscriptions
+                if not c.link.complete and not c.status.value.final]  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ properties
 
@@ -126,6 +162,51 @@ class Session:
         session_id = self._link.info.session_id if self._link.info else None
         return f"Session(id={session_id!r}, status={self.status})"
 
+    # ------------------------------------------------------------------ data plane
+
+    def subscribe_transactions(self, program_ids: Iterable[Any]) -> None:
+        """Stream every executed transaction that touches ``program_ids`` as ``Transaction``
+        events (user thread; blocks until the server acknowledged, bounded by the
+        handshake timeout and the reconnect budget). Subscribe before the first step."""
+        self._subscribe("transactionSubscribe", program_ids)
+
+    def subscribe_account_diffs(self, program_ids: Iterable[Any]) -> None:
+        """Stream every account change made by ``program_ids`` as ``AccountDiff`` events."""
+        self._subscribe("accountDiffSubscribe", program_ids)
+
+    def _subscribe(self, kind: str, program_ids: Iterable[Any]) -> None:
+        self._check_usable()
+        ids = [str(p) for p in program_ids]
+        if not ids:
+            raise ValueError("subscribe needs at least one program id")
+        connection = Connection(SubscriptionLink(self.rpc.url, kind, ids, self._config,
+                                                 self._deliver_data, self._release_completed),
+                                self._config, f"{self._label}-{len(self._subscriptions) + 1}")
+        connection.start()
+        status = connection.status.wait_for({State.UP}, None)
+        if status.state is not State.UP:
+            connection.close(self._config.close_timeout)
+            raise SubscriptionFailed(f"{kind} failed: {status.reason}")
+        connection.status.watch(self._on_subscription_status)
+        self._subscriptions.append(connection)
+
+    def _deliver_data(self, event: Any) -> None:
+        """Subscription reader: enqueue, waiting while the user is too far behind."""
+        try:
+            self._mailbox.put_data(event, lambda: self._closed)
+        except SlowConsumerError as exc:
+            raise Fatal(str(exc)) from exc
+        self._last_data_at = time.monotonic()
+
+    def _on_subscription_status(self, status: ConnectionStatus) -> None:
+        if status.state is State.FAILED:
+            self._mailbox.fail(SubscriptionFailed(f"a subscription failed: {status.reason}"))
+
+    def modify_program(self, program_id: Any, elf: bytes) -> dict[str, AccountData]:
+        """The account overrides that install ``elf`` as ``program_id`` (ProgramData of the
+        upgradeable loader, deployed at start slot − 1); pass them to ``send_continue``."""
+        return program_accounts(program_id, elf, max(0, self._create.start_slot - 1))
+
     # ------------------------------------------------------------------ events
 
     def next_event(self, timeout: Optional[float] = None) -> Any:
@@ -138,10 +219,29 @@ class Session:
         self._check_process()
         if self._finished is not None:
             raise SessionClosed(self._finished)
-        event = self._mailbox.get(timeout)
+        event = self._get(timeout)
         if isinstance(event, Completed):
             self._finished = "the session has completed"
         return event
+
+    def _get(self, timeout: Optional[float]) -> Any:
+        """Take from the mailbox; while draining after ``Completed``, fail when the data
+        plane stays silent past ``drain_timeout`` instead of waiting for ever."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._held_completed is None:
+                return self._mailbox.get(None if deadline is None
+                                         else max(0.0, deadline - time.monotonic()))
+            silent = time.monotonic() - self._last_data_at
+            if silent > self._config.drain_timeout:
+                self._mailbox.fail(SubscriptionFailed(
+                    f"the session completed but a subscription sent nothing for "
+                    f"{silent:.1f}s before its end of stream: the stream is incomplete"))
+            try:
+                return self._mailbox.get(SLICE)
+            except EventTimeout:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise EventTimeout(f"no event within {timeout:g}s") from None
 
     def events(self) -> Iterator[Any]:
         """Every event until and including ``Completed`` (user thread)."""
@@ -175,7 +275,13 @@ class Session:
         self._link.send_step(request)
 
     def _wait_up(self, timeout: Optional[float]) -> None:
-        status = self._connection.status.wait_for({State.UP}, timeout)
+        """Wait until the control link and every open subscription are up."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for connection in self._open_subscriptions():
+            connection.status.wait_for(
+                {State.UP}, None if deadline is None else max(0.0, deadline - time.monotonic()))
+        status = self._connection.status.wait_for(
+            {State.UP}, None if deadline is None else max(0.0, deadline - time.monotonic()))
         if status.state is State.UP:
             return
         if status.final:
@@ -233,6 +339,8 @@ class Session:
             while not self._link.close_acked.wait(SLICE) and time.monotonic() < deadline:
                 pass
         self._connection.close(max(0.0, deadline - time.monotonic()))
+        for connection in self._subscriptions:
+            connection.close(max(0.0, deadline - time.monotonic()))
         if self._rpc is not None:
             self._rpc.close()
         self._finished = self._finished or "the session was closed"

@@ -539,3 +539,25 @@ def test_every_single_key_drop_of_every_server_frame(index: int) -> None:
         for new in (None, "x", -1, 1.5, True, [], {}):
             only_protocol_errors(P.decode_response,
                                  compact(mutate(frame, path, new, drop=False)))
+
+
+# ----------------------------------------------------------------------------- found by fuzzing
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "bug: decode_request reads advanceCount with `... or 1`, so "
+    "{\"method\":\"continue\",\"params\":{\"advanceCount\":0}} (or false) decodes to "
+    "Continue(ContinueParams(advance_count=1)) instead of raising ProtocolError "
+    "(ContinueParams itself rejects 0)"))
+@pytest.mark.parametrize("count", ["0", "false"])
+def test_continue_with_advance_count_zero_is_rejected(count: str) -> None:
+    with pytest.raises(P.ProtocolError):
+        P.decode_request('{"method":"continue","params":{"advanceCount":' + count + "}}")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "bug: _decode_reply uses str(error.get('message', '')), so a JSON-RPC error with "
+    "\"message\": null decodes to SubscriptionRefused(message='None') instead of ''"))
+def test_refusal_with_null_message() -> None:
+    frame = '{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":null}}'
+    assert P.decode_response(frame) == (None, P.SubscriptionRefused(1, -32602, ""))

@@ -17,6 +17,7 @@ import hashlib
 import random
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from typing import Dict, Generic, List, Optional, Tuple, TypeVar
 
@@ -106,8 +107,6 @@ def _keypair(*parts: object) -> Keypair:
 
 def utc(timestamp: int) -> str:
     """``2026-01-10T08:00:00Z`` for a unix timestamp."""
-    import time
-
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 

@@ -1,0 +1,126 @@
+"""Subscription links: one PubSub connection per subscription, re-subscribed with
+``replayFromSlot`` after a drop, replays dropped, ended for good by ``subscriptionComplete``."""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable, Dict, List, Optional, Set, Union
+
+from simsync import urls
+from simsync.config import ClientConfig
+from simsync.errors import ProtocolError
+from simsync.protocol import (
+    AccountDiff,
+    Subscribe,
+    SubscriptionAck,
+    SubscriptionComplete,
+    SubscriptionRefused,
+    Transaction,
+    decode_response,
+    encode_request,
+)
+from simsync.transport import Channel, Fatal, Link, LinkDone
+
+log = logging.getLogger(__name__)
+
+#: The subscription kinds simsync drives, with the config each sends (PROTOCOL.md §10).
+KINDS: Dict[str, Dict[str, Any]] = {"transactionSubscribe": {"commitment": "confirmed"}, "accountDiffSubscribe": {}}
+
+
+class ReplayFilter:
+    """Drops notifications already delivered before a reconnect. The server replays from
+    the last delivered slot inclusive, in slot order, so only that slot's keys are kept."""
+
+    def __init__(self) -> None:
+        self.last_slot: Optional[int] = None
+        self._keys: Set[Any] = set()
+
+    def fresh(self, slot: int, key: Any) -> bool:
+        """Whether a notification is new (and remember it). Reader thread only."""
+        if self.last_slot is not None:
+            if slot < self.last_slot or (slot == self.last_slot and key in self._keys):
+                return False
+            if slot > self.last_slot:
+                self._keys.clear()
+        self.last_slot = slot
+        self._keys.add(key)
+        return True
+
+
+class SubscriptionLink(Link):
+    """One subscription of one session. ``deliver`` hands an event to the session (it may
+    block while the user is behind); ``finished`` is called once after end-of-stream."""
+
+    name = "pubsub"
+
+    def __init__(self, rpc_url: str, kind: str, program_ids: List[str], config: ClientConfig,
+                 deliver: Callable[[Any], None], finished: Callable[[], None]) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown subscription kind {kind!r}")
+        self.kind = kind
+        self._url = urls.pubsub_url(rpc_url)
+        self._filter = {"programIds": list(program_ids)}
+        self._config = config
+        self._deliver = deliver
+        self._finished = finished
+        self._replay = ReplayFilter()
+        self._subscription: Optional[int] = None
+        self._request_id = 0
+        self._waiting_on_user = threading.Event()
+        self.complete = False
+        self.delivered = 0
+
+    def __repr__(self) -> str:
+        return f"SubscriptionLink({self.kind}, {self._filter['programIds']})"
+
+    def url(self) -> str:
+        return self._url
+
+    def holding_back(self) -> bool:
+        return self._waiting_on_user.is_set()
+
+    def handshake(self, channel: Channel, attempt: int) -> None:
+        """Subscribe (again) and wait for the ack (reader thread; bounded per frame)."""
+        config = dict(KINDS[self.kind])
+        if self._replay.last_slot is not None:
+            config["replayFromSlot"] = self._replay.last_slot
+        self._request_id += 1
+        channel.send(encode_request(Subscribe(self._request_id, self.kind, self._filter,
+                                              config)))
+        while True:
+            event = self._decode(channel.recv(self._config.handshake_timeout))
+            if isinstance(event, SubscriptionAck) and event.id == self._request_id:
+                self._subscription = event.subscription
+                return
+            if isinstance(event, SubscriptionRefused):
+                raise Fatal(f"the server refused {self.kind}: {event.message}")
+            if event is not None:
+                self._route(event)
+
+    def on_frame(self, data: Union[str, bytes]) -> None:
+        """Route one notification (reader thread)."""
+        event = self._decode(data)
+        if event is not None:
+            self._route(event)
+
+    def _decode(self, data: Union[str, bytes]) -> Any:
+        try:
+            return decode_response(data)[1]
+        except ProtocolError as exc:
+            log.warning("simsync %s: ignoring a malformed frame: %s", self.kind, exc)
+            return None
+
+    def _route(self, event: Any) -> None:
+        if isinstance(event, (Transaction, AccountDiff)):
+            if event.subscription == self._subscription and self._replay.fresh(
+                    event.slot, event.dedup_key):
+                self._waiting_on_user.set()
+                try:
+                    self._deliver(event)
+                finally:
+                    self._waiting_on_user.clear()
+                self.delivered += 1
+        elif isinstance(event, SubscriptionComplete) and event.subscription == self._subscription:
+            self.complete = True
+            self._finished()
+            raise LinkDone()

@@ -1,0 +1,291 @@
+"""The core client against the local simulator over real sockets: stepping, exactly-once
+across drops at every frame index, stalls, refused connects, budgets, close, secrets."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from typing import Any, List
+
+import pytest
+
+import simsync
+from simsync.localsim import Fault
+from tests.support import FAST, START, Records, client, drive, sim, slots, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+__all__ = ["sim"]
+
+END = START + 19          # a 20-slot session
+
+
+def run_once(server: Any, config: simsync.ClientConfig = FAST, **create: Any) -> List[Any]:
+    fields = {"start_slot": START, "end_slot": END, "disconnect_timeout_secs": 60, **create}
+    with client(server, config).start_session(**fields) as session:
+        return drive(session)
+
+
+def test_session_steps_to_completed(sim: Any) -> None:
+    events = run_once(sim)
+    assert slots(events) == sim.produced_slots(START, END)
+    assert isinstance(events[-1], simsync.Completed)
+    pauses = [e for e in events if isinstance(e, simsync.ReadyForContinue)]
+    assert len(pauses) == len(sim.produced_slots(START, END))
+
+
+def test_session_info_and_rpc_url(sim: Any) -> None:
+    with client(sim).start_session(start_slot=START, end_slot=START + 2) as session:
+        assert session.info.session_id in sim.session_ids()
+        assert session.rpc.url.startswith(sim.http_url + "/backtest/")
+        assert session.status.state is simsync.State.UP
+
+
+def test_drop_after_every_frame_index_is_exactly_once(sim: Any) -> None:
+    clean = run_once(sim)
+    frames_sent = len(clean) + 8          # events plus handshake frames, with margin
+    for index in range(1, frames_sent + 1):
+        sim.faults.clear()
+        sim.faults.add(Fault("drop", after_frames=index))
+        events = run_once(sim)
+        assert events == clean, f"drop after frame {index} changed what the user saw"
+
+
+def test_drop_while_step_in_flight_executes_it_once(sim: Any) -> None:
+    sim.faults.add(Fault("drop", at="after_continue_received", times=5))
+    events = run_once(sim)
+    assert slots(events) == sim.produced_slots(START, END)
+    assert sim.faults.fired >= 5
+
+
+def test_half_open_stall_is_detected(sim: Any) -> None:
+    records = Records()
+    logging.getLogger("simsync").addHandler(records)
+    logging.getLogger("simsync").setLevel(logging.DEBUG)
+    try:
+        sim.faults.add(Fault("stall", after_frames=12))
+        events = run_once(sim)
+    finally:
+        logging.getLogger("simsync").removeHandler(records)
+        logging.getLogger("simsync").setLevel(logging.NOTSET)
+    assert slots(events) == sim.produced_slots(START, END)
+    reconnecting = [r for r in records.records if "RECONNECTING" in r.getMessage()]
+    assert reconnecting, "the stall was never detected"
+    frames_before = [r for r in records.records if r.name == "simsync.control"
+                     and r.created <= reconnecting[0].created and "event" in r.getMessage()]
+    detected_after = reconnecting[0].created - frames_before[-1].created
+    assert detected_after <= FAST.ping_interval + FAST.dead_after + 1.0
+
+
+def test_refused_connects_then_success(sim: Any) -> None:
+    sim.faults.refuse_connects(3)
+    events = run_once(sim)
+    assert slots(events) == sim.produced_slots(START, END)
+
+
+def test_exhausted_budget_at_start_is_a_create_error(sim: Any) -> None:
+    sim.faults.refuse_connects(10**6)
+    config = FAST.replace(reconnect_budget=0.5)
+    with pytest.raises(simsync.SessionCreateError, match="503"):
+        client(sim, config).start_session(start_slot=START, end_slot=END)
+
+
+def test_exhausted_budget_mid_session_raises_control_failed(sim: Any) -> None:
+    config = FAST.replace(reconnect_budget=0.5)
+    with client(sim, config).start_session(start_slot=START, end_slot=END,
+                                           disconnect_timeout_secs=60) as session:
+        assert isinstance(session.next_event(10), (simsync.Status, simsync.Slot,
+                                                   simsync.ReadyForContinue))
+        sim.faults.refuse_connects(10**6)
+        sim.faults.add(Fault("drop", after_frames=1))
+        with pytest.raises(simsync.ControlFailed, match="gave up reconnecting"):
+            drive(session)
+        assert session.status.state is simsync.State.FAILED
+
+
+def test_fatal_create_error_carries_the_server_message(sim: Any) -> None:
+    with pytest.raises(simsync.SessionCreateError, match="bundleNotFound"):
+        client(sim).start_session(start_slot=START - 1000, end_slot=START - 990)
+
+
+def test_drop_without_detach_window_fails_clearly(sim: Any) -> None:
+    sim.faults.add(Fault("drop", after_frames=6))
+    with client(sim).start_session(start_slot=START, end_slot=END) as session:
+        with pytest.raises(simsync.ControlFailed, match="no detach window"):
+            drive(session)
+
+
+def test_a_second_step_while_one_runs_is_refused(sim: Any) -> None:
+    with client(sim).start_session(start_slot=START, end_slot=END) as session:
+        while not isinstance(session.next_event(10), simsync.ReadyForContinue):
+            pass
+        session.send_continue()
+        with pytest.raises(simsync.SimsyncError, match="still running"):
+            session.send_continue()
+
+
+def test_continue_until_ready_returns_events_up_to_the_pause(sim: Any) -> None:
+    with client(sim).start_session(start_slot=START, end_slot=END) as session:
+        while not isinstance(session.next_event(10), simsync.ReadyForContinue):
+            pass
+        events = session.continue_until_ready(advance_count=3, timeout=10)
+        assert isinstance(events[-1], simsync.ReadyForContinue)
+        assert slots(events) == sim.produced_slots(START, END)[1:4]
+
+
+def test_advance_to_discovery_pauses_before_the_batch(sim: Any) -> None:
+    program = sim.DISCOVERY_PROGRAM_ID
+    with client(sim).start_session(start_slot=START, end_slot=END,
+                                   discoveries=[{"programExecuted": program}]) as session:
+        while not isinstance(session.next_event(10), simsync.ReadyForContinue):
+            pass
+        events = session.advance_to_discovery(timeout=10)
+        batch = next(e for e in events if isinstance(e, simsync.DiscoveryBatch))
+        assert events[-1] == simsync.Paused(batch.slot, batch.batch_index)
+
+
+def test_events_after_completed_raise_session_closed(sim: Any) -> None:
+    with client(sim).start_session(start_slot=START, end_slot=START + 2) as session:
+        drive(session)
+        with pytest.raises(simsync.SessionClosed, match="completed"):
+            session.next_event(1)
+
+
+def test_next_event_timeout(sim: Any) -> None:
+    with client(sim).start_session(start_slot=START, end_slot=END) as session:
+        while not isinstance(session.next_event(10), simsync.ReadyForContinue):
+            pass
+        with pytest.raises(simsync.EventTimeout) as info:
+            session.next_event(timeout=0.3)
+        assert isinstance(info.value, TimeoutError)
+
+
+def test_close_is_idempotent_and_wakes_waiters(sim: Any) -> None:
+    session = client(sim).start_session(start_slot=START, end_slot=END)
+    errors: List[BaseException] = []
+
+    def wait() -> None:
+        try:
+            while True:
+                session.next_event()
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            errors.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    wait_for(lambda: session.status.state is simsync.State.UP)
+    session.close()
+    session.close()
+    waiter.join(5)
+    assert not waiter.is_alive()
+    assert isinstance(errors[0], simsync.SessionClosed)
+    assert not [t for t in threading.enumerate() if t.name.startswith("simsync-")]
+
+
+def test_close_during_backoff_returns_quickly(sim: Any) -> None:
+    config = FAST.replace(backoff_initial=30.0, backoff_max=30.0)
+    session = client(sim, config).start_session(start_slot=START, end_slot=END,
+                                                disconnect_timeout_secs=60)
+    sim.faults.refuse_connects(10**6)
+    sim.faults.add(Fault("drop", after_frames=1))
+    wait_for(lambda: session.status.state is simsync.State.RECONNECTING, what="reconnecting")
+    started = time.monotonic()
+    session.close()
+    assert time.monotonic() - started < 0.5
+
+
+def test_wrong_api_key_is_a_create_error_without_the_key() -> None:
+    from simsync.localsim import LocalSimulator
+
+    with LocalSimulator(api_key="right-key-123") as server:
+        with pytest.raises(simsync.SessionCreateError, match="401") as info:
+            client(server, api_key="wrong-key-456").start_session(start_slot=START,
+                                                                  end_slot=END)
+        assert "wrong-key-456" not in str(info.value)
+        assert "wrong-key-456" not in repr(info.value)
+
+
+def test_api_key_never_logged_or_shown() -> None:
+    from simsync.localsim import LocalSimulator
+
+    secret = "s3cr3t-api-key-0123456789"
+    records = Records()
+    root = logging.getLogger()
+    root.addHandler(records)
+    old_level = root.level
+    root.setLevel(logging.DEBUG)
+    try:
+        with LocalSimulator(api_key=secret) as server:
+            the_client = client(server, api_key=secret)
+            with the_client.start_session(start_slot=START, end_slot=START + 5,
+                                          disconnect_timeout_secs=60) as session:
+                server.faults.add(Fault("drop", after_frames=3))
+                events = drive(session)
+                shown = [repr(the_client), str(the_client), repr(session), str(session),
+                         repr(session.rpc), repr(the_client.config)] + [repr(e) for e in events]
+    finally:
+        root.removeHandler(records)
+        root.setLevel(old_level)
+    assert records.records, "nothing was logged: the check would prove nothing"
+    assert secret not in records.text()
+    assert all(secret not in text for text in shown)
+
+
+def test_forked_child_cannot_use_the_session(sim: Any) -> None:
+    with client(sim).start_session(start_slot=START, end_slot=END) as session:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            try:
+                session.next_event(1)
+                os.write(write, b"no error")
+            except simsync.ForkedSessionError:
+                os.write(write, b"forked")
+            except BaseException as exc:  # noqa: BLE001
+                os.write(write, type(exc).__name__.encode())
+            os._exit(0)
+        os.close(write)
+        answer = os.read(read, 100)
+        os.close(read)
+        os.waitpid(pid, 0)
+        assert answer == b"forked"
+        assert isinstance(session.next_event(10), (simsync.Status, simsync.Slot,
+                                                   simsync.ReadyForContinue))
+
+
+CHILD = textwrap.dedent("""
+    import sys, simsync
+    config = simsync.ClientConfig(ping_interval=0.2, dead_after=1.5)
+    session = simsync.Client(sys.argv[1], config=config).start_session(
+        start_slot=400000000, end_slot=400000010)
+    while not isinstance(session.next_event(), simsync.ReadyForContinue):
+        pass
+    print("blocked", flush=True)
+    try:
+        session.next_event()
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        session.close()
+        sys.exit(3)
+""")
+
+
+def test_sigint_reaches_a_child_blocked_in_next_event(sim: Any) -> None:
+    child = subprocess.Popen([sys.executable, "-c", CHILD, sim.url], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "blocked"
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        assert child.stdout.readline().strip() == "interrupted"
+        interrupted_after = time.monotonic() - sent
+        assert child.wait(10) == 3
+    finally:
+        child.kill()
+        child.wait()
+    assert interrupted_after < 1.0
