@@ -38,6 +38,7 @@ from simsync.protocol import (
     Transaction,
     UnknownEvent,
 )
+from simsync.parallel import ParallelSession, SubSession
 from simsync.session import Session
 from simsync.transport import ConnectionStatus, State
 
@@ -47,7 +48,7 @@ __all__ = [
     "AccountData", "AccountDiff", "AvailableRange", "Client", "ClientConfig", "Completed",
     "ConnectionStatus", "ControlFailed", "CreateSessionParams", "DiscoveryBatch",
     "EventTimeout", "ForkedSessionError", "Paused", "ProtocolError", "ReadyForContinue",
-    "RpcError", "ServerError", "Session", "SessionClosed", "SessionCreateError",
+    "ParallelSession", "RpcError", "ServerError", "Session", "SubSession", "SessionClosed", "SessionCreateError",
     "SessionInfo", "SimsyncError", "SlowConsumerError", "Slot", "State", "Status",
     "SubscriptionFailed", "Summary", "Transaction", "UnknownEvent", "__version__",
 ]

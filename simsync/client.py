@@ -1,14 +1,17 @@
 """``Client``: the entry point — where the simulator is, the key, the config."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, List, Optional
 
 import requests
 
 from simsync import urls
 from simsync.config import ClientConfig
+from simsync.control import ControlLink, SingleControl
 from simsync.errors import RpcError, SessionCreateError
 from simsync.protocol import AvailableRange, CreateSessionParams, decode_available_ranges
+from simsync.parallel import ParallelSession
 from simsync.session import Session
 
 
@@ -55,9 +58,24 @@ class Client:
         create = _create_params(params, fields)
         if create.parallel:
             raise ValueError("parallel=True needs Client.start_parallel(...)")
-        session = Session(self.url, self._api_key, create, self.config)
-        session._start()
+        session = Session(self.url, create, self.config)
+        link = ControlLink(self.url, self._api_key, create, self.config,
+                           session._on_control_event, session._before_resume)
+        session._bind(SingleControl(link, self.config, session._label))
         return session
+
+
+    def start_parallel(self, params: Optional[CreateSessionParams] = None,
+                       **fields: Any) -> ParallelSession:
+        """Create a parallel batch (``parallel=True`` is implied): the server splits the range
+        into sub-sessions. Blocks through the whole create, which may wait for capacity
+        (``ClientConfig.parallel_create_frame_timeout`` per frame)."""
+        create = _create_params(params, fields)
+        if not create.parallel:
+            create = dataclasses.replace(create, parallel=True)
+        batch = ParallelSession(self.url, self._api_key, create, self.config)
+        batch._start()
+        return batch
 
 
 def _create_params(params: Optional[CreateSessionParams], fields: dict[str, Any]

@@ -2,9 +2,11 @@
 what arrives (sequence cursor, the step/pause rules of PROTOCOL.md §13)."""
 from __future__ import annotations
 
+import abc
 import enum
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Tuple, Union
 
@@ -30,7 +32,17 @@ from simsync.protocol import (
     decode_response,
     encode_request,
 )
-from simsync.transport import Channel, Fatal, Link, LinkDone, Transient
+from simsync.transport import (
+    SLICE,
+    Channel,
+    Connection,
+    Fatal,
+    Link,
+    LinkDone,
+    State,
+    StatusCell,
+    Transient,
+)
 
 log = logging.getLogger(__name__)
 
@@ -272,4 +284,65 @@ class ControlLink(Link):
             self.close_acked.set()
 
 
-__all__: List[str] = ["ControlLink", "SessionInfo", "StepGate", "Verdict"]
+class ControlSide(abc.ABC):
+    """What a ``Session`` needs from its control channel: whether it is up, who the session
+    is, a way to send a step, and a way to close. User-thread methods."""
+
+    status: StatusCell
+
+    @property
+    @abc.abstractmethod
+    def info(self) -> SessionInfo:
+        """The server's description of the session."""
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Block until the session exists (or raise); for sub-sessions it already does."""
+
+    @abc.abstractmethod
+    def send_step(self, request: Request) -> None:
+        """Send one step (gated: one outstanding at a time)."""
+
+    @abc.abstractmethod
+    def close(self, deadline: float) -> None:
+        """Close the session on the server, then release what is this side's own."""
+
+
+class SingleControl(ControlSide):
+    """The control side of a single session: its own ``ControlLink`` and ``Connection``."""
+
+    def __init__(self, link: ControlLink, config: ClientConfig, label: str) -> None:
+        self.link = link
+        self._config = config
+        self.connection = Connection(link, config, label)
+        self.status = self.connection.status
+
+    @property
+    def info(self) -> SessionInfo:
+        assert self.link.info is not None, "the session has not been created"
+        return self.link.info
+
+    def start(self) -> None:
+        """Connect and create (user thread); blocks through the start-up statuses."""
+        from simsync.errors import SessionCreateError
+
+        self.connection.start()
+        status = self.status.wait_for({State.UP}, None)
+        if status.state is not State.UP:
+            self.connection.close(self._config.close_timeout)
+            raise SessionCreateError(f"could not create the session: {status.reason}")
+
+    def send_step(self, request: Request) -> None:
+        self.link.send_step(request)
+
+    def close(self, deadline: float) -> None:
+        """``closeBacktestSession`` → ``success`` (if up), then close the connection."""
+        if self.status.value.state is State.UP:
+            self.link.send_close()
+            while not self.link.close_acked.wait(SLICE) and time.monotonic() < deadline:
+                pass
+        self.connection.close(max(0.0, deadline - time.monotonic()))
+
+
+__all__: List[str] = ["ControlLink", "ControlSide", "SessionInfo", "SingleControl", "StepGate",
+                      "Verdict"]

@@ -18,7 +18,9 @@ from simsync.transport import SLICE
 class Mailbox:
     """A FIFO of events with a failure slot; safe for many producers and consumers."""
 
-    def __init__(self, data_limit: int, slow_consumer_timeout: float) -> None:
+    def __init__(self, data_limit: int, slow_consumer_timeout: float,
+                 on_put: Optional[Callable[[], None]] = None) -> None:
+        self._on_put = on_put
         self._items: Deque[Any] = collections.deque()
         self._ready: Deque[Any] = collections.deque()   # taken by the consumer, not yet read
         self._lock = threading.Lock()
@@ -39,6 +41,8 @@ class Mailbox:
         with self._lock:
             self._items.append(event)
             self._arrived.notify()
+        if self._on_put is not None:
+            self._on_put()
 
     def put_data(self, event: Any, stopping: Callable[[], bool]) -> None:
         """Enqueue a data-plane event, waiting (sliced) while the user is ``data_limit``
@@ -61,6 +65,8 @@ class Mailbox:
             self._data_in += 1
             self._items.append(_Data(event))
             self._arrived.notify()
+        if self._on_put is not None:
+            self._on_put()
 
     def fail(self, error: BaseException) -> None:
         """Publish the session's failure; the next ``get`` raises it (first failure wins)."""

@@ -11,17 +11,19 @@ from typing import Any, Iterable, Iterator, List, Mapping, Optional, Union
 
 from simsync import urls
 from simsync.config import ClientConfig
-from simsync.control import ControlLink, SessionInfo
+from simsync.control import ControlSide, SessionInfo
 from simsync.errors import (
     ControlFailed,
     EventTimeout,
     ForkedSessionError,
     SessionClosed,
     SessionCreateError,
+    SimsyncError,
     SlowConsumerError,
     SubscriptionFailed,
 )
 from simsync.mailbox import Mailbox
+from simsync.programs import program_accounts
 from simsync.protocol import (
     AccountData,
     Completed,
@@ -34,7 +36,6 @@ from simsync.protocol import (
     ReadyForContinue,
     Request,
 )
-from simsync.programs import program_accounts
 from simsync.rpc import SessionRpc, to_base64
 from simsync.subscriptions import SubscriptionLink
 from simsync.transport import SLICE, Connection, ConnectionStatus, Fatal, State
@@ -60,18 +61,15 @@ class Session:
     """One backtest session. Create it with ``Client.start_session``; use it from the thread
     that drives it (``next_event`` may be called from one thread at a time)."""
 
-    def __init__(self, control_url: str, api_key: Optional[str], create: CreateSessionParams,
+    def __init__(self, control_url: str, create: CreateSessionParams,
                  config: ClientConfig) -> None:
         self._pid = os.getpid()
         self._config = config
         self._control_url = urls.control_url(control_url)
         self._create = create
         self._mailbox = Mailbox(config.max_buffered_events, config.slow_consumer_timeout)
-        self._link = ControlLink(self._control_url, api_key, create, config,
-                                 self._on_control_event, self._before_resume)
         self._label = str(next(_labels))
-        self._connection = Connection(self._link, config, self._label)
-        self._connection.status.watch(self._on_status)
+        self._control: Optional[ControlSide] = None
         self._subscriptions: List[Connection] = []
         self._drain_lock = threading.Lock()
         self._held_completed: Optional[Completed] = None   # waiting for the data plane
@@ -82,17 +80,27 @@ class Session:
 
     # ------------------------------------------------------------------ start-up
 
-    def _start(self) -> None:
-        """Connect and create (user thread); blocks until the session exists or failed."""
-        self._connection.start()
+    def _bind(self, control: ControlSide) -> None:
+        """Attach the control side (built with this session's hooks) and start it: blocks
+        until the session exists; raises ``SessionCreateError`` otherwise."""
+        self._attach_control(control)
+        control.start()
         try:
-            status = self._connection.status.wait_for({State.UP}, None)
-            if status.state is not State.UP:
-                raise SessionCreateError(f"could not create the session: {status.reason}")
             self._check_rpc_host()
         except BaseException:
-            self._connection.close(self._config.close_timeout)
+            self.close()
             raise
+
+    def _attach_control(self, control: ControlSide) -> None:
+        """Take ``control`` as this session's control side (any thread, once)."""
+        self._control = control
+        control.status.watch(self._on_status)
+
+    @property
+    def _side(self) -> ControlSide:
+        if self._control is None:
+            raise SimsyncError("the session has no control channel yet")
+        return self._control
 
     def _check_rpc_host(self) -> None:
         rpc = urls.rpc_url(self._control_url, self.info.rpc_endpoint)
@@ -141,13 +149,12 @@ class Session:
     @property
     def info(self) -> SessionInfo:
         """The server's ``SessionInfo`` (session id, rpc endpoint, task id)."""
-        assert self._link.info is not None, "the session has not been created"
-        return self._link.info
+        return self._side.info
 
     @property
     def status(self) -> ConnectionStatus:
         """The control connection's current ``ConnectionStatus``."""
-        return self._connection.status.value
+        return self._side.status.value
 
     @property
     def rpc(self) -> SessionRpc:
@@ -159,8 +166,10 @@ class Session:
         return self._rpc
 
     def __repr__(self) -> str:
-        session_id = self._link.info.session_id if self._link.info else None
-        return f"Session(id={session_id!r}, status={self.status})"
+        try:
+            return f"{type(self).__name__}(id={self.info.session_id!r}, status={self.status})"
+        except (AssertionError, SimsyncError):
+            return f"{type(self).__name__}(not created)"
 
     # ------------------------------------------------------------------ data plane
 
@@ -272,7 +281,7 @@ class Session:
     def _send_step(self, request: Request, timeout: Optional[float]) -> None:
         self._check_usable()
         self._wait_up(timeout)
-        self._link.send_step(request)
+        self._side.send_step(request)
 
     def _wait_up(self, timeout: Optional[float]) -> None:
         """Wait until the control link and every open subscription are up."""
@@ -280,7 +289,7 @@ class Session:
         for connection in self._open_subscriptions():
             connection.status.wait_for(
                 {State.UP}, None if deadline is None else max(0.0, deadline - time.monotonic()))
-        status = self._connection.status.wait_for(
+        status = self._side.status.wait_for(
             {State.UP}, None if deadline is None else max(0.0, deadline - time.monotonic()))
         if status.state is State.UP:
             return
@@ -334,11 +343,8 @@ class Session:
             return
         self._closed = True
         deadline = time.monotonic() + (timeout or self._config.close_timeout)
-        if self._connection.status.value.state is State.UP:
-            self._link.send_close()
-            while not self._link.close_acked.wait(SLICE) and time.monotonic() < deadline:
-                pass
-        self._connection.close(max(0.0, deadline - time.monotonic()))
+        if self._control is not None:
+            self._control.close(deadline)
         for connection in self._subscriptions:
             connection.close(max(0.0, deadline - time.monotonic()))
         if self._rpc is not None:

@@ -24,7 +24,10 @@ from simsync.transport import Channel, Fatal, Link, LinkDone
 log = logging.getLogger(__name__)
 
 #: The subscription kinds simsync drives, with the config each sends (PROTOCOL.md §10).
-KINDS: Dict[str, Dict[str, Any]] = {"transactionSubscribe": {"commitment": "confirmed"}, "accountDiffSubscribe": {}}
+KINDS: Dict[str, Dict[str, Any]] = {
+    "transactionSubscribe": {"commitment": "confirmed"},
+    "accountDiffSubscribe": {},
+}
 
 
 class ReplayFilter:

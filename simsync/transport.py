@@ -11,6 +11,7 @@ Threads (per connection, no more):
 from __future__ import annotations
 
 import abc
+import contextlib
 import enum
 import logging
 import socket
@@ -152,13 +153,15 @@ class Link(abc.ABC):
     def url(self) -> str:
         """Where to connect (called before every attempt)."""
 
+    @abc.abstractmethod
     def handshake(self, channel: Channel, attempt: int) -> None:
         """Runs once per connection before the read loop (create, attach, subscribe...)."""
 
+    @abc.abstractmethod
     def on_frame(self, data: Union[str, bytes]) -> None:
         """Route one inbound data frame."""
 
-    def on_down(self, reason: str) -> None:
+    def on_down(self, reason: str) -> None:  # noqa: B027 - optional hook
         """The connection was lost (before any reconnect attempt)."""
 
     def holding_back(self) -> bool:
@@ -292,16 +295,12 @@ class Connection:
         if ws is None:
             return
         if send_close:
-            try:
+            with contextlib.suppress(Exception):   # best effort on a dying socket
                 ws.send_close()
-            except Exception:  # noqa: BLE001 - best effort on a dying socket
-                pass
         sock = ws.sock
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     # ------------------------------------------------------------------ reader thread
 
@@ -432,7 +431,5 @@ class Connection:
                 self.abort()
             elif now >= next_ping:
                 next_ping = now + self.config.ping_interval
-                try:
+                with contextlib.suppress(OSError, websocket.WebSocketException):
                     ws.ping()
-                except (OSError, websocket.WebSocketException):
-                    pass

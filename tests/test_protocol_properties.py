@@ -455,13 +455,24 @@ def test_nested_session_events_never_overflow() -> None:
         only_protocol_errors(P.decode_response, nested_events(depth))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: codec.Frame admits memoryview but json.loads does not accept one, so "
-    "decode_response(memoryview(b'{\"method\":\"success\"}')) raises ProtocolError "
-    "'frame is not JSON' instead of decoding Success"))
-def test_memoryview_frames_decode_like_bytes() -> None:
-    frame = b'{"seqId":3,"method":"success"}'
-    assert P.decode_response(memoryview(frame)) == P.decode_response(frame)
+def test_unsupported_frame_types_are_protocol_errors() -> None:
+    # Frame is str | bytes | bytearray; anything else is a ProtocolError, never a TypeError
+    for frame in (memoryview(b'{"method":"success"}'), None, 42, ["x"], {"method": "success"}):
+        for decode in (P.decode_response, P.decode_request):
+            with pytest.raises(P.ProtocolError):
+                decode(frame)
+
+
+RANGE_KEYS = ["bundleStartSlot", "bundleStartSlotUtc", "maxBundleEndSlot",
+              "maxBundleEndSlotUtc", "maxBundleSize", "kind", "scope", "snapshotSlot", "other"]
+ranges_shaped = st.lists(st.dictionaries(st.sampled_from(RANGE_KEYS), json_scalars | plausible,
+                                         max_size=6), max_size=3) | json_values
+
+
+@PROPERTY
+@given(st.text() | ranges_shaped.map(json.dumps))
+def test_available_ranges_only_raise_protocol_error(body: str) -> None:
+    only_protocol_errors(P.decode_available_ranges, body)
 
 
 # --- mutated golden frames

@@ -169,7 +169,7 @@ class Chain:
         writable: List[str] = []
         readonly: List[str] = []
         for lookup in message.address_table_lookups:
-            table = self._lookup_table(lookup.account_key)
+            table = self.lookup_table(lookup.account_key)
             if table is None:
                 continue
             addresses = table.addresses
@@ -177,7 +177,7 @@ class Chain:
             readonly += [str(addresses[i]) for i in lookup.readonly_indexes if i < len(addresses)]
         return keys + writable + readonly
 
-    def _lookup_table(self, key: Pubkey) -> Optional[AddressLookupTable]:
+    def lookup_table(self, key: Pubkey) -> Optional[AddressLookupTable]:
         account = self.svm.get_account(key)
         if account is None:
             return None

@@ -16,12 +16,13 @@ from simsync.protocol.server_errors import (
     ServerError,
 )
 from simsync.protocol.types import (
+    CREATE_FIELDS,
+    V1_LAYOUT,
     AccountData,
     AccountDiff,
     AttachBacktestSession,
-    AvailableRange,
     AttachParallelControlSessionV2,
-    CREATE_FIELDS,
+    AvailableRange,
     Camel,
     CloseBacktestSession,
     CloseSessionV1,
@@ -60,7 +61,6 @@ from simsync.protocol.types import (
     Transaction,
     UnknownEvent,
     UnknownResponse,
-    V1_LAYOUT,
     b58encode,
     first_signature,
     v1_params,

@@ -12,11 +12,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from simsync.errors import ProtocolError
 from simsync.protocol.server_errors import ServerError, snake_case, variant_name
 from simsync.protocol.types import (
+    CREATE_FIELDS,
     AccountData,
     AccountDiff,
     AttachBacktestSession,
-    AvailableRange,
     AttachParallelControlSessionV2,
+    AvailableRange,
     CloseBacktestSession,
     CloseSessionV1,
     Completed,
@@ -27,7 +28,6 @@ from simsync.protocol.types import (
     ContinueToSessionV1,
     CreateBacktestSession,
     CreateSessionParams,
-    CREATE_FIELDS,
     DiscoveryBatch,
     EncodedData,
     Notification,
@@ -467,7 +467,7 @@ def decode_response(frame: Frame) -> Tuple[Optional[int], Decoded]:
         raise ProtocolError(f"malformed frame ({exc})", frame) from None
 
 
-# ----------------------------------------------------------------------------- requests (server side)
+# ----------------------------------------------------------------------------- requests (server)
 
 
 def _account_data(value: Any) -> AccountData:

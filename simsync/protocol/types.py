@@ -17,8 +17,6 @@ from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple
 import base58
 from dataclasses_json import DataClassJsonMixin, LetterCase, config
 
-from simsync.protocol.server_errors import ServerError
-
 _CAMEL_CONFIG = config(letter_case=LetterCase.CAMEL)["dataclasses_json"]
 
 

@@ -1,0 +1,297 @@
+"""Per-session Solana JSON-RPC 2.0 (PROTOCOL.md §10) over a session's `Chain`.
+
+`handle_body` turns one HTTP body into the response body; it runs on the event-loop thread
+and never blocks on I/O. Unknown or ended sessions are answered at once with code -32002.
+Results follow Solana's shapes (``{"context": {"slot": S}, "value": ...}`` where Solana uses it),
+so standard Solana clients work against the endpoint.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any, Callable, Dict, List, Optional
+
+from solders.message import from_bytes_versioned
+from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
+
+from simsync.localsim.accounts import AccountDataError, account_json, parse_overrides, parse_pubkey
+from simsync.localsim.b58 import b58decode
+from simsync.localsim.chain import Chain
+from simsync.localsim.jsonrpc import (
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    SESSION_ENDED,
+    JsonObj,
+    RpcError,
+    error,
+    invalid_params,
+    request_id,
+    result,
+)
+from simsync.localsim.session import BacktestSession
+
+FEE_PER_SIGNATURE = 5000
+Method = Callable[[BacktestSession, List[Any]], Any]
+SessionLookup = Callable[[str], Optional[BacktestSession]]
+
+
+def handle_body(body: bytes, session_id: str, lookup: SessionLookup) -> Any:
+    """The JSON response for one HTTP body (a request object or a batch array)."""
+    try:
+        obj = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        return error(None, RpcError(PARSE_ERROR, "Parse error"))
+    if isinstance(obj, list):
+        if not obj:
+            return error(None, RpcError(INVALID_REQUEST, "Invalid request: empty batch"))
+        return [handle_one(item, session_id, lookup) for item in obj]
+    return handle_one(obj, session_id, lookup)
+
+
+def handle_one(obj: Any, session_id: str, lookup: SessionLookup) -> JsonObj:
+    req_id = request_id(obj)
+    try:
+        if (not isinstance(obj, dict) or obj.get("jsonrpc") != "2.0"
+                or not isinstance(obj.get("method"), str)):
+            raise RpcError(INVALID_REQUEST, "Invalid request")
+        params = obj.get("params", [])
+        if params is None:
+            params = []
+        if not isinstance(params, list):
+            raise invalid_params("params must be an array")
+        method = METHODS.get(obj["method"])
+        if method is None:
+            raise RpcError(METHOD_NOT_FOUND, f"Method not found: {obj['method']}")
+        session = lookup(session_id)
+        if session is None:
+            raise RpcError(SESSION_ENDED, f"session not found: {session_id}")
+        if session.chain.ended:
+            raise RpcError(SESSION_ENDED, f"session ended: {session_id} is {session.state}")
+        return result(req_id, method(session, params))
+    except RpcError as exc:
+        return error(req_id, exc)
+
+
+# -- param helpers -----------------------------------------------------------------------
+def _param(params: List[Any], index: int, default: Any = None) -> Any:
+    return params[index] if len(params) > index and params[index] is not None else default
+
+
+def _config(params: List[Any], index: int) -> JsonObj:
+    value = _param(params, index, {})
+    if not isinstance(value, dict):
+        raise invalid_params("config must be an object")
+    return value
+
+
+def _pubkey(value: Any) -> Pubkey:
+    try:
+        return parse_pubkey(value)
+    except ValueError:
+        raise invalid_params(f"invalid pubkey {value!r}") from None
+
+
+def _context(chain: Chain, value: Any) -> JsonObj:
+    return {"context": {"slot": chain.slot, "apiVersion": "2.2.0"}, "value": value}
+
+
+def _decode_bytes(text: Any, encoding: str) -> bytes:
+    if not isinstance(text, str):
+        raise invalid_params("expected an encoded string")
+    try:
+        if encoding == "base64":
+            return base64.b64decode(text, validate=True)
+        if encoding == "base58":
+            return b58decode(text)
+    except (binascii.Error, ValueError) as exc:
+        raise invalid_params(f"invalid {encoding}: {exc}") from None
+    raise invalid_params(f"unsupported encoding {encoding!r}")
+
+
+def _transaction(params: List[Any]) -> VersionedTransaction:
+    encoding = _config(params, 1).get("encoding") or "base58"
+    raw = _decode_bytes(_param(params, 0), encoding)
+    try:
+        return VersionedTransaction.from_bytes(raw)
+    except Exception as exc:  # solders raises its own error type
+        raise invalid_params(f"failed to deserialize transaction: {exc}") from None
+
+
+def _account_value(chain: Chain, key: Pubkey, config: JsonObj) -> Optional[JsonObj]:
+    account = chain.account(key)
+    if account is None:
+        return None
+    try:
+        return account_json(account, config.get("encoding") or "base64", config.get("dataSlice"))
+    except ValueError as exc:
+        raise RpcError(INVALID_REQUEST, str(exc)) from None
+
+
+# -- methods -----------------------------------------------------------------------------
+def get_slot(session: BacktestSession, params: List[Any]) -> Any:
+    return session.chain.slot
+
+
+def get_latest_blockhash(session: BacktestSession, params: List[Any]) -> Any:
+    chain = session.chain
+    return _context(chain, {"blockhash": str(chain.svm.latest_blockhash()),
+                            "lastValidBlockHeight": chain.slot + 150})
+
+
+def get_account_info(session: BacktestSession, params: List[Any]) -> Any:
+    chain = session.chain
+    return _context(chain, _account_value(chain, _pubkey(_param(params, 0)), _config(params, 1)))
+
+
+def get_balance(session: BacktestSession, params: List[Any]) -> Any:
+    account = session.chain.account(_pubkey(_param(params, 0)))
+    return _context(session.chain, 0 if account is None else account.lamports)
+
+
+def get_multiple_accounts(session: BacktestSession, params: List[Any]) -> Any:
+    keys = _param(params, 0, [])
+    if not isinstance(keys, list):
+        raise invalid_params("expected a list of pubkeys")
+    config = _config(params, 1)
+    chain = session.chain
+    return _context(chain, [_account_value(chain, _pubkey(k), config) for k in keys])
+
+
+def get_program_accounts(session: BacktestSession, params: List[Any]) -> Any:
+    chain = session.chain
+    program = _pubkey(_param(params, 0))
+    config = _config(params, 1)
+    filters = config.get("filters") or []
+    out = []
+    for key, account in chain.svm.get_program_accounts(program):
+        if all(_filter_ok(f, bytes(account.data)) for f in filters):
+            value = _account_value(chain, key, config)
+            if value is not None:
+                out.append({"pubkey": str(key), "account": value})
+    return _context(chain, out) if config.get("withContext") else out
+
+
+def _filter_ok(flt: Any, data: bytes) -> bool:
+    if not isinstance(flt, dict):
+        raise invalid_params("a filter must be an object")
+    if "dataSize" in flt:
+        return len(data) == flt["dataSize"]
+    memcmp = flt.get("memcmp")
+    if isinstance(memcmp, dict):
+        offset = int(memcmp.get("offset", 0))
+        wanted = _decode_bytes(memcmp.get("bytes"), memcmp.get("encoding") or "base58")
+        return data[offset:offset + len(wanted)] == wanted
+    raise invalid_params(f"unsupported filter {flt!r}")
+
+
+def get_fee_for_message(session: BacktestSession, params: List[Any]) -> Any:
+    raw = _decode_bytes(_param(params, 0), "base64")
+    try:
+        message = from_bytes_versioned(raw)
+    except Exception as exc:  # solders raises its own error type
+        raise invalid_params(f"failed to deserialize message: {exc}") from None
+    fee = FEE_PER_SIGNATURE * message.header.num_required_signatures
+    return _context(session.chain, fee)
+
+
+def get_signature_statuses(session: BacktestSession, params: List[Any]) -> Any:
+    sigs = _param(params, 0, [])
+    if not isinstance(sigs, list):
+        raise invalid_params("expected a list of signatures")
+    chain = session.chain
+    values: List[Optional[JsonObj]] = []
+    for sig in sigs:
+        record = chain.by_signature.get(sig) if isinstance(sig, str) else None
+        values.append(None if record is None else {
+            "slot": record.slot, "confirmations": None, "err": record.executed.err,
+            "status": record.meta["status"], "confirmationStatus": "finalized"})
+    return _context(chain, values)
+
+
+def get_transaction(session: BacktestSession, params: List[Any]) -> Any:
+    sig = _param(params, 0)
+    if not isinstance(sig, str):
+        raise invalid_params("expected a signature")
+    record = session.chain.by_signature.get(sig)
+    if record is None:
+        return None
+    out = record.result_json()
+    out.pop("signature", None)
+    return out
+
+
+def simulate_transaction(session: BacktestSession, params: List[Any]) -> Any:
+    return _context(session.chain, session.chain.simulate(_transaction(params)))
+
+
+def send_transaction(session: BacktestSession, params: List[Any]) -> Any:
+    """Execute at once in the slot the session stands at (after a preflight simulation)."""
+    tx = _transaction(params)
+    chain = session.chain
+    if not _config(params, 1).get("skipPreflight"):
+        sim = chain.simulate(tx)
+        if sim["err"] is not None:
+            raise RpcError(SESSION_ENDED, f"Transaction simulation failed: {sim['err']}", sim)
+    record = chain.execute(tx, None, "rpc")
+    if record is None:
+        raise RpcError(SESSION_ENDED, "Transaction simulation failed: This transaction has "
+                       "already been processed", {"err": "AlreadyProcessed"})
+    session.hub.publish(record.slot, record)
+    return record.signature
+
+
+def get_address_lookup_table(session: BacktestSession, params: List[Any]) -> Any:
+    key = _pubkey(_param(params, 0))
+    chain = session.chain
+    table = chain.lookup_table(key) if chain.account(key) is not None else None
+    if table is None:
+        return _context(chain, None)
+    meta = table.meta
+    return _context(chain, {"key": str(key), "state": {
+        "deactivationSlot": meta.deactivation_slot, "lastExtendedSlot": meta.last_extended_slot,
+        "lastExtendedSlotStartIndex": meta.last_extended_slot_start_index,
+        "authority": None if meta.authority is None else str(meta.authority),
+        "addresses": [str(a) for a in table.addresses]}})
+
+
+def modify_accounts(session: BacktestSession, params: List[Any]) -> Any:
+    try:
+        overrides = parse_overrides(_param(params, 0, {}))
+    except AccountDataError as exc:
+        raise invalid_params(f"{exc.variant}: {exc.fields}") from None
+    session.chain.install(overrides)
+    return None
+
+
+def get_minimum_balance(session: BacktestSession, params: List[Any]) -> Any:
+    size = _param(params, 0, 0)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise invalid_params("expected a data length")
+    return session.chain.svm.minimum_balance_for_rent_exemption(size)
+
+
+def get_health(session: BacktestSession, params: List[Any]) -> Any:
+    return "ok"
+
+
+METHODS: Dict[str, Method] = {
+    "getSlot": get_slot,
+    "getBlockHeight": get_slot,
+    "getLatestBlockhash": get_latest_blockhash,
+    "getAccountInfo": get_account_info,
+    "getBalance": get_balance,
+    "getMultipleAccounts": get_multiple_accounts,
+    "getProgramAccounts": get_program_accounts,
+    "getFeeForMessage": get_fee_for_message,
+    "getSignatureStatuses": get_signature_statuses,
+    "getTransaction": get_transaction,
+    "simulateTransaction": simulate_transaction,
+    "sendTransaction": send_transaction,
+    "getAddressLookupTable": get_address_lookup_table,
+    "modifyAccounts": modify_accounts,
+    "getMinimumBalanceForRentExemption": get_minimum_balance,
+    "getHealth": get_health,
+}
