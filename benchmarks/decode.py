@@ -23,6 +23,7 @@ import random
 import statistics
 import sys
 import timeit
+from functools import partial
 from typing import Any, Callable, Dict, List, Tuple
 
 import base58
@@ -142,11 +143,11 @@ def main(argv: Any = None) -> int:
         generic(frame)
         number = args.number
         if number <= 0:
-            loops, _ = timeit.Timer(lambda f=frame: decode_response(f)).autorange()
+            loops, _ = timeit.Timer(partial(decode_response, frame)).autorange()
             number = max(loops, 1000)
-        loads_min, loads_med = per_call_us(lambda f=frame: json.loads(f), args.repeat, number)
-        dec_min, dec_med = per_call_us(lambda f=frame: decode_response(f), args.repeat, number)
-        gen_min, gen_med = per_call_us(lambda f=frame, g=generic: g(f), args.repeat,
+        loads_min, loads_med = per_call_us(partial(json.loads, frame), args.repeat, number)
+        dec_min, dec_med = per_call_us(partial(decode_response, frame), args.repeat, number)
+        gen_min, gen_med = per_call_us(partial(generic, frame), args.repeat,
                                        max(number // 10, 100))
         ratio = dec_min / loads_min
         ok = ratio <= TARGET_RATIO

@@ -22,6 +22,7 @@ from simsync.errors import (
     SlowConsumerError,
     SubscriptionFailed,
 )
+from simsync.parallel import ParallelSession, SubSession
 from simsync.protocol import (
     AccountData,
     AccountDiff,
@@ -38,7 +39,6 @@ from simsync.protocol import (
     Transaction,
     UnknownEvent,
 )
-from simsync.parallel import ParallelSession, SubSession
 from simsync.session import Session
 from simsync.transport import ConnectionStatus, State
 
@@ -47,8 +47,9 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 __all__ = [
     "AccountData", "AccountDiff", "AvailableRange", "Client", "ClientConfig", "Completed",
     "ConnectionStatus", "ControlFailed", "CreateSessionParams", "DiscoveryBatch",
-    "EventTimeout", "ForkedSessionError", "Paused", "ProtocolError", "ReadyForContinue",
-    "ParallelSession", "RpcError", "ServerError", "Session", "SubSession", "SessionClosed", "SessionCreateError",
-    "SessionInfo", "SimsyncError", "SlowConsumerError", "Slot", "State", "Status",
-    "SubscriptionFailed", "Summary", "Transaction", "UnknownEvent", "__version__",
+    "EventTimeout", "ForkedSessionError", "ParallelSession", "Paused", "ProtocolError",
+    "ReadyForContinue", "RpcError", "ServerError", "Session", "SessionClosed",
+    "SessionCreateError", "SessionInfo", "SimsyncError", "SlowConsumerError", "Slot", "State",
+    "Status", "SubSession", "SubscriptionFailed", "Summary", "Transaction", "UnknownEvent",
+    "__version__",
 ]

@@ -10,8 +10,9 @@ from simsync import urls
 from simsync.config import ClientConfig
 from simsync.control import ControlLink, SingleControl
 from simsync.errors import RpcError, SessionCreateError
-from simsync.protocol import AvailableRange, CreateSessionParams, decode_available_ranges
 from simsync.parallel import ParallelSession
+from simsync.protocol import AvailableRange, CreateSessionParams, decode_available_ranges
+from simsync.rpc import close_http
 from simsync.session import Session
 
 
@@ -38,11 +39,14 @@ class Client:
         ``rpc_timeout``). Raises ``RpcError`` on an HTTP or format failure."""
         headers = {"X-API-Key": self._api_key} if self._api_key else {}
         url = urls.http_base(self.url) + "/available-ranges"
+        http = requests.Session()
         try:
-            reply = requests.get(url, headers=headers, timeout=self.config.rpc_timeout,
-                                 verify=self.config.ca_bundle or True)
+            reply = http.get(url, headers=headers, timeout=self.config.rpc_timeout,
+                             verify=self.config.ca_bundle or True)
         except requests.RequestException as exc:
             raise RpcError(f"GET /available-ranges failed: {type(exc).__name__}") from None
+        finally:
+            close_http(http)
         if reply.status_code >= 400:
             raise RpcError(f"GET /available-ranges answered HTTP {reply.status_code}",
                            http_status=reply.status_code)

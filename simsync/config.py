@@ -6,6 +6,7 @@ dataclass validated on construction; derive variants with :meth:`ClientConfig.re
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -55,10 +56,7 @@ class ClientConfig:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.type in ("float", "int") and (isinstance(value, bool)
-                                               or not isinstance(value, (int, float))):
-                raise ValueError(f"ClientConfig.{f.name} must be a number, not {value!r}")
+            self._check_number(f.name, f.type, getattr(self, f.name))
         positive = ("connect_timeout", "handshake_timeout", "parallel_create_frame_timeout",
                     "ping_interval", "dead_after", "backoff_initial", "backoff_max",
                     "drain_timeout", "rpc_timeout", "slow_consumer_timeout", "close_timeout")
@@ -68,6 +66,10 @@ class ClientConfig:
         for name in ("reconnect_budget", "stable_after"):
             if getattr(self, name) < 0:
                 raise ValueError(f"ClientConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.reconnect_budget > SERVER_DETACH_CEILING_SECS:
+            raise ValueError("ClientConfig.reconnect_budget must not exceed the server's detach "
+                             f"ceiling of {SERVER_DETACH_CEILING_SECS}s, got "
+                             f"{self.reconnect_budget}")
         if self.dead_after <= self.ping_interval:
             raise ValueError("ClientConfig.dead_after must exceed ping_interval "
                              f"({self.dead_after} <= {self.ping_interval})")
@@ -77,6 +79,17 @@ class ClientConfig:
             raise ValueError("ClientConfig.max_buffered_events must be >= 1")
         if self.coordinator_quick_attempts < 0:
             raise ValueError("ClientConfig.coordinator_quick_attempts must be >= 0")
+
+    @staticmethod
+    def _check_number(name: str, kind: Any, value: Any) -> None:
+        if kind not in ("float", "int"):
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"ClientConfig.{name} must be a number, not {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"ClientConfig.{name} must be a finite number, not {value!r}")
+        if kind == "int" and not isinstance(value, int):
+            raise ValueError(f"ClientConfig.{name} must be an integer, not {value!r}")
 
     def replace(self, **changes: Any) -> ClientConfig:
         """A copy with some fields changed (validated again)."""

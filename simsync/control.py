@@ -77,6 +77,7 @@ class StepGate:
         self._outstanding: Optional[Request] = None
         self._step_seen = False
         self._reattached = False
+        self._expect_reannounce = False
 
     def admit(self, seq: Optional[int], event: Any) -> Tuple[Verdict, Optional[Request]]:
         """What to do with one event (reader thread)."""
@@ -94,7 +95,7 @@ class StepGate:
             self.completed, self._outstanding, self._holding_pause = True, None, False
             return Verdict.DELIVER, None
         if self._outstanding is not None and isinstance(event, self._STEP_FRAMES):
-            self._step_seen = True
+            self._step_seen, self._expect_reannounce = True, False
             if isinstance(event, ServerError) and event.rejects_request:
                 self._outstanding, self._holding_pause = None, True
         return Verdict.DELIVER, None
@@ -102,12 +103,17 @@ class StepGate:
     def _pause(self) -> Tuple[Verdict, Optional[Request]]:
         if self._outstanding is None:
             if self._holding_pause:
+                self._expect_reannounce = False
                 return Verdict.DROP, None            # rule 1: a pause the user already holds
             self._holding_pause = True
             return Verdict.DELIVER, None
-        if self._reattached and not self._step_seen:
-            self._reattached = False                 # rule 2: the step never reached the server
-            return Verdict.RESEND, self._outstanding
+        if not self._step_seen:
+            if self._reattached:
+                self._reattached = False             # rule 2: the step never reached the server
+                return Verdict.RESEND, self._outstanding
+            if self._expect_reannounce:
+                self._expect_reannounce = False      # rule 1, raced by a quick step: the
+                return Verdict.DROP, None            # server's re-announcement of the old pause
         self._outstanding, self._holding_pause = None, True
         return Verdict.DELIVER, None
 
@@ -124,10 +130,13 @@ class StepGate:
             self._reattached, self._holding_pause = False, False
 
     def reattached(self) -> None:
-        """A re-attach happened (reader thread): an outstanding step may have been lost."""
+        """A re-attach happened (reader thread): an outstanding step may have been lost, and
+        a pause the user holds may be announced again after the resume."""
         with self._lock:
             if self._outstanding is not None:
                 self._reattached = True
+            elif self._holding_pause:
+                self._expect_reannounce = True
 
     @property
     def step_outstanding(self) -> bool:
@@ -194,10 +203,10 @@ class ControlLink(Link):
         channel.send(encode_request(AttachBacktestSession(self.info.session_id,
                                                           self.gate.last_seq)))
         self._await(channel, SessionAttached, "sessionAttached")
-        self.gate.reattached()
         self._before_resume(self._config.handshake_timeout)
         channel.send(encode_request(ResumeAttachedSession()))
         self._await(channel, Success, "success (resume)")
+        self.gate.reattached()      # the replay (sent before the ack) has been routed
 
     def _await(self, channel: Channel, wanted: type, what: str,
                other: Optional[Callable[[Tuple[Optional[int], Any]], None]] = None) -> Any:

@@ -158,11 +158,11 @@ class ParallelControlLink(Link):
         channel.send(encode_request(AttachParallelControlSessionV2(self.control_session_id,
                                                                    cursors)))
         self._await(channel, ParallelSessionAttachedV2)
-        for sub in self.subs.values():
-            sub.gate.reattached()
         self._before_resume(self._config.handshake_timeout)
         channel.send(encode_request(ResumeAttachedSession()))
         self._await(channel, Success)
+        for sub in self.subs.values():
+            sub.gate.reattached()   # the replays (sent before the ack) have been routed
 
     def _await(self, channel: Channel, wanted: type) -> None:
         while True:

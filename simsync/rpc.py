@@ -132,6 +132,21 @@ def _unexpected(method: str, result: Any, wanted: str) -> RpcError:
 # SessionRpc
 # ---------------------------------------------------------------------------------------------
 
+def close_http(http: requests.Session) -> None:
+    """Close a ``requests.Session`` and its pooled sockets now. (urllib3 2.8's
+    ``PoolManager.clear()`` drops its pools without closing them, so ``Session.close()``
+    alone leaves idle keep-alive sockets open until garbage collection.)"""
+    for adapter in http.adapters.values():
+        pools = getattr(getattr(adapter, "poolmanager", None), "pools", None)
+        if pools is None:
+            continue
+        for key in list(pools.keys()):
+            pool = pools.get(key)
+            if pool is not None:
+                pool.close()
+    http.close()
+
+
 class SessionRpc:
     """The JSON-RPC client of one session's simulated chain (PROTOCOL.md §10).
 
@@ -188,7 +203,7 @@ class SessionRpc:
         if self._closed:
             return
         self._closed = True
-        self._http.close()
+        close_http(self._http)
 
     def __enter__(self) -> SessionRpc:
         return self
@@ -235,10 +250,10 @@ class SessionRpc:
                 raise TypeError(f"{method}: params are not JSON-serialisable: {exc}") from None
             started = time.monotonic()
             try:
-                response = self._http.post(self._url, data=body.encode("utf-8"),
-                                           timeout=self._timeout, verify=self._verify,
-                                           allow_redirects=False)
-                status, content = response.status_code, response.content
+                with self._http.post(self._url, data=body.encode("utf-8"),
+                                     timeout=self._timeout, verify=self._verify,
+                                     allow_redirects=False) as response:
+                    status, content = response.status_code, response.content
             except requests.exceptions.RequestException as exc:
                 raise self._transport_error(method, exc) from exc
             log.debug("rpc %s id=%d -> HTTP %d in %.3fs (%d bytes)", method, request_id, status,

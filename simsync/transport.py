@@ -408,10 +408,7 @@ class Connection:
         with self._ws_lock:
             if self._ws is ws:
                 self._ws = None
-        try:
-            ws.close(timeout=0)
-        except Exception:  # noqa: BLE001 - closing a dead socket
-            ws.shutdown()  # type: ignore[no-untyped-call]
+        ws.shutdown()  # type: ignore[no-untyped-call]   # closes the socket at once
 
     # ------------------------------------------------------------------ keepalive thread
 

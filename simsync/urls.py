@@ -29,12 +29,15 @@ def control_url(url: str) -> str:
 def http_base(control: str) -> str:
     """``wss→https``, ``ws→http``; keep only ``scheme://host[:port]``."""
     parts = urlsplit(control_url(control))
-    return f"{_WS_TO_HTTP[parts.scheme]}://{parts.netloc}"
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{_WS_TO_HTTP[parts.scheme]}://{host}{port}"
 
 
 def rpc_url(control: str, rpc_endpoint: str) -> str:
     """Resolve a server-given ``rpc_endpoint`` (absolute, or a path joined to the HTTP base)."""
-    if rpc_endpoint.startswith(("http://", "https://")):
+    if rpc_endpoint.lower().startswith(("http://", "https://")):
         return rpc_endpoint
     if not rpc_endpoint.startswith("/"):
         rpc_endpoint = "/" + rpc_endpoint

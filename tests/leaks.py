@@ -22,6 +22,15 @@ def socket_fds() -> FrozenSet[str]:
     return frozenset(found)
 
 
+def describe_socket(entry: str) -> str:
+    """``fd:inode`` with its addresses when psutil can tell them."""
+    fd = int(entry.split(":")[0])
+    for conn in psutil.Process().net_connections(kind="all"):
+        if conn.fd == fd:
+            return f"fd {fd} {conn.laddr} -> {conn.raddr} {conn.status}"
+    return f"fd {entry}"
+
+
 def threads() -> FrozenSet[threading.Thread]:
     return frozenset(t for t in threading.enumerate() if t.is_alive())
 
@@ -44,7 +53,7 @@ def leftovers(before: Snapshot) -> List[str]:
     new_sockets = socket_fds() - before[1]
     new_children = children() - before[2]
     out = [f"thread {t.name}" for t in new_threads]
-    out += [f"socket fd {s}" for s in sorted(new_sockets)]
+    out += [f"socket {describe_socket(s)}" for s in sorted(new_sockets)]
     out += [f"child process {pid}" for pid in sorted(new_children)]
     return out
 

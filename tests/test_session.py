@@ -98,10 +98,11 @@ def test_exhausted_budget_mid_session_raises_control_failed(sim: Any) -> None:
     config = FAST.replace(reconnect_budget=0.5)
     with client(sim, config).start_session(start_slot=START, end_slot=END,
                                            disconnect_timeout_secs=60) as session:
-        assert isinstance(session.next_event(10), (simsync.Status, simsync.Slot,
-                                                   simsync.ReadyForContinue))
+        while not isinstance(session.next_event(10), simsync.ReadyForContinue):
+            pass
         sim.faults.refuse_connects(10**6)
-        sim.faults.add(Fault("drop", after_frames=1))
+        sim.faults.add(Fault("drop", at="after_continue_received"))
+        session.send_continue()
         with pytest.raises(simsync.ControlFailed, match="gave up reconnecting"):
             drive(session)
         assert session.status.state is simsync.State.FAILED
@@ -114,9 +115,9 @@ def test_fatal_create_error_carries_the_server_message(sim: Any) -> None:
 
 def test_drop_without_detach_window_fails_clearly(sim: Any) -> None:
     sim.faults.add(Fault("drop", after_frames=6))
-    with client(sim).start_session(start_slot=START, end_slot=END) as session:
-        with pytest.raises(simsync.ControlFailed, match="no detach window"):
-            drive(session)
+    with client(sim).start_session(start_slot=START, end_slot=END) as session, \
+            pytest.raises(simsync.ControlFailed, match="no detach window"):
+        drive(session)
 
 
 def test_a_second_step_while_one_runs_is_refused(sim: Any) -> None:
@@ -183,15 +184,19 @@ def test_close_is_idempotent_and_wakes_waiters(sim: Any) -> None:
     waiter.join(5)
     assert not waiter.is_alive()
     assert isinstance(errors[0], simsync.SessionClosed)
-    assert not [t for t in threading.enumerate() if t.name.startswith("simsync-")]
+    assert not [t for t in threading.enumerate() if t.name.startswith("simsync-")
+                and not t.name.startswith("simsync-localsim")]
 
 
 def test_close_during_backoff_returns_quickly(sim: Any) -> None:
     config = FAST.replace(backoff_initial=30.0, backoff_max=30.0)
     session = client(sim, config).start_session(start_slot=START, end_slot=END,
                                                 disconnect_timeout_secs=60)
+    while not isinstance(session.next_event(10), simsync.ReadyForContinue):
+        pass
     sim.faults.refuse_connects(10**6)
-    sim.faults.add(Fault("drop", after_frames=1))
+    sim.faults.add(Fault("drop", at="after_continue_received"))
+    session.send_continue()
     wait_for(lambda: session.status.state is simsync.State.RECONNECTING, what="reconnecting")
     started = time.monotonic()
     session.close()
@@ -220,11 +225,12 @@ def test_api_key_never_logged_or_shown() -> None:
     root.setLevel(logging.DEBUG)
     try:
         with LocalSimulator(api_key=secret) as server:
+            server.faults.add(Fault("drop", after_frames=9))
             the_client = client(server, api_key=secret)
             with the_client.start_session(start_slot=START, end_slot=START + 5,
                                           disconnect_timeout_secs=60) as session:
-                server.faults.add(Fault("drop", after_frames=3))
                 events = drive(session)
+                assert server.faults.fired == 1
                 shown = [repr(the_client), str(the_client), repr(session), str(session),
                          repr(session.rpc), repr(the_client.config)] + [repr(e) for e in events]
     finally:

@@ -92,3 +92,21 @@ def test_a_simulation_error_does_not_end_the_step() -> None:
     gate.begin_step(STEP)
     gate.admit(None, ServerError("simulationError", {"error": "x"}))
     assert gate.step_outstanding
+
+
+def test_a_reannounced_pause_racing_a_quick_step_is_absorbed() -> None:
+    gate = StepGate()
+    gate.admit(None, READY)
+    gate.reattached()                      # drop while the user held the pause
+    gate.begin_step(STEP)                  # the user stepped before the re-announcement
+    assert verdicts(gate, READY) == [Verdict.DROP]
+    assert verdicts(gate, Status("x"), Slot(2), READY) == [Verdict.DELIVER] * 3
+    assert not gate.step_outstanding
+
+
+def test_without_a_reannouncement_the_step_frames_clear_the_expectation() -> None:
+    gate = StepGate()
+    gate.admit(None, READY)
+    gate.reattached()
+    gate.begin_step(STEP)
+    assert verdicts(gate, Slot(2), READY) == [Verdict.DELIVER, Verdict.DELIVER]

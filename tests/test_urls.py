@@ -144,11 +144,6 @@ def test_http_base(control: str, expected: str) -> None:
     assert http_base(control) == expected
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: http_base keeps urlsplit().netloc, which includes userinfo: "
-    "http_base('wss://user:pw@h:1/backtest') == 'https://user:pw@h:1', expected "
-    "'https://h:1' (PROTOCOL.md §1: keep only scheme://host[:port]; credentials must not "
-    "reach the per-session endpoints)"))
 def test_http_base_drops_userinfo() -> None:
     assert http_base("wss://user:pw@h:1/backtest") == "https://h:1"
     assert rpc_url("wss://key@h/backtest", "/backtest/s1") == "https://h/backtest/s1"
@@ -180,11 +175,6 @@ def test_rpc_url(control: str, endpoint: str, expected: str) -> None:
     assert rpc_url(control, endpoint) == expected
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: rpc_url tests the absolute form with a case-sensitive startswith, so "
-    "rpc_url('wss://h/backtest', 'HTTPS://other/backtest/x') == "
-    "'https://h/HTTPS://other/backtest/x' instead of the absolute URL (schemes are "
-    "case-insensitive)"))
 def test_rpc_url_absolute_with_uppercase_scheme() -> None:
     resolved = rpc_url("wss://h/backtest", "HTTPS://other/backtest/x")
     assert urlsplit(resolved).hostname == "other"

@@ -178,7 +178,7 @@ def _filter_ok(flt: Any, data: bytes) -> bool:
     if not isinstance(flt, dict):
         raise invalid_params("a filter must be an object")
     if "dataSize" in flt:
-        return len(data) == flt["dataSize"]
+        return bool(len(data) == flt["dataSize"])
     memcmp = flt.get("memcmp")
     if isinstance(memcmp, dict):
         offset = int(memcmp.get("offset", 0))

@@ -71,7 +71,7 @@ class _Bad(Exception):
 
 
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"))
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
 
 
 def encode_request(request: Request) -> str:
@@ -338,11 +338,16 @@ def _completed(params: Any) -> Completed:
                      None if stats is None else _list(stats, "agent_stats"))
 
 
+_WRAPPERS = frozenset({"sessionEventV2", "sessionEventV1"})
+
+
 def _inner_event(value: Any) -> Decoded:
     event = _obj(value, "event")
     method = event.get("method")
     if type(method) is not str:
         raise _Bad("event has no method")
+    if method in _WRAPPERS:
+        raise _Bad("a session event cannot wrap another session event")
     return _decode_method(method, event.get("params"))
 
 
@@ -426,8 +431,9 @@ def _decode_reply(obj: Dict[str, Any]) -> Response:
     request_id = _opt_int(obj.get("id"), "id")
     if "error" in obj:
         error = _obj(obj["error"], "error")
+        message = error.get("message")
         return SubscriptionRefused(request_id, _opt_int(error.get("code"), "error.code"),
-                                   str(error.get("message", "")))
+                                   "" if message is None else str(message))
     if "result" in obj:
         return SubscriptionAck(_int(request_id, "id"), _int(obj["result"], "result"))
     raise _Bad("a JSON-RPC reply has neither result nor error")
@@ -463,7 +469,7 @@ def decode_response(frame: Frame) -> Tuple[Optional[int], Decoded]:
         if seq_id is not None and type(seq_id) is not int:
             raise _Bad("seqId must be an integer")
         return seq_id, _decode_method(method, obj.get("params"))
-    except (_Bad, KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (_Bad, KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
         raise ProtocolError(f"malformed frame ({exc})", frame) from None
 
 
@@ -481,8 +487,9 @@ def _account_data(value: Any) -> AccountData:
 
 def _continue_params(p: Dict[str, Any]) -> ContinueParams:
     mods = _pick(p, "modify_account_states", "modifyAccountStates") or {}
+    count = _pick(p, "advance_count", "advanceCount")
     return ContinueParams(
-        _int(_pick(p, "advance_count", "advanceCount") or 1, "advanceCount"),
+        1 if count is None else _int(count, "advanceCount"),
         tuple(_str_list(p.get("transactions") or [], "transactions")),
         {_str(k, "address"): _account_data(v) for k, v in _obj(mods, "accounts").items()})
 
@@ -501,7 +508,7 @@ def _v1_inner(p: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
 
 _REQUEST_DECODERS: Dict[str, Callable[[Any], Request]] = {
     "createBacktestSession": lambda p: CreateBacktestSession(_create_params(p)),
-    "continue": lambda p: Continue(_continue_params(_obj(p or {}, "params"))),
+    "continue": lambda p: Continue(_continue_params(_obj({} if p is None else p, "params"))),
     "continueTo": lambda p: ContinueTo(_int(_obj(p, "params").get("slot"), "slot"),
                                        _opt_int(_pick(p, "batch_index", "batchIndex"),
                                                 "batchIndex")),

@@ -1,0 +1,304 @@
+"""`LocalSimulator`: the aiohttp server on one host:port, run by one background thread.
+
+Threads: the caller's thread runs `start`/`stop` and the thread-safe accessors; the simulator's
+own thread (``simsync-localsim-PORT``) runs the asyncio loop with every handler, session step
+and LiteSVM call. `stop` leaves no thread, socket or listening port behind.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import socket
+import threading
+import time
+from types import TracebackType
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Set, Type, TypeVar
+
+from aiohttp import web
+
+from simsync.localsim.chain import ExecutedTx
+from simsync.localsim.connection import Connection
+from simsync.localsim.control import serve_control
+from simsync.localsim.faults import Fault, FaultPlan
+from simsync.localsim.history import DISCOVERY_PROGRAM_ID, ORACLE_ACCOUNT, History
+from simsync.localsim.pubsub import serve_pubsub
+from simsync.localsim.registry import Registry, SimStats
+from simsync.localsim.rpc_methods import handle_body
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0
+MAX_MESSAGE = 64 * 1024 * 1024
+
+
+class LocalSimulator:
+    """A real backtest simulator on loopback (PROTOCOL.md end to end). See the package doc."""
+
+    DISCOVERY_PROGRAM_ID = DISCOVERY_PROGRAM_ID
+    ORACLE_ACCOUNT = ORACLE_ACCOUNT
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, api_key: Optional[str] = None,
+                 seed: int = 0, first_slot: int = 400_000_000, bundle_size: int = 1000,
+                 bundles: int = 10, slot_delay: float = 0.0,
+                 faults: Optional[FaultPlan] = None) -> None:
+        self.host = host
+        self.port = port
+        self.seed = seed
+        self.faults = faults if faults is not None else FaultPlan()
+        self.history = History(seed, first_slot, bundle_size, bundles)
+        self.registry = Registry(self.history, slot_delay)
+        self._api_key = api_key
+        self._thread: Optional[threading.Thread] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._stop_event: Optional[asyncio.Event] = None
+        self._start_error: Optional[BaseException] = None
+        self._stopping = False
+        self._conns: Set[Connection] = set()
+
+    def __repr__(self) -> str:
+        state = "running" if self._thread is not None else "stopped"
+        return f"LocalSimulator({self.host}:{self.port}, {state})"
+
+    # -- URLs ------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"ws://{self._netloc}/backtest"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self._netloc}"
+
+    @property
+    def _netloc(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    # -- life ------------------------------------------------------------------------------
+    def start(self) -> LocalSimulator:
+        """Bind, start the loop thread, return once the server accepts connections."""
+        if self._thread is not None:
+            raise RuntimeError("LocalSimulator already started")
+        sock = self._bind()
+        self.port = sock.getsockname()[1]
+        ready = threading.Event()
+        self._start_error = None
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, args=(sock, ready), daemon=True,
+                                        name=f"simsync-localsim-{self.port}")
+        self._thread.start()
+        if not ready.wait(START_TIMEOUT) or self._start_error is not None:
+            self.stop()
+            raise RuntimeError(f"local simulator failed to start: {self._start_error!r}")
+        log.info("local simulator listening on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close every connection and the port, join the thread (idempotent)."""
+        thread, loop, event = self._thread, self._loop, self._stop_event
+        if thread is None:
+            return
+        if loop is not None and event is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(event.set)
+        thread.join(STOP_TIMEOUT)
+        if thread.is_alive():
+            log.warning("local simulator thread did not stop within %ss", STOP_TIMEOUT)
+        self._thread = None
+        self._loop = None
+
+    def __enter__(self) -> LocalSimulator:
+        return self.start()
+
+    def __exit__(self, exc_type: Optional[Type[BaseException]],
+                 exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
+        self.stop()
+
+    def _bind(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            sock.listen(128)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    # -- loop thread -----------------------------------------------------------------------
+    def _run(self, sock: socket.socket, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve(sock, ready))
+        except BaseException as exc:  # surface start-up failures to start()
+            self._start_error = exc
+            ready.set()
+        finally:
+            _cancel_remaining(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+            sock.close()
+
+    async def _serve(self, sock: socket.socket, ready: threading.Event) -> None:
+        self._stop_event = asyncio.Event()
+        runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            await web.SockSite(runner, sock, shutdown_timeout=1.0).start()
+            ready.set()
+            await self._stop_event.wait()
+            self._stopping = True
+            self.registry.shutdown()
+            for conn in list(self._conns):
+                conn.abort()
+        finally:
+            await runner.cleanup()
+
+    def _app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_MESSAGE)
+        app.router.add_get("/backtest", self._control)
+        app.router.add_get("/available-ranges", self._ranges)
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/ready", self._ready)
+        app.router.add_get("/backtest/{session_id}", self._pubsub)
+        app.router.add_post("/backtest/{session_id}", self._rpc)
+        return app
+
+    # -- handlers (loop thread) ------------------------------------------------------------
+    def _key_ok(self, request: web.Request) -> bool:
+        if self._api_key is None:
+            return True
+        given = request.headers.get("X-API-Key", "")
+        return hmac.compare_digest(given.encode(), self._api_key.encode())
+
+    async def _control(self, request: web.Request) -> web.StreamResponse:
+        if self.faults.reject_key or not self._key_ok(request):
+            self.registry.stats.connects_refused += 1
+            return web.Response(status=401, text="invalid API key")
+        return await self._websocket(request, "control", serve_control_for(self.registry))
+
+    async def _pubsub(self, request: web.Request) -> web.StreamResponse:
+        session_id = request.match_info["session_id"]
+        return await self._websocket(
+            request, "pubsub", lambda conn: serve_pubsub(conn, lambda: self.registry.hub(
+                session_id)))
+
+    async def _websocket(self, request: web.Request, channel: str,
+                         serve: Callable[[Connection], Awaitable[None]]) -> web.StreamResponse:
+        if self._stopping:
+            return web.Response(status=503, text="stopping")
+        if self.faults.take_refusal(channel):
+            self.registry.stats.connects_refused += 1
+            return web.Response(status=503, text="refused by the fault plan")
+        ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=MAX_MESSAGE,
+                                   timeout=2.0)
+        if not ws.can_prepare(request).ok:
+            return web.Response(status=400, text="expected a WebSocket upgrade")
+        await ws.prepare(request)
+        conn = Connection(ws, request, channel, self.faults, self._fault_fired)
+        self._count_connection(channel)
+        self._conns.add(conn)
+        conn.start()
+        try:
+            await serve(conn)
+        except (ConnectionError, asyncio.TimeoutError) as exc:
+            log.debug("%s connection %s ended: %s", channel, conn.id, exc)
+        finally:
+            self._conns.discard(conn)
+            await conn.finish()
+        return ws
+
+    def _count_connection(self, channel: str) -> None:
+        stats = self.registry.stats
+        stats.connections_accepted += 1
+        if channel == "control":
+            stats.control_connections += 1
+        else:
+            stats.pubsub_connections += 1
+
+    def _fault_fired(self, fault: Fault) -> None:
+        self.registry.stats.faults_fired += 1
+
+    async def _ranges(self, request: web.Request) -> web.Response:
+        if not self._key_ok(request):
+            return web.Response(status=401, text="invalid API key")
+        return web.json_response(self.history.available_ranges())
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def _ready(self, request: web.Request) -> web.Response:
+        if self._stopping:
+            return web.Response(status=503, text="stopping")
+        return web.Response(text="ready")
+
+    async def _rpc(self, request: web.Request) -> web.Response:
+        self.registry.stats.rpc_requests += 1
+        body = await request.read()
+        answer = handle_body(body, request.match_info["session_id"], self.registry.sessions.get)
+        return web.Response(text=json.dumps(answer), content_type="application/json")
+
+    # -- thread-safe accessors -------------------------------------------------------------
+    @property
+    def stats(self) -> SimStats:
+        return self.registry.stats
+
+    @property
+    def wallets(self) -> List[str]:
+        """Base58 ids of the synthetic history's wallets (e.g. for ``signerFilter``)."""
+        return self.history.wallet_ids
+
+    def produced_slots(self, start: int, end: int) -> List[int]:
+        return self.history.produced_slots(start, end)
+
+    def executed(self, session_id: str) -> List[ExecutedTx]:
+        return self.registry.executed(session_id)
+
+    def session_ids(self) -> List[str]:
+        return self.registry.session_ids()
+
+    def call(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
+        """Run ``fn`` on the simulator's loop thread and return its result."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("LocalSimulator is not running")
+
+        async def run() -> T:
+            return fn()
+        return asyncio.run_coroutine_threadsafe(run(), loop).result(timeout)
+
+    def session_info(self, session_id: str) -> Optional[Dict[str, Any]]:
+        """State of a live session (``state``, ``slot``, ``attached``, …), None when gone."""
+        def read() -> Optional[Dict[str, Any]]:
+            session = self.registry.sessions.get(session_id)
+            return None if session is None else session.describe()
+        return self.call(read)
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until no session is starting or running a step; True when that happened."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            busy = self.call(lambda: any(s.state in ("starting", "running")
+                                         for s in self.registry.sessions.values()))
+            if not busy:
+                return True
+            time.sleep(0.01)
+        return False
+
+
+def serve_control_for(registry: Registry) -> Callable[[Connection], Awaitable[None]]:
+    return lambda conn: serve_control(conn, registry)
+
+
+def _cancel_remaining(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))

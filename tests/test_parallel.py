@@ -1,0 +1,89 @@
+"""Parallel sessions: one control connection, many sub-sessions, exactly once per sub."""
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any, Dict, Iterator, List
+
+import pytest
+
+import simsync
+from simsync.localsim import Fault, LocalSimulator
+from simsync.parallel import check_created
+from simsync.protocol import decode_response
+from simsync.transport import Fatal
+from tests.fixtures import frames
+from tests.support import FAST, START, drive, slots
+
+pytestmark = pytest.mark.timeout(180)
+END = START + 79            # 8 bundles of 10 slots
+
+
+@pytest.fixture
+def sim8() -> Iterator[LocalSimulator]:
+    with LocalSimulator(bundle_size=10, bundles=10) as server:
+        yield server
+
+
+def start(server: LocalSimulator) -> simsync.ParallelSession:
+    return simsync.Client(server.url, config=FAST).start_parallel(
+        start_slot=START, end_slot=END, disconnect_timeout_secs=60)
+
+
+def drive_from_one_thread(batch: simsync.ParallelSession) -> Dict[str, List[Any]]:
+    seen: Dict[str, List[Any]] = {s.info.session_id: [] for s in batch.sub_sessions}
+    for sub, event in batch.events(timeout=30):
+        seen[sub.info.session_id].append(event)
+        if isinstance(event, (simsync.ReadyForContinue, simsync.Paused)):
+            sub.send_continue(timeout=30)
+    return seen
+
+
+def assert_each_sub_complete(server: LocalSimulator, batch: simsync.ParallelSession,
+                             seen: Dict[str, List[Any]]) -> None:
+    assert len(batch.sub_sessions) == 8
+    covered = []
+    for sub in batch.sub_sessions:
+        events = seen[sub.info.session_id]
+        assert slots(events) == server.produced_slots(*sub.range)
+        assert isinstance(events[-1], simsync.Completed)
+        covered.append(sub.range)
+    assert sorted(covered)[0][0] == START and sorted(covered)[-1][1] == END
+
+
+def test_eight_sub_sessions_from_one_thread(sim8: LocalSimulator) -> None:
+    with start(sim8) as batch:
+        assert_each_sub_complete(sim8, batch, drive_from_one_thread(batch))
+
+
+def test_eight_sub_sessions_from_eight_threads(sim8: LocalSimulator) -> None:
+    with start(sim8) as batch:
+        seen: Dict[str, List[Any]] = {}
+
+        def run(sub: simsync.SubSession) -> None:
+            seen[sub.info.session_id] = drive(sub)
+
+        threads = [threading.Thread(target=run, args=(s,)) for s in batch.sub_sessions]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert_each_sub_complete(sim8, batch, seen)
+
+
+def test_a_control_drop_in_the_middle_changes_nothing(sim8: LocalSimulator) -> None:
+    with start(sim8) as clean_batch:
+        clean = drive_from_one_thread(clean_batch)
+    sim8.faults.add(Fault("drop", after_frames=60))
+    with start(sim8) as batch:
+        seen = drive_from_one_thread(batch)
+        assert sim8.faults.fired == 1
+        assert_each_sub_complete(sim8, batch, seen)
+    assert sorted(map(len, seen.values())) == sorted(map(len, clean.values()))
+
+
+def test_a_too_old_server_is_refused_loudly() -> None:
+    row = next(r for r in frames("control.jsonl", "s2c") if "too-old" in r["note"])
+    reply = decode_response(json.dumps(row["frame"]))[1]
+    with pytest.raises(Fatal, match="too old"):
+        check_created(reply)
