@@ -37,6 +37,7 @@ from simsync.protocol import (
     encode_request,
 )
 from simsync.session import Session
+from simsync.subscriptions import ReconnectCoordinator
 from simsync.transport import (
     SLICE,
     Channel,
@@ -303,6 +304,7 @@ class ParallelSession:
         self._config = config
         self._create = create
         self._arrivals: Mailbox = Mailbox(1, config.slow_consumer_timeout)
+        self.coordinator = ReconnectCoordinator(config.coordinator_quick_attempts)
         self.sub_sessions: List[SubSession] = []
         self._link = ParallelControlLink(self._url, api_key, create, config, self._make_sub,
                                          self._before_resume)
@@ -323,6 +325,7 @@ class ParallelSession:
                                      disconnect_timeout_secs=self._create.disconnect_timeout_secs)
         sub_session = SubSession(self._url, create, self._config)
         sub_session.range = slot_range
+        sub_session._coordinator = self.coordinator
         sub_session._mailbox = Mailbox(self._config.max_buffered_events,
                                        self._config.slow_consumer_timeout,
                                        lambda: self._arrivals.put(sub_session))

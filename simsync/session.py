@@ -37,7 +37,7 @@ from simsync.protocol import (
     Request,
 )
 from simsync.rpc import SessionRpc, to_base64
-from simsync.subscriptions import SubscriptionLink
+from simsync.subscriptions import ReconnectCoordinator, SubscriptionLink
 from simsync.transport import SLICE, Connection, ConnectionStatus, Fatal, State
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class Session:
         self._mailbox = Mailbox(config.max_buffered_events, config.slow_consumer_timeout)
         self._label = str(next(_labels))
         self._control: Optional[ControlSide] = None
+        self._coordinator: Optional[ReconnectCoordinator] = None
         self._subscriptions: List[Connection] = []
         self._drain_lock = threading.Lock()
         self._held_completed: Optional[Completed] = None   # waiting for the data plane
@@ -189,7 +190,8 @@ class Session:
         if not ids:
             raise ValueError("subscribe needs at least one program id")
         connection = Connection(SubscriptionLink(self.rpc.url, kind, ids, self._config,
-                                                 self._deliver_data, self._release_completed),
+                                                 self._deliver_data, self._release_completed,
+                                                 self._coordinator),
                                 self._config, f"{self._label}-{len(self._subscriptions) + 1}")
         connection.start()
         status = connection.status.wait_for({State.UP}, None)

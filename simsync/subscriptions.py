@@ -2,9 +2,10 @@
 ``replayFromSlot`` after a drop, replays dropped, ended for good by ``subscriptionComplete``."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from typing import Any, Callable, Dict, List, Optional, Set, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Union
 
 from simsync import urls
 from simsync.config import ClientConfig
@@ -19,7 +20,7 @@ from simsync.protocol import (
     decode_response,
     encode_request,
 )
-from simsync.transport import Channel, Fatal, Link, LinkDone
+from simsync.transport import SLICE, Channel, Fatal, Link, LinkDone
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,40 @@ class ReplayFilter:
         return True
 
 
+class ReconnectCoordinator:
+    """Shared by the subscriptions of sessions that share one link (a parallel batch): a
+    dropped subscription makes ``quick_attempts`` attempts on its own, then waits for its
+    turn, so that a crowd of subscriptions reconnects (and replays) one at a time."""
+
+    def __init__(self, quick_attempts: int) -> None:
+        self.quick_attempts = quick_attempts
+        self._turn = threading.Lock()
+        self._count_lock = threading.Lock()
+        self._in_turn = 0
+        self.most_in_turn = 0          # the most attempts that ever held a turn at once
+        self.turns_taken = 0
+
+    @contextlib.contextmanager
+    def turn(self, attempt: int, stopping: Callable[[], bool]) -> Iterator[None]:
+        """Reader thread: free for quick attempts, then one at a time (sliced wait)."""
+        if attempt <= self.quick_attempts:
+            yield
+            return
+        while not self._turn.acquire(timeout=SLICE):
+            if stopping():
+                raise LinkDone()
+        with self._count_lock:
+            self._in_turn += 1
+            self.turns_taken += 1
+            self.most_in_turn = max(self.most_in_turn, self._in_turn)
+        try:
+            yield
+        finally:
+            with self._count_lock:
+                self._in_turn -= 1
+            self._turn.release()
+
+
 class SubscriptionLink(Link):
     """One subscription of one session. ``deliver`` hands an event to the session (it may
     block while the user is behind); ``finished`` is called once after end-of-stream."""
@@ -57,7 +92,8 @@ class SubscriptionLink(Link):
     name = "pubsub"
 
     def __init__(self, rpc_url: str, kind: str, program_ids: List[str], config: ClientConfig,
-                 deliver: Callable[[Any], None], finished: Callable[[], None]) -> None:
+                 deliver: Callable[[Any], None], finished: Callable[[], None],
+                 coordinator: Optional[ReconnectCoordinator] = None) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown subscription kind {kind!r}")
         self.kind = kind
@@ -70,6 +106,7 @@ class SubscriptionLink(Link):
         self._subscription: Optional[int] = None
         self._request_id = 0
         self._waiting_on_user = threading.Event()
+        self._coordinator = coordinator
         self.complete = False
         self.delivered = 0
 
@@ -78,6 +115,14 @@ class SubscriptionLink(Link):
 
     def url(self) -> str:
         return self._url
+
+    @contextlib.contextmanager
+    def attempt_turn(self, attempt: int, stopping: Callable[[], bool]) -> Iterator[None]:
+        if self._coordinator is None:
+            yield
+        else:
+            with self._coordinator.turn(attempt, stopping):
+                yield
 
     def holding_back(self) -> bool:
         return self._waiting_on_user.is_set()

@@ -19,7 +19,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, List, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Union
 
 import tenacity
 import websocket
@@ -163,6 +163,12 @@ class Link(abc.ABC):
 
     def on_down(self, reason: str) -> None:  # noqa: B027 - optional hook
         """The connection was lost (before any reconnect attempt)."""
+
+    @contextlib.contextmanager
+    def attempt_turn(self, attempt: int, stopping: Callable[[], bool]) -> Iterator[None]:
+        """Held around one connect + handshake; ``attempt`` counts within the outage.
+        A link may wait here for its turn (``ReconnectCoordinator``)."""
+        yield
 
     def holding_back(self) -> bool:
         """True while the link deliberately waits on the user (keepalive then stays calm)."""
@@ -328,13 +334,11 @@ class Connection:
         self.status.set(ConnectionStatus(State.FAILED, reason or describe(exc)))
 
     def _serve_outages(self) -> None:
-        attempt = 0
         while not self._stop.is_set():
             try:
                 for retry in self._policy.retrying(self._before_sleep):
                     with retry:
-                        attempt += 1
-                        self._connect_and_serve(attempt)
+                        self._connect_and_serve(retry.retry_state.attempt_number)
                 return
             except StableDrop:
                 continue
@@ -347,29 +351,42 @@ class Connection:
                                          state.attempt_number), delay)
 
     def _connect_and_serve(self, attempt: int) -> None:
+        """One attempt (reader thread): connect, handshake, then read until the socket dies."""
         if self._stop.is_set():
             raise LinkDone()
-        ws = self._connect()
+        with self.link.attempt_turn(attempt, self._stop.is_set):
+            ws = self._connect()
+            try:
+                self.link.handshake(Channel(ws, self), attempt)
+            except Transient as exc:
+                self._drop_socket(ws)
+                self._lost(exc, attempt, stable=False)
+            except BaseException:
+                self._drop_socket(ws)
+                raise
+        self.status.set(ConnectionStatus(State.UP, attempt=attempt))
         up_since = time.monotonic()
         try:
-            channel = Channel(ws, self)
-            self.link.handshake(channel, attempt)
-            self.status.set(ConnectionStatus(State.UP, attempt=attempt))
-            up_since = time.monotonic()
             while True:
                 self.link.on_frame(self.recv_on(ws))
         except Transient as exc:
-            if self._stop.is_set():
-                raise LinkDone() from exc
-            self.link.on_down(describe(exc))
-            if not self.link.reconnectable:
-                raise Fatal(f"connection lost: {describe(exc)}") from exc
-            if time.monotonic() - up_since >= self.config.stable_after:
-                self.status.set(ConnectionStatus(State.RECONNECTING, describe(exc), attempt))
-                raise StableDrop() from exc
-            raise
+            stable = time.monotonic() - up_since >= self.config.stable_after
+            self._lost(exc, attempt, stable)
         finally:
             self._drop_socket(ws)
+
+    def _lost(self, exc: Transient, attempt: int, stable: bool) -> None:
+        """Decide what a lost socket means: done (stopping), fatal (not reconnectable), a
+        fresh outage (it had been stable), or one more failed attempt. Always raises."""
+        if self._stop.is_set():
+            raise LinkDone() from exc
+        self.link.on_down(describe(exc))
+        if not self.link.reconnectable:
+            raise Fatal(f"connection lost: {describe(exc)}") from exc
+        if stable:
+            self.status.set(ConnectionStatus(State.RECONNECTING, describe(exc), attempt))
+            raise StableDrop() from exc
+        raise exc
 
     def _connect(self) -> websocket.WebSocket:
         ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=True,

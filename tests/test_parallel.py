@@ -87,3 +87,24 @@ def test_a_too_old_server_is_refused_loudly() -> None:
     reply = decode_response(json.dumps(row["frame"]))[1]
     with pytest.raises(Fatal, match="too old"):
         check_created(reply)
+
+
+def test_subscriptions_of_a_batch_reconnect_one_at_a_time(sim8: LocalSimulator) -> None:
+    system = "11111111111111111111111111111111"
+    config = FAST.replace(coordinator_quick_attempts=1)
+    batch = simsync.Client(sim8.url, config=config).start_parallel(
+        start_slot=START, end_slot=START + 39, disconnect_timeout_secs=60)
+    with batch:
+        for sub in batch.sub_sessions:
+            sub.subscribe_transactions([system])
+        sim8.faults.add(Fault("drop", channel="pubsub", after_frames=3, times=4))
+        sim8.faults.refuse_connects(8, channel="pubsub")
+        seen = drive_from_one_thread(batch)
+        for sub in batch.sub_sessions:
+            delivered = [e.signature for e in seen[sub.info.session_id]
+                         if isinstance(e, simsync.Transaction)]
+            expected = [t.signature for t in sim8.executed(sub.info.session_id)
+                        if system in t.program_ids]
+            assert delivered == expected
+        assert batch.coordinator.turns_taken > 0
+        assert batch.coordinator.most_in_turn == 1

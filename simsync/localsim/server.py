@@ -147,10 +147,11 @@ class LocalSimulator:
 
     async def _serve(self, sock: socket.socket, ready: threading.Event) -> None:
         self._stop_event = asyncio.Event()
-        runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
+        runner = web.AppRunner(self._app(), access_log=None, handle_signals=False,
+                               shutdown_timeout=1.0)
         await runner.setup()
         try:
-            await web.SockSite(runner, sock, shutdown_timeout=1.0).start()
+            await web.SockSite(runner, sock).start()
             ready.set()
             await self._stop_event.wait()
             self._stopping = True

@@ -59,6 +59,13 @@ class Control:
         self.ws.settimeout(timeout)
         return str(self.ws.recv())
 
+    def closed_by_server(self, timeout: float = TIMEOUT) -> bool:
+        """True when the next thing on the socket is its end (close frame or TCP close)."""
+        try:
+            return self.recv_text(timeout) == ""
+        except websocket.WebSocketConnectionClosedException:
+            return True
+
     def until(self, *methods: str, timeout: float = TIMEOUT) -> List[Dict[str, Any]]:
         """Frames up to and including the first whose (unwrapped) method is in ``methods``."""
         got = []
@@ -82,6 +89,7 @@ class Control:
 
     def close(self) -> None:
         self.ws.close()
+        self.ws.shutdown()  # close() skips the socket when the server closed first
 
 
 def method_of(frame: Dict[str, Any]) -> str:
@@ -126,6 +134,7 @@ class PubSub:
 
     def close(self) -> None:
         self.ws.close()
+        self.ws.shutdown()  # close() skips the socket when the server closed first
 
 
 class Rpc:
