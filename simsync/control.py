@@ -12,7 +12,7 @@ from typing import Any, Callable, List, Optional, Tuple, Union
 
 from simsync import urls
 from simsync.config import ClientConfig
-from simsync.errors import ProtocolError, SessionClosed, SimsyncError
+from simsync.errors import ProtocolError, SessionClosed, SessionCreateError, SimsyncError
 from simsync.protocol import (
     AttachBacktestSession,
     CloseBacktestSession,
@@ -146,80 +146,75 @@ class StepGate:
 Deliver = Callable[[Any], None]
 
 
-class ControlLink(Link):
-    """The ``/backtest`` link of one session: create on the first connect, attach + resume
-    on every reconnect, then route frames through the ``StepGate`` to ``deliver``."""
-
-    name = "control"
+class ControlBase(Link):
+    """What the single and the parallel control links share: URL and key, the sender, the
+    create-or-attach handshake, the bounded handshake receive loop, frame decoding, and what
+    a lost connection means. Subclasses create, attach and route (reader thread)."""
 
     def __init__(self, url: str, api_key: Optional[str], create: CreateSessionParams,
-                 config: ClientConfig, deliver: Deliver,
-                 before_resume: Callable[[float], None] = lambda timeout: None) -> None:
+                 config: ClientConfig, before_resume: Callable[[float], None]) -> None:
         self._url = urls.control_url(url)
         self.headers = [f"X-API-Key: {api_key}"] if api_key else []
         self._create = create
         self._config = config
-        self._deliver = deliver
         self._before_resume = before_resume
-        self.gate = StepGate()
-        self.info: Optional[SessionInfo] = None
         self._send: Callable[[str], None] = self._not_connected
-        self._closing = False
-        self.close_acked = threading.Event()
-
-    def __repr__(self) -> str:
-        return f"ControlLink({self._url!r}, session={self.info and self.info.session_id!r})"
 
     def url(self) -> str:
         return self._url
 
     @property
-    def reconnectable(self) -> bool:  # type: ignore[override]
-        return self.info is None or self._create.sequenced
+    @abc.abstractmethod
+    def created(self) -> bool:
+        """Whether the server has confirmed the session (then reconnects attach)."""
 
-    # ------------------------------------------------------------------ reader thread
+    @property
+    @abc.abstractmethod
+    def finished(self) -> bool:
+        """Whether nothing more is expected (completed or closing): a drop ends the link."""
+
+    @property
+    def reconnectable(self) -> bool:  # type: ignore[override]
+        return not self.created or self._create.sequenced
 
     def handshake(self, channel: Channel, attempt: int) -> None:
-        """Create (first time) or attach + resume (reader thread; waits per frame at most
-        the handshake timeout)."""
+        """Create (first time) or attach + resume (reader thread; each reply waited for at
+        most the handshake timeout)."""
         self._send = channel.send
-        if self.info is None:
-            self._create_session(channel)
-        else:
+        if self.created:
             self._attach(channel)
+        else:
+            self._create_session(channel)
 
+    @abc.abstractmethod
     def _create_session(self, channel: Channel) -> None:
-        """Events before ``sessionCreated`` are held back and routed only once the session
-        exists: if this attempt dies, a retried create would announce them again."""
-        early: List[Tuple[Optional[int], Any]] = []
-        channel.send(encode_request(CreateBacktestSession(self._create)))
-        created = self._await(channel, SessionCreated, "sessionCreated", early.append)
-        self.info = SessionInfo(created.session_id, created.rpc_endpoint, created.task_id)
-        for seq, event in early:
-            self._route(seq, event)
+        """Send the create request and wait for the session(s)."""
 
+    @abc.abstractmethod
     def _attach(self, channel: Channel) -> None:
-        assert self.info is not None
-        channel.send(encode_request(AttachBacktestSession(self.info.session_id,
-                                                          self.gate.last_seq)))
-        self._await(channel, SessionAttached, "sessionAttached")
+        """Re-attach with the cursors, then ``_resume``."""
+
+    @abc.abstractmethod
+    def _route(self, seq: Optional[int], event: Any) -> None:
+        """Route one decoded frame."""
+
+    def _resume(self, channel: Channel) -> None:
+        """Rebuild the data plane (bounded), then ``resumeAttachedSession`` → ``success``."""
         self._before_resume(self._config.handshake_timeout)
         channel.send(encode_request(ResumeAttachedSession()))
         self._await(channel, Success, "success (resume)")
-        self.gate.reattached()      # the replay (sent before the ack) has been routed
 
     def _await(self, channel: Channel, wanted: type, what: str,
-               other: Optional[Callable[[Tuple[Optional[int], Any]], None]] = None) -> Any:
+               other: Optional[Callable[[Tuple[Optional[int], Any]], None]] = None,
+               timeout: Optional[float] = None) -> Tuple[Optional[int], Any]:
         """Receive until a ``wanted`` frame; the rest goes to ``other`` (default: routed).
         Errors are fatal here, except ``sessionOwnershipBusy`` which is worth a retry."""
         while True:
-            seq, event = self._decode(channel.recv(self._config.handshake_timeout))
+            seq, event = self._decode(channel.recv(timeout or self._config.handshake_timeout))
             if event is None:
                 continue
             if isinstance(event, wanted):
-                if seq is not None:
-                    self.gate.admit(seq, event)
-                return event
+                return seq, event
             if isinstance(event, ServerError):
                 if event.retryable_on_attach:
                     raise Transient(f"server busy: {event.message}")
@@ -240,8 +235,70 @@ class ControlLink(Link):
         try:
             return decode_response(data)
         except ProtocolError as exc:
-            log.warning("simsync control: ignoring a malformed frame: %s", exc)
+            log.warning("simsync %s: ignoring a malformed frame: %s", self.name, exc)
             return None, None
+
+    def on_down(self, reason: str) -> None:
+        self._send = self._not_connected
+        if self.finished:
+            raise LinkDone()
+        if not self.reconnectable:
+            raise Fatal(f"the connection was lost ({reason}) and the session had no detach "
+                        "window (disconnect_timeout_secs=0), so the server has ended it")
+
+    @staticmethod
+    def _not_connected(text: str) -> None:
+        raise Transient("not connected")
+
+
+class ControlLink(ControlBase):
+    """The ``/backtest`` link of one session: create on the first connect, attach + resume
+    on every reconnect, then route frames through the ``StepGate`` to ``deliver``."""
+
+    name = "control"
+
+    def __init__(self, url: str, api_key: Optional[str], create: CreateSessionParams,
+                 config: ClientConfig, deliver: Deliver,
+                 before_resume: Callable[[float], None] = lambda timeout: None) -> None:
+        super().__init__(url, api_key, create, config, before_resume)
+        self._deliver = deliver
+        self.gate = StepGate()
+        self.info: Optional[SessionInfo] = None
+        self._closing = False
+        self.close_acked = threading.Event()
+
+    def __repr__(self) -> str:
+        return f"ControlLink({self._url!r}, session={self.info and self.info.session_id!r})"
+
+    @property
+    def created(self) -> bool:
+        return self.info is not None
+
+    @property
+    def finished(self) -> bool:
+        return self.gate.completed or self._closing
+
+    # ------------------------------------------------------------------ reader thread
+
+    def _create_session(self, channel: Channel) -> None:
+        """Events before ``sessionCreated`` are held back and routed only once the session
+        exists: if this attempt dies, a retried create would announce them again."""
+        early: List[Tuple[Optional[int], Any]] = []
+        channel.send(encode_request(CreateBacktestSession(self._create)))
+        seq, created = self._await(channel, SessionCreated, "sessionCreated", early.append)
+        self.gate.admit(seq, created)
+        self.info = SessionInfo(created.session_id, created.rpc_endpoint, created.task_id)
+        for early_seq, event in early:
+            self._route(early_seq, event)
+
+    def _attach(self, channel: Channel) -> None:
+        assert self.info is not None
+        channel.send(encode_request(AttachBacktestSession(self.info.session_id,
+                                                          self.gate.last_seq)))
+        seq, attached = self._await(channel, SessionAttached, "sessionAttached")
+        self.gate.admit(seq, attached)
+        self._resume(channel)
+        self.gate.reattached()      # the replay (sent before the ack) has been routed
 
     def _route(self, seq: Optional[int], event: Any) -> None:
         if isinstance(event, Success):
@@ -259,18 +316,6 @@ class ControlLink(Link):
                 raise Fatal(f"the server ended the session: {event.message}")
             log.debug("simsync control: event %s", type(event).__name__)
             self._deliver(event)
-
-    def on_down(self, reason: str) -> None:
-        self._send = self._not_connected
-        if self.gate.completed or self._closing:
-            raise LinkDone()
-        if not self.reconnectable:
-            raise Fatal(f"the connection was lost ({reason}) and the session had no detach "
-                        "window (disconnect_timeout_secs=0), so the server has ended it")
-
-    @staticmethod
-    def _not_connected(text: str) -> None:
-        raise Transient("not connected")
 
     # ------------------------------------------------------------------ user thread
 
@@ -333,8 +378,6 @@ class SingleControl(ControlSide):
 
     def start(self) -> None:
         """Connect and create (user thread); blocks through the start-up statuses."""
-        from simsync.errors import SessionCreateError
-
         self.connection.start()
         status = self.status.wait_for({State.UP}, None)
         if status.state is not State.UP:
@@ -353,5 +396,5 @@ class SingleControl(ControlSide):
         self.connection.close(max(0.0, deadline - time.monotonic()))
 
 
-__all__: List[str] = ["ControlLink", "ControlSide", "SessionInfo", "SingleControl", "StepGate",
-                      "Verdict"]
+__all__: List[str] = ["ControlBase", "ControlLink", "ControlSide", "SessionInfo",
+                      "SingleControl", "StepGate", "Verdict"]

@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from simsync import urls
 from simsync.config import ClientConfig
-from simsync.control import ControlSide, SessionInfo, StepGate, Verdict
-from simsync.errors import ControlFailed, EventTimeout, ProtocolError, SessionCreateError
+from simsync.control import ControlBase, ControlSide, SessionInfo, StepGate, Verdict
+from simsync.errors import ControlFailed, EventTimeout, SessionCreateError
 from simsync.mailbox import Mailbox
 from simsync.protocol import (
     AttachParallelControlSessionV2,
@@ -25,7 +25,6 @@ from simsync.protocol import (
     CreateSessionParams,
     ParallelSessionAttachedV2,
     Request,
-    ResumeAttachedSession,
     ServerError,
     SessionCreated,
     SessionEventV1,
@@ -33,7 +32,6 @@ from simsync.protocol import (
     SessionsCreated,
     SessionsCreatedV2,
     Success,
-    decode_response,
     encode_request,
 )
 from simsync.session import Session
@@ -43,8 +41,6 @@ from simsync.transport import (
     Channel,
     Connection,
     Fatal,
-    Link,
-    LinkDone,
     State,
     Transient,
 )
@@ -81,7 +77,7 @@ def check_created(reply: SessionsCreatedV2) -> List[SlotRange]:
 MakeSub = Callable[[SessionInfo, SlotRange], _Sub]
 
 
-class ParallelControlLink(Link):
+class ParallelControlLink(ControlBase):
     """The control link of a parallel batch (reader thread runs every handshake/route)."""
 
     name = "parallel"
@@ -89,58 +85,45 @@ class ParallelControlLink(Link):
     def __init__(self, url: str, api_key: Optional[str], create: CreateSessionParams,
                  config: ClientConfig, make_sub: MakeSub,
                  before_resume: Callable[[float], None]) -> None:
-        self._url = urls.control_url(url)
-        self.headers = [f"X-API-Key: {api_key}"] if api_key else []
-        self._create = create
-        self._config = config
+        super().__init__(url, api_key, create, config, before_resume)
         self._make_sub = make_sub
-        self._before_resume = before_resume
         self.control_session_id: Optional[str] = None
         self.subs: Dict[str, _Sub] = {}
-        self._send: Callable[[str], None] = self._not_connected
 
     def __repr__(self) -> str:
         return f"ParallelControlLink({self._url!r}, {self.control_session_id!r})"
 
-    def url(self) -> str:
-        return self._url
+    @property
+    def created(self) -> bool:
+        return self.control_session_id is not None
 
     @property
-    def reconnectable(self) -> bool:  # type: ignore[override]
-        return self.control_session_id is None or self._create.sequenced
-
-    @property
-    def all_completed(self) -> bool:
+    def finished(self) -> bool:
         return bool(self.subs) and all(s.gate.completed or s.closing
                                        for s in self.subs.values())
 
     # ------------------------------------------------------------------ handshakes
 
-    def handshake(self, channel: Channel, attempt: int) -> None:
-        self._send = channel.send
-        if self.control_session_id is None:
-            self._create_batch(channel)
-        else:
-            self._attach(channel)
-
-    def _create_batch(self, channel: Channel) -> None:
+    def _create_session(self, channel: Channel) -> None:
+        """Collect one ``sessionCreated`` per sub-session until ``sessionsCreatedV2``
+        (each frame may take ``parallel_create_frame_timeout`` while the server waits)."""
         channel.send(encode_request(CreateBacktestSession(self._create)))
         created: Dict[str, SessionCreated] = {}
         early: List[Tuple[Optional[int], Any]] = []
-        while True:
-            seq, event = self._decode(channel.recv(self._config.parallel_create_frame_timeout))
+
+        def other(frame: Tuple[Optional[int], Any]) -> None:
+            event = frame[1]
             if isinstance(event, SessionCreated):
                 created[event.session_id] = event
-            elif isinstance(event, SessionsCreatedV2):
-                self._bind(event, created)
-                break
             elif isinstance(event, SessionsCreated):
                 raise Fatal("the server is too old for parallel sessions (it answered the "
                             "legacy sessionsCreated without ranges)")
-            elif isinstance(event, ServerError):
-                raise Fatal(f"the server refused the parallel session: {event.message}")
-            elif event is not None:
-                early.append((seq, event))
+            else:
+                early.append(frame)
+
+        _, reply = self._await(channel, SessionsCreatedV2, "sessionsCreatedV2", other,
+                               self._config.parallel_create_frame_timeout)
+        self._bind(reply, created)
         for seq, event in early:
             self._route(seq, event)
 
@@ -158,38 +141,12 @@ class ParallelControlLink(Link):
         cursors = {sid: sub.gate.last_seq for sid, sub in self.subs.items()}
         channel.send(encode_request(AttachParallelControlSessionV2(self.control_session_id,
                                                                    cursors)))
-        self._await(channel, ParallelSessionAttachedV2)
-        self._before_resume(self._config.handshake_timeout)
-        channel.send(encode_request(ResumeAttachedSession()))
-        self._await(channel, Success)
+        self._await(channel, ParallelSessionAttachedV2, "parallelSessionAttachedV2")
+        self._resume(channel)
         for sub in self.subs.values():
             sub.gate.reattached()   # the replays (sent before the ack) have been routed
 
-    def _await(self, channel: Channel, wanted: type) -> None:
-        while True:
-            seq, event = self._decode(channel.recv(self._config.handshake_timeout))
-            if isinstance(event, wanted):
-                return
-            if isinstance(event, ServerError):
-                if event.retryable_on_attach:
-                    raise Transient(f"server busy: {event.message}")
-                raise Fatal(f"the server refused the re-attach: {event.message}")
-            if event is not None:
-                self._route(seq, event)
-
     # ------------------------------------------------------------------ routing
-
-    def on_frame(self, data: Union[str, bytes]) -> None:
-        seq, event = self._decode(data)
-        if event is not None:
-            self._route(seq, event)
-
-    def _decode(self, data: Union[str, bytes]) -> Tuple[Optional[int], Any]:
-        try:
-            return decode_response(data)
-        except ProtocolError as exc:
-            log.warning("simsync parallel: ignoring a malformed frame: %s", exc)
-            return None, None
 
     def _route(self, seq: Optional[int], event: Any) -> None:
         if isinstance(event, (SessionEventV2, SessionEventV1)):
@@ -216,18 +173,6 @@ class ParallelControlLink(Link):
                 sub.fail(f"the server ended the sub-session: {event.message}")
                 return
             sub.deliver(event)
-
-    def on_down(self, reason: str) -> None:
-        self._send = self._not_connected
-        if self.all_completed:
-            raise LinkDone()
-        if not self.reconnectable:
-            raise Fatal(f"the connection was lost ({reason}) and the parallel session had no "
-                        "detach window (disconnect_timeout_secs=0), so the server ended it")
-
-    @staticmethod
-    def _not_connected(text: str) -> None:
-        raise Transient("not connected")
 
     # ------------------------------------------------------------------ user threads
 
