@@ -270,8 +270,8 @@ CHILD = textwrap.dedent("""
         start_slot=400000000, end_slot=400000010)
     while not isinstance(session.next_event(), simsync.ReadyForContinue):
         pass
-    print("blocked", flush=True)
     try:
+        print("blocked", flush=True)
         session.next_event()
     except KeyboardInterrupt:
         print("interrupted", flush=True)
@@ -282,13 +282,13 @@ CHILD = textwrap.dedent("""
 
 def test_sigint_reaches_a_child_blocked_in_next_event(sim: Any) -> None:
     child = subprocess.Popen([sys.executable, "-c", CHILD, sim.url], stdout=subprocess.PIPE,
-                             text=True)
+                             stderr=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "blocked"
         sent = time.monotonic()
         child.send_signal(signal.SIGINT)
-        assert child.stdout.readline().strip() == "interrupted"
+        assert child.stdout.readline().strip() == "interrupted", child.stderr
         interrupted_after = time.monotonic() - sent
         assert child.wait(10) == 3
     finally:
