@@ -1,13 +1,24 @@
 """simsync.localsim: the embedded local backtest simulator (server side of PROTOCOL.md).
 
-A real aiohttp server on loopback that serves the control channel (``/backtest``), the
-per-session JSON-RPC and PubSub (``/backtest/<id>``), ``/available-ranges``, ``/health`` and
-``/ready`` on one host:port, executing a deterministic synthetic history plus the user's
-transactions in LiteSVM. It speaks only the wire: it imports nothing from the simsync client.
+A real aiohttp server on loopback serving, on one host:port, the control channel
+(``/backtest``), per-session JSON-RPC (``POST /backtest/<id>``) and PubSub
+(``GET /backtest/<id>`` WebSocket), ``/available-ranges``, ``/health`` and ``/ready``. Sessions
+execute a deterministic synthetic history (see `history`) plus the user's transactions in
+LiteSVM. One background thread runs the asyncio loop; it speaks only the wire and imports nothing
+from the simsync client.
 
-    with LocalSimulator(port=0, faults=FaultPlan()) as sim:
-        sim.url            # ws://127.0.0.1:PORT/backtest
+    with LocalSimulator(port=0, seed=0, faults=FaultPlan()) as sim:
+        sim.url                 # ws://127.0.0.1:PORT/backtest
+        sim.http_url            # http://127.0.0.1:PORT
         sim.faults.add(Fault("drop", after_frames=5))
+        sim.produced_slots(a, b), sim.executed(session_id), sim.session_ids(), sim.stats
+
+Module map: `server` (LocalSimulator, routes, thread), `control` (control requests),
+`registry` (sessions, groups, detach windows, stats), `session` (stepping, sequencing, the
+position model and frame order), `pubsub`, `rpc_methods`, `chain` (LiteSVM wrapper),
+`history`, `discovery`, `faults`, `connection` (ordered output, fault execution), `accounts`,
+`wire`, `jsonrpc`, `b58`, `cli` (`serve`, ``python -m simsync.localsim``), `testing` (plain
+wire clients for tests).
 """
 from __future__ import annotations
 

@@ -106,6 +106,15 @@ class Connection:
             self._queue.put_nowait(_Close())
 
     async def _write_loop(self) -> None:
+        try:
+            await self._write_items()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never silent: log, and end the connection
+            log.exception("connection %s: writer failed", self.id)
+            self.abort()
+
+    async def _write_items(self) -> None:
         while True:
             item = await self._queue.get()
             if isinstance(item, _Point):

@@ -124,16 +124,20 @@ class History:
         self.wallets = [_keypair(seed, "wallet", i) for i in range(WALLETS)]
         self.oracle_authority = _keypair(seed, "oracle-authority")
         self.mint = _keypair(seed, "mint").pubkey()
-        self.token_accounts = [get_associated_token_address(w.pubkey(), self.mint)
-                               for w in self.wallets]
+        # Keypair.pubkey() derives the key on every call (tens of µs): derive each once.
+        self._wallet_keys = [w.pubkey() for w in self.wallets]
+        oracle_key = self.oracle_authority.pubkey()
+        self.wallet_ids = [str(k) for k in self._wallet_keys]
+        self.oracle_authority_id = str(oracle_key)
+        self._signers: Dict[str, Tuple[Keypair, Pubkey]] = {
+            str(k): (kp, k) for kp, k in zip(self.wallets + [self.oracle_authority],
+                                             self._wallet_keys + [oracle_key])}
+        self.token_accounts = [get_associated_token_address(k, self.mint)
+                               for k in self._wallet_keys]
         self._plans: _Cache[int, BlockPlan] = _Cache(50_000)
         self._blocks: _Cache[int, Block] = _Cache(4_096)
 
     # -- layout ----------------------------------------------------------------------------
-    @property
-    def wallet_ids(self) -> List[str]:
-        return [str(w.pubkey()) for w in self.wallets]
-
     def bundles(self) -> List[Tuple[int, int]]:
         """``[(first, last)]`` of every bundle, inclusive."""
         size = self.bundle_size
@@ -170,12 +174,12 @@ class History:
     def genesis(self) -> List[Override]:
         """The accounts every session starts from (set before the first block)."""
         out: List[Override] = []
-        for kp in self.wallets + [self.oracle_authority]:
-            out.append((kp.pubkey(), Account(WALLET_LAMPORTS, b"", _SYSTEM, False, 0)))
-        mint = Mint(self.wallets[0].pubkey(), TOKEN_AMOUNT * WALLETS, 6, True)
+        for _, pubkey in self._signers.values():
+            out.append((pubkey, Account(WALLET_LAMPORTS, b"", _SYSTEM, False, 0)))
+        mint = Mint(self._wallet_keys[0], TOKEN_AMOUNT * WALLETS, 6, True)
         out.append((self.mint, Account(1_461_600, bytes(mint), _TOKEN, False, 0)))
-        for kp, ata in zip(self.wallets, self.token_accounts):
-            state = TokenAccount(self.mint, kp.pubkey(), TOKEN_AMOUNT, None,
+        for key, ata in zip(self._wallet_keys, self.token_accounts):
+            state = TokenAccount(self.mint, key, TOKEN_AMOUNT, None,
                                  TokenAccountState.Initialized, None, 0)
             out.append((ata, Account(2_039_280, bytes(state), _TOKEN, False, 0)))
         out.append((_ORACLE, Account(10**9, b"", _SYSTEM, False, 0)))
@@ -206,7 +210,7 @@ class History:
                     TOKEN_PROGRAM_ID)
             return TxPlan(kind, payer, (TOKEN_PROGRAM_ID,), keys)
         if kind == "oracle":
-            auth = str(self.oracle_authority.pubkey())
+            auth = self.oracle_authority_id
             return TxPlan(kind, auth, (SYSTEM_PROGRAM_ID,),
                           (auth, ORACLE_ACCOUNT, SYSTEM_PROGRAM_ID))
         return TxPlan(kind, payer, (MEMO_PROGRAM_ID,), (payer, MEMO_PROGRAM_ID))
@@ -228,26 +232,21 @@ class History:
         return self._blocks.put(slot, tuple(built))
 
     def _build(self, plan: TxPlan, slot: int, index: int, blockhash: Hash) -> VersionedTransaction:
-        signer = self._signer(plan.payer)
+        signer, payer = self._signers[plan.payer]
         amount = 1000 * (1 + (slot * 7 + index * 13) % 997) + index  # unique within a slot
         if plan.kind == "transfer":
-            ix = transfer(TransferParams(from_pubkey=signer.pubkey(),
+            ix = transfer(TransferParams(from_pubkey=payer,
                                          to_pubkey=Pubkey.from_string(plan.account_keys[1]),
                                          lamports=amount))
         elif plan.kind == "token":
             src, dst = (Pubkey.from_string(k) for k in plan.account_keys[1:3])
             ix = Instruction(_TOKEN, bytes([3]) + struct.pack("<Q", amount),
                              [AccountMeta(src, False, True), AccountMeta(dst, False, True),
-                              AccountMeta(signer.pubkey(), True, False)])
+                              AccountMeta(payer, True, False)])
         elif plan.kind == "oracle":
-            ix = transfer(TransferParams(from_pubkey=signer.pubkey(), to_pubkey=_ORACLE,
+            ix = transfer(TransferParams(from_pubkey=payer, to_pubkey=_ORACLE,
                                          lamports=1 + index))
         else:
             ix = Instruction(_MEMO, f"simsync localsim {slot}:{index}".encode(), [])
-        message = MessageV0.try_compile(signer.pubkey(), [ix], [], blockhash)
+        message = MessageV0.try_compile(payer, [ix], [], blockhash)
         return VersionedTransaction(message, [signer])
-
-    def _signer(self, pubkey: str) -> Keypair:
-        if pubkey == str(self.oracle_authority.pubkey()):
-            return self.oracle_authority
-        return self.wallets[self.wallet_ids.index(pubkey)]

@@ -29,7 +29,7 @@ import base64
 import binascii
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 from solders.transaction import VersionedTransaction
 
@@ -232,7 +232,7 @@ class BacktestSession:
 
     # -- life ------------------------------------------------------------------------------
     def start(self) -> None:
-        self._task = asyncio.ensure_future(self._guard(self._startup()))
+        self._task = asyncio.ensure_future(self._guard(self._startup))
 
     def close(self) -> None:
         """Stop whatever runs and end the data plane (idempotent)."""
@@ -252,8 +252,11 @@ class BacktestSession:
         if step.target is not None:
             self._check_target(*step.target)
         self.state = "running"
-        coro = self._continue(step) if step.target is None else self._continue_to(*step.target)
-        self._task = asyncio.ensure_future(self._guard(coro))
+        target = step.target
+        if target is None:
+            self._task = asyncio.ensure_future(self._guard(lambda: self._continue(step)))
+        else:
+            self._task = asyncio.ensure_future(self._guard(lambda: self._continue_to(*target)))
 
     def reject_step(self, exc: RequestError) -> None:
         """Answer a rejected step: the error, then the pause again when idle."""
@@ -261,9 +264,10 @@ class BacktestSession:
         if self.state == "idle" and self.pause_frame is not None:
             self.emit(self.pause_frame["method"], self.pause_frame.get("params", _ABSENT))
 
-    async def _guard(self, coro: Any) -> None:
+    async def _guard(self, run: Callable[[], Awaitable[None]]) -> None:
+        """Run a step (created here, so a step cancelled before it began leaves no coroutine)."""
         try:
-            await coro
+            await run()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must not kill the server: report it as §9 internal

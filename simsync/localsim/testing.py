@@ -89,7 +89,7 @@ class Control:
 
     def close(self) -> None:
         self.ws.close()
-        self.ws.shutdown()  # close() skips the socket when the server closed first
+        self.ws.shutdown()  # type: ignore[no-untyped-call]  # close() skips it after a server close
 
 
 def method_of(frame: Dict[str, Any]) -> str:
@@ -134,7 +134,7 @@ class PubSub:
 
     def close(self) -> None:
         self.ws.close()
-        self.ws.shutdown()  # close() skips the socket when the server closed first
+        self.ws.shutdown()  # type: ignore[no-untyped-call]  # close() skips it after a server close
 
 
 class Rpc:
@@ -143,6 +143,7 @@ class Rpc:
     def __init__(self, http_url: str, session_id: str) -> None:
         self.url = f"{http_url}/backtest/{session_id}"
         self.http = requests.Session()
+        self.http.headers["Connection"] = "close"  # a pooled socket would outlive close()
 
     def raw(self, body: Any) -> Any:
         resp = self.http.post(self.url, json=body, timeout=TIMEOUT)
@@ -160,6 +161,16 @@ class Rpc:
 
     def close(self) -> None:
         self.http.close()
+
+
+def http_get(url: str, **kwargs: Any) -> requests.Response:
+    """GET on a fresh ``Connection: close`` socket, so no pooled socket outlives the call."""
+    headers = {"Connection": "close", **kwargs.pop("headers", {})}
+    with requests.Session() as http:
+        resp = http.get(url, timeout=TIMEOUT, headers=headers, **kwargs)
+        _ = resp.content
+        resp.close()
+    return resp
 
 
 def b64(data: bytes) -> str:

@@ -1,4 +1,4 @@
-"""Control channel, single session: life cycle, stepping, discoveries, errors (PROTOCOL.md §2-§9)."""
+"""Control channel, one session: life cycle, stepping, discoveries, errors (PROTOCOL §2-§9)."""
 from __future__ import annotations
 
 import pytest
@@ -233,3 +233,16 @@ def _slot_with_batches(sim: LocalSimulator, n: int) -> tuple[int, int]:
         if len(sim.history.plan(slot)) >= n + 1:
             return slot, n
     raise AssertionError("no slot with enough batches")
+
+
+def test_history_is_deterministic_from_the_seed(make_sim, clients) -> None:
+    a, b, other = make_sim(seed=7), make_sim(seed=7), make_sim(seed=8)
+    assert a.produced_slots(START, START + 300) == b.produced_slots(START, START + 300)
+    assert a.produced_slots(START, START + 300) != other.produced_slots(START, START + 300)
+    runs = []
+    for sim in (a, b):
+        c = clients["control"](sim)
+        sid = c.create(end=START + 10)
+        c.step(advanceCount=20)
+        runs.append([(e.slot, e.signature, e.ok) for e in sim.executed(sid)])
+    assert runs[0] == runs[1] and runs[0]

@@ -5,11 +5,10 @@ import json
 import time
 
 import pytest
-import requests
 import websocket
 
 from simsync.localsim import Fault, FaultPlan, LocalSimulator
-from simsync.localsim.testing import START, Control, wait_for
+from simsync.localsim.testing import START, Control, http_get, wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -186,9 +185,8 @@ def test_api_key(make_sim) -> None:
         assert info.value.status_code == 401
     ws = websocket.create_connection(sim.url, header=["X-API-Key: s3cret"], timeout=5)
     ws.close()
-    assert requests.get(f"{sim.http_url}/available-ranges", timeout=5).status_code == 401
-    ok = requests.get(f"{sim.http_url}/available-ranges", headers={"X-API-Key": "s3cret"},
-                      timeout=5)
+    assert http_get(f"{sim.http_url}/available-ranges").status_code == 401
+    ok = http_get(f"{sim.http_url}/available-ranges", headers={"X-API-Key": "s3cret"})
     assert ok.status_code == 200
     sim.faults.reject_key = True
     with pytest.raises(websocket.WebSocketBadStatusException) as info:
@@ -199,16 +197,16 @@ def test_api_key(make_sim) -> None:
 
 def test_available_ranges_health_ready(make_sim) -> None:
     sim = make_sim(bundle_size=500, bundles=3, first_slot=1000)
-    ranges = requests.get(f"{sim.http_url}/available-ranges", timeout=5).json()
+    ranges = http_get(f"{sim.http_url}/available-ranges").json()
     assert [(r["bundleStartSlot"], r["maxBundleEndSlot"]) for r in ranges] == [
         (1000, 1499), (1500, 1999), (2000, 2499)]
     assert set(ranges[0]) == {"bundleStartSlot", "bundleStartSlotUtc", "maxBundleEndSlot",
                               "maxBundleEndSlotUtc", "maxBundleSize", "kind", "scope"}
     assert ranges[0]["bundleStartSlotUtc"].endswith("Z") and ranges[0]["maxBundleSize"] == 500
-    health = requests.get(f"{sim.http_url}/health", timeout=5)
+    health = http_get(f"{sim.http_url}/health")
     assert (health.status_code, health.text) == (200, "ok")
-    assert requests.get(f"{sim.http_url}/ready", timeout=5).status_code == 200
-    assert requests.get(f"{sim.http_url}/backtest", timeout=5).status_code == 400
+    assert http_get(f"{sim.http_url}/ready").status_code == 200
+    assert http_get(f"{sim.http_url}/backtest").status_code == 400
 
 
 def test_many_simulators_side_by_side(make_sim, clients) -> None:
@@ -228,7 +226,7 @@ def test_start_and_stop_are_fast_and_clean() -> None:
     with LocalSimulator() as sim:
         assert time.monotonic() - began < 1.0
         port = sim.port
-        assert requests.get(f"{sim.http_url}/health", timeout=5).status_code == 200
+        assert http_get(f"{sim.http_url}/health").status_code == 200
     with pytest.raises(OSError):
         websocket.create_connection(f"ws://127.0.0.1:{port}/backtest", timeout=2)
     sim.stop()  # idempotent

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import websocket
 
 from simsync.localsim import Fault, LocalSimulator
 from simsync.localsim.testing import START, slots_of, wait_for
@@ -116,7 +117,7 @@ def test_attach_takes_over_a_stalled_connection(sim: LocalSimulator, clients) ->
                                      "disconnectTimeoutSecs": 30})
     got = [c.recv() for _ in range(3)]
     sid = got[0]["params"]["session_id"]
-    with pytest.raises(Exception):
+    with pytest.raises(websocket.WebSocketTimeoutException):
         c.recv(timeout=0.3)  # stalled: nothing more arrives
     c2 = clients["control"](sim)
     c2.send("attachBacktestSession", {"session_id": sid, "last_sequence": got[-1]["seqId"]})
@@ -146,7 +147,7 @@ def test_completed_session_can_still_be_attached_within_the_window(sim: LocalSim
     sid = c.create(end=START, disconnectTimeoutSecs=30)  # 7 frames
     c.send("continue", {"advanceCount": 1})
     got = [c.recv(), c.recv()]  # executing, executed; the drop comes before completed
-    with pytest.raises(Exception):
+    with pytest.raises((ConnectionError, websocket.WebSocketConnectionClosedException)):
         c.recv()
     c2 = clients["control"](sim)
     c2.send("attachBacktestSession", {"session_id": sid, "last_sequence": got[-1]["seqId"]})
