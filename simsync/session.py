@@ -236,23 +236,27 @@ class Session:
         return event
 
     def _get(self, timeout: Optional[float]) -> Any:
-        """Take from the mailbox; while draining after ``Completed``, fail when the data
-        plane stays silent past ``drain_timeout`` instead of waiting for ever."""
+        """Take from the mailbox. With subscriptions open the wait is sliced, so that once
+        ``Completed`` is held back a data plane silent past ``drain_timeout`` fails the
+        session instead of leaving the user waiting for ever."""
+        if not self._subscriptions:
+            return self._mailbox.get(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if self._held_completed is None:
-                return self._mailbox.get(None if deadline is None
-                                         else max(0.0, deadline - time.monotonic()))
-            silent = time.monotonic() - self._last_data_at
-            if silent > self._config.drain_timeout:
-                self._mailbox.fail(SubscriptionFailed(
-                    f"the session completed but a subscription sent nothing for "
-                    f"{silent:.1f}s before its end of stream: the stream is incomplete"))
+            self._check_drain()
+            wait = SLICE if deadline is None else min(SLICE, deadline - time.monotonic())
             try:
-                return self._mailbox.get(SLICE)
+                return self._mailbox.get(max(0.0, wait))
             except EventTimeout:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise EventTimeout(f"no event within {timeout:g}s") from None
+
+    def _check_drain(self) -> None:
+        silent = time.monotonic() - self._last_data_at
+        if self._held_completed is not None and silent > self._config.drain_timeout:
+            self._mailbox.fail(SubscriptionFailed(
+                f"the session completed but a subscription sent nothing for {silent:.1f}s "
+                "before its end of stream: the stream is incomplete"))
 
     def events(self) -> Iterator[Any]:
         """Every event until and including ``Completed`` (user thread)."""

@@ -189,7 +189,7 @@ def test_close_is_idempotent_and_wakes_waiters(sim: Any) -> None:
 
 
 def test_close_during_backoff_returns_quickly(sim: Any) -> None:
-    config = FAST.replace(backoff_initial=30.0, backoff_max=30.0)
+    config = FAST.replace(backoff_initial=30.0, backoff_max=30.0, reconnect_budget=840.0)
     session = client(sim, config).start_session(start_slot=START, end_slot=END,
                                                 disconnect_timeout_secs=60)
     while not isinstance(session.next_event(10), simsync.ReadyForContinue):
