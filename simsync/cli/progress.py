@@ -1,0 +1,127 @@
+"""Progress of ``simsync run`` on stderr: a tqdm bar on a terminal, plain periodic lines
+otherwise (a log file or a pipe gets one readable line every ``interval`` seconds).
+
+Reconnects are counted by polling the control connection's public ``status`` (there is no
+public transition hook): every poll that finds a RECONNECTING status after a non-RECONNECTING
+one, or a fresh UP status right after another UP (a reconnect quicker than the poll), counts one.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from typing import Any, Callable, ContextManager, Dict, Optional, TextIO, Tuple
+
+from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
+from tqdm.contrib.logging import logging_redirect_tqdm  # type: ignore[import-untyped, unused-ignore]
+
+from simsync import ConnectionStatus, State
+
+
+class ReconnectCounter:
+    """Counts reconnects of one connection from successive ``status`` polls."""
+
+    def __init__(self, status: Callable[[], ConnectionStatus]) -> None:
+        self._status = status
+        self._last: Optional[ConnectionStatus] = None
+        self.count = 0
+
+    def poll(self) -> None:
+        now, last = self._status(), self._last
+        if now is last:
+            return
+        was = None if last is None else last.state
+        entered = now.state is State.RECONNECTING and was is not State.RECONNECTING
+        missed = now.state is State.UP and was is State.UP   # a reconnect between two polls
+        if entered or missed:
+            self.count += 1
+        self._last = now
+
+
+def _size(stream: TextIO) -> Tuple[int, int]:
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return 0, 0
+    return size.columns, size.lines
+
+
+class Progress:
+    """Slots done of the whole range, events seen, events/s, reconnects (user thread)."""
+
+    def __init__(self, start_slot: int, end_slot: int, interval: float = 2.0,
+                 stream: Optional[TextIO] = None, label: str = "simsync run") -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.total = end_slot - start_slot + 1
+        self.interval = interval
+        self.label = label
+        self.events = 0
+        self._ranges: Dict[str, Tuple[int, int]] = {}
+        self._done: Dict[str, int] = {}
+        self._counters: list[ReconnectCounter] = []
+        self._started = time.monotonic()
+        self._next_line = self._started
+        self._shown = 0
+        self._bar: Optional[tqdm[Any]] = None
+        if getattr(self.stream, "isatty", lambda: False)():
+            sized = min(_size(self.stream)) > 0     # a fresh pty may report 0 x 0
+            self._bar = tqdm(total=self.total, unit="slot", desc=label, file=self.stream,
+                             dynamic_ncols=sized, ncols=None if sized else 100,
+                             nrows=None if sized else 24, leave=True)
+
+    @property
+    def reconnects(self) -> int:
+        return sum(c.count for c in self._counters)
+
+    @property
+    def done(self) -> int:
+        return sum(self._done.values())
+
+    def watch(self, status: Callable[[], ConnectionStatus]) -> None:
+        """Count the reconnects of a control connection (``lambda: session.status``)."""
+        self._counters.append(ReconnectCounter(status))
+
+    def track(self, key: str, start_slot: int, end_slot: int) -> None:
+        """A (sub-)session covering ``start_slot..end_slot``."""
+        self._ranges[key] = (start_slot, end_slot)
+        self._done.setdefault(key, 0)
+
+    def slot(self, key: str, slot: int) -> None:
+        start, end = self._ranges[key]
+        self._done[key] = max(self._done[key], min(slot, end) - start + 1)
+
+    def finished(self, key: str) -> None:
+        start, end = self._ranges[key]
+        self._done[key] = end - start + 1
+
+    def event(self) -> None:
+        self.events += 1
+
+    def tick(self, force: bool = False) -> None:
+        """Refresh what is shown (call after events and while waiting)."""
+        for counter in self._counters:
+            counter.poll()
+        now = time.monotonic()
+        rate = self.events / max(now - self._started, 1e-6)
+        if self._bar is not None:
+            self._bar.update(self.done - self._shown)
+            self._shown = self.done
+            self._bar.set_postfix({"events": self.events, "events/s": f"{rate:.0f}",
+                                   "reconnects": self.reconnects}, refresh=force)
+            return
+        if force or now >= self._next_line:
+            self._next_line = now + self.interval
+            percent = 100.0 * self.done / self.total if self.total else 100.0
+            print(f"{self.label}: {self.done}/{self.total} slots ({percent:.0f}%), "
+                  f"{self.events} events, {rate:.1f} events/s, {self.reconnects} reconnects, "
+                  f"{now - self._started:.1f}s", file=self.stream, flush=True)
+
+    def logging(self) -> ContextManager[Any]:
+        """While the bar shows, route console log lines through it (so they do not tear it)."""
+        return logging_redirect_tqdm() if self._bar is not None else contextlib.nullcontext()
+
+    def close(self) -> None:
+        self.tick(force=True)
+        if self._bar is not None:
+            self._bar.close()

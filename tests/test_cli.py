@@ -1,0 +1,419 @@
+"""The ``simsync`` command, run as a subprocess against a local simulator started by the test:
+every subcommand and flag, exit codes, the output file format, secrets, progress, serve."""
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+import pty
+import re
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import pytest
+import requests
+from solders.litesvm import LiteSVM
+from solders.pubkey import Pubkey
+
+from simsync.localsim import (
+    MEMO_PROGRAM_ID,
+    SYSTEM_PROGRAM_ID,
+    TOKEN_PROGRAM_ID,
+    Fault,
+    FaultPlan,
+    LocalSimulator,
+)
+from tests.support import START
+
+pytestmark = pytest.mark.timeout(120)
+
+KEY = "cli-test-key-7f3a9c1e5b"
+TX_KEYS = {"slot", "signature", "success", "error", "logs", "sol_changes", "token_changes",
+           "account_diffs"}
+PLAIN_LINE = re.compile(r"^simsync run: (\d+)/(\d+) slots \(\d+%\), \d+ events, [\d.]+ events/s, "
+                        r"(\d+) reconnects, [\d.]+s$")
+REGRESSIONS = re.compile(r"^regressions \(succeeded in BASE, fail in EXP\): (\d+)$", re.M)
+
+
+def simsync_cmd(*args: str, env: Optional[Dict[str, str]] = None,
+                timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python -m simsync ARGS`` to completion (reaped; killed on timeout)."""
+    return subprocess.run([sys.executable, "-m", "simsync", *args], capture_output=True,
+                          text=True, timeout=timeout, env=clean_env(env),
+                          stdin=subprocess.DEVNULL)
+
+
+def clean_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "SIMULATOR_API_KEY"}
+    env.update(extra or {})
+    return env
+
+
+def run_args(url: Optional[str], start: int, end: int, *more: str) -> List[str]:
+    head = ["run"] + (["--url", url] if url else [])
+    return head + ["--start-slot", str(start), "--end-slot", str(end), *more]
+
+
+def executed(sim: LocalSimulator, session_ids: List[str], program: str) -> List[str]:
+    """What the server executed for ``program`` (its own record), by signature."""
+    return [tx.signature for sid in session_ids for tx in sim.executed(sid)
+            if program in tx.program_ids]
+
+
+def one_error_line(stderr: str) -> str:
+    errors = [line for line in stderr.splitlines() if line.startswith("simsync: error:")]
+    assert len(errors) == 1, stderr
+    return errors[0]
+
+
+@pytest.fixture
+def sim() -> Iterator[LocalSimulator]:
+    with LocalSimulator(bundle_size=20, bundles=4) as server:
+        yield server
+
+
+@pytest.fixture
+def memo_elf(tmp_path: Path) -> Path:
+    """A real SBF ELF (SPL Memo v3) to install over another program."""
+    path = tmp_path / "memo.so"
+    path.write_bytes(bytes(LiteSVM().get_account(Pubkey.from_string(MEMO_PROGRAM_ID)).data))
+    return path
+
+
+# ----------------------------------------------------------------------------- usage
+
+
+@pytest.mark.parametrize("args", [
+    [],
+    ["bogus"],
+    ["run", "--end-slot", "5"],
+    ["run", "--start-slot", "10", "--end-slot", "5"],
+    ["run", "--start-slot", "1", "--end-slot", "5", "--program-so", "x.so"],
+    ["run", "--start-slot", "1", "--end-slot", "5", "--subscriptions", "blocks"],
+    ["run", "--start-slot", "1", "--end-slot", "5", "--program-id", "not-a-key"],
+    ["ranges", "--after", "yesterday"],
+    ["compare", "a.json", "b.json", "everything"],
+])
+def test_usage_errors_exit_2(args: List[str]) -> None:
+    result = simsync_cmd(*args)
+    assert result.returncode == 2, result
+    assert "usage: simsync" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_and_version() -> None:
+    result = simsync_cmd("--help")
+    assert result.returncode == 0
+    for command in ("ranges", "run", "summarize", "compare", "serve"):
+        assert command in result.stdout
+    assert simsync_cmd("run", "--help").stdout.count("--program-so") >= 1
+    assert simsync_cmd("--version").stdout.startswith("simsync ")
+
+
+# ----------------------------------------------------------------------------- ranges
+
+
+def test_ranges_text_json_and_date_filters(sim: LocalSimulator) -> None:
+    text = simsync_cmd("ranges", "--url", sim.url)
+    assert text.returncode == 0, text.stderr
+    assert "START SLOT" in text.stdout and str(START + 20) in text.stdout
+    listed = json.loads(simsync_cmd("ranges", "--url", sim.url, "--json").stdout)
+    assert [r["bundleStartSlot"] for r in listed] == [START, START + 20, START + 40, START + 60]
+    assert {"maxBundleEndSlot", "bundleStartSlotUtc", "maxBundleEndSlotUtc"} <= set(listed[0])
+    # 20-slot bundles start 8 s apart from 08:00:00 UTC: only the third starts in [10 s, 20 s).
+    window = simsync_cmd("ranges", "--url", sim.url, "--json",
+                         "--after", "2026-01-10T08:00:10Z", "--before", "2026-01-10T08:00:20")
+    assert [r["bundleStartSlot"] for r in json.loads(window.stdout)] == [START + 40]
+    later = simsync_cmd("ranges", "--url", sim.url, "--after", "2027-01-01")
+    assert later.returncode == 0 and "no available ranges" in later.stdout
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def test_run_output_file_format_and_summarize(sim: LocalSimulator, tmp_path: Path) -> None:
+    out = tmp_path / "run.json"
+    result = simsync_cmd(*run_args(sim.url, START, START + 15, "--program-id", TOKEN_PROGRAM_ID,
+                                   "--subscriptions", "transactions,account-diff",
+                                   "--extra-compute-units", "1000", "--advance-count", "3",
+                                   "--output-file", str(out)))
+    assert result.returncode == 0, result.stderr
+    assert "completed slots" in result.stdout and f"wrote {out}" in result.stdout
+    assert "reconnects: 0" in result.stdout
+    doc = json.loads(out.read_text())
+    assert set(doc) == {"metadata", "transactions", "summary"}
+    meta = doc["metadata"]
+    assert set(meta) == {"start_slot", "end_slot", "program_id", "session_ids", "timestamp"}
+    assert (meta["start_slot"], meta["end_slot"]) == (START, START + 15)
+    assert meta["program_id"] == TOKEN_PROGRAM_ID
+    assert len(meta["session_ids"]) == 1 and sim.executed(meta["session_ids"][0])
+    txs = doc["transactions"]
+    assert [t["signature"] for t in txs] == executed(sim, meta["session_ids"], TOKEN_PROGRAM_ID)
+    assert txs, "the range has token transfers"
+    for tx in txs:
+        assert set(tx) == TX_KEYS
+        assert tx["success"] is True and tx["error"] is None and tx["logs"]
+        assert all(Pubkey.from_string(k) for k in tx["sol_changes"])    # keyed by pubkey
+        assert tx["account_diffs"], "each token transfer changed accounts"
+        for diff in tx["account_diffs"].values():
+            assert set(diff) == {"before", "after"}
+    assert doc["summary"] == {"total": len(txs), "successes": len(txs), "failures": 0}
+
+    # summarize: totals, and the lamport trace of one account
+    payer = next(iter(txs[0]["sol_changes"]))
+    net = sum(t["sol_changes"].get(payer, 0) for t in txs)
+    summary = simsync_cmd("summarize", str(out), "--accounts", payer)
+    assert summary.returncode == 0, summary.stderr
+    assert f"transactions: {len(txs)} ({len(txs)} succeeded, 0 failed)" in summary.stdout
+    assert f"account {payer}:" in summary.stdout
+    assert f"net change: {net:+,d} lamports" in summary.stdout
+    assert "largest net lamport changes" in simsync_cmd("summarize", str(out)).stdout
+
+
+def test_run_without_url_uses_an_embedded_simulator(tmp_path: Path) -> None:
+    out = tmp_path / "embedded.json"
+    result = simsync_cmd(*run_args(None, START, START + 10, "--output-file", str(out)))
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if "embedded local simulator" in line]
+    assert len(notes) == 1 and "ws://127.0.0.1:" in notes[0]
+    doc = json.loads(out.read_text())
+    assert doc["metadata"]["program_id"] == SYSTEM_PROGRAM_ID
+    assert doc["summary"]["total"] == len(doc["transactions"]) > 0
+    ranges = simsync_cmd("ranges", "--json")
+    assert ranges.returncode == 0 and json.loads(ranges.stdout)[0]["bundleStartSlot"] == START
+
+
+def test_plain_progress_lines_when_stderr_is_not_a_terminal() -> None:
+    with LocalSimulator(bundle_size=100, bundles=1, slot_delay=0.04) as slow:
+        result = simsync_cmd(*run_args(slow.url, START, START + 39, "--advance-count", "1",
+                                       "--progress-interval", "0.2"))
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("simsync run:")]
+    assert len(lines) >= 4, result.stderr          # ~1.5 s of stepping, a line every 0.2 s
+    parsed = [PLAIN_LINE.match(line) for line in lines]
+    assert all(parsed), lines
+    done = [int(m.group(1)) for m in parsed if m]
+    assert done == sorted(done) and done[-1] == 40 and done[0] < 40
+    assert "\r" not in result.stderr
+
+
+@pytest.mark.parametrize("columns", [0, 120])     # a fresh pty reports 0 x 0
+def test_progress_bar_on_a_terminal(sim: LocalSimulator, columns: int) -> None:
+    master, slave = pty.openpty()
+    if columns:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, columns, 0, 0))
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "simsync",
+                                 *run_args(sim.url, START, START + 10), "-v"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=slave, env=clean_env())
+    finally:
+        os.close(slave)
+    chunks = []
+    try:
+        while True:                 # until the child closed the terminal (EIO on Linux)
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        stdout, _ = proc.communicate(timeout=60)
+    finally:
+        os.close(master)
+    shown = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, shown
+    assert "simsync run:" in shown and "11/11" in shown and "slot/s" in shown
+    assert "reconnects=0" in shown and "\r" in shown
+    assert "INFO simsync.transport" in shown       # -v log lines pass through the bar
+    assert b"completed slots" in stdout
+
+
+def test_run_parallel_merges_every_sub_session(sim: LocalSimulator, tmp_path: Path) -> None:
+    out = tmp_path / "parallel.json"
+    result = simsync_cmd(*run_args(sim.url, START, START + 49, "--parallel",
+                                   "--output-file", str(out)))
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(out.read_text())
+    ids = doc["metadata"]["session_ids"]
+    assert len(ids) == 3                         # 20-slot bundles: 0-19, 20-39, 40-49
+    signatures = [t["signature"] for t in doc["transactions"]]
+    assert sorted(signatures) == sorted(executed(sim, ids, SYSTEM_PROGRAM_ID))
+    slots = [t["slot"] for t in doc["transactions"]]
+    assert slots == sorted(slots) and slots[0] < START + 20 and slots[-1] >= START + 40
+    assert "sessions: " + ", ".join(ids) in result.stdout
+
+
+def test_program_override_shows_in_compare_and_summarize(sim: LocalSimulator, tmp_path: Path,
+                                                         memo_elf: Path) -> None:
+    base, exp = tmp_path / "base.json", tmp_path / "exp.json"
+    common = ("--program-id", TOKEN_PROGRAM_ID, "--subscriptions", "transactions,account-diff")
+    runs = [subprocess.Popen([sys.executable, "-m", "simsync",
+                              *run_args(sim.url, START, START + 29, *common, *extra)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=clean_env(), stdin=subprocess.DEVNULL)
+            for extra in (("--output-file", str(base)),
+                          ("--output-file", str(exp), "--program-so", str(memo_elf),
+                           "--parallel"))]          # the override goes to every sub-session
+    for proc in runs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    token_txs = len(json.loads(base.read_text())["transactions"])
+    assert token_txs > 0
+    assert len(json.loads(exp.read_text())["metadata"]["session_ids"]) == 2
+
+    everything = simsync_cmd("compare", str(base), str(exp))
+    assert everything.returncode == 0, everything.stderr
+    found = REGRESSIONS.search(everything.stdout)
+    assert found and int(found.group(1)) == token_txs      # the Memo ELF fails every transfer
+    assert "MissingRequiredSignature" in everything.stdout
+    assert "improvements (failed in BASE, succeed in EXP): 0" in everything.stdout
+    assert "balance differences" in everything.stdout
+
+    regressions = simsync_cmd("compare", str(base), str(exp), "regressions")
+    assert REGRESSIONS.search(regressions.stdout) and "balance" not in regressions.stdout
+    balances = simsync_cmd("compare", str(base), str(exp), "balances")
+    assert "balance differences" in balances.stdout and "regressions" not in balances.stdout
+    reverse = simsync_cmd("compare", str(exp), str(base), "regressions")
+    assert f"improvements (failed in BASE, succeed in EXP): {token_txs}" in reverse.stdout
+
+    summary = simsync_cmd("summarize", str(exp))
+    assert f"transactions: {token_txs} (0 succeeded, {token_txs} failed)" in summary.stdout
+
+
+def test_compare_balance_differences(tmp_path: Path) -> None:
+    def doc(alice: int, failing: bool, tokens: int) -> Dict[str, Any]:
+        return {"metadata": {}, "summary": {}, "transactions": [
+            {"slot": 1, "signature": "sigA", "error": {"Custom": 1} if failing else None,
+             "sol_changes": {"Alice": alice, "Bob": 5},
+             "token_changes": {"Bob": {"Mint1": tokens}}},
+            {"slot": 2, "signature": "sigB", "error": None, "sol_changes": {"Alice": -1}}]}
+    base, exp = tmp_path / "base.json", tmp_path / "exp.json"
+    base.write_text(json.dumps(doc(-100, False, 7)))     # service files may lack "success"
+    exp.write_text(json.dumps(doc(-40, True, 0)))
+    result = simsync_cmd("compare", str(base), str(exp))
+    assert result.returncode == 0, result.stderr
+    assert "regressions (succeeded in BASE, fail in EXP): 1" in result.stdout
+    assert "balance differences (sum of sol_changes, lamports): 1 accounts" in result.stdout
+    assert "Alice  BASE -101  EXP -41  diff +60" in result.stdout
+    assert "Bob  mint Mint1  BASE +7  EXP +0  diff -7" in result.stdout
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+def test_failed_run_is_one_line_exit_1_traceback_only_with_debug(sim: LocalSimulator) -> None:
+    plain = simsync_cmd(*run_args(sim.url, START + 10_000, START + 10_010))
+    assert plain.returncode == 1
+    assert "bundleNotFound" in one_error_line(plain.stderr)
+    assert "Traceback" not in plain.stderr and plain.stdout == ""
+    debug = simsync_cmd("--debug", *run_args(sim.url, START + 10_000, START + 10_010))
+    assert debug.returncode == 1
+    assert "Traceback" in debug.stderr and "SessionCreateError" in debug.stderr
+    assert "bundleNotFound" in one_error_line(debug.stderr)
+
+
+def test_bad_files_fail_with_one_line(tmp_path: Path) -> None:
+    missing = simsync_cmd("summarize", str(tmp_path / "nope.json"))
+    assert missing.returncode == 1 and "No such file" in one_error_line(missing.stderr)
+    other = tmp_path / "other.json"
+    other.write_text('{"hello": 1}')
+    wrong = simsync_cmd("compare", str(other), str(other))
+    assert wrong.returncode == 1 and "not a backtest output file" in one_error_line(wrong.stderr)
+    not_elf = tmp_path / "x.so"
+    not_elf.write_text("text")
+    bad = simsync_cmd(*run_args("ws://127.0.0.1:9", START, START + 1, "--program-id",
+                                TOKEN_PROGRAM_ID, "--program-so", str(not_elf)))
+    assert bad.returncode == 1 and "not an ELF file" in one_error_line(bad.stderr)
+
+
+def test_api_key_from_environment_is_never_printed(tmp_path: Path) -> None:
+    with LocalSimulator(bundle_size=20, bundles=2, api_key=KEY) as keyed:
+        good = simsync_cmd("--debug", *run_args(keyed.url, START, START + 5),
+                           env={"SIMULATOR_API_KEY": KEY})
+        assert good.returncode == 0, good.stderr
+        assert "DEBUG" in good.stderr                   # debug logging was really on
+        ranges = simsync_cmd("ranges", "--url", keyed.url, "-v",
+                             env={"SIMULATOR_API_KEY": KEY})
+        assert ranges.returncode == 0 and str(START) in ranges.stdout
+        flag = simsync_cmd("ranges", "--url", keyed.url, "--api-key", KEY, "--debug")
+        assert flag.returncode == 0, flag.stderr
+        wrong = simsync_cmd(*run_args(keyed.url, START, START + 5),
+                            env={"SIMULATOR_API_KEY": KEY + "-wrong"})
+        assert wrong.returncode == 1
+        assert "rejected the credentials (HTTP 401)" in one_error_line(wrong.stderr)
+        wrong_debug = simsync_cmd("run", "--debug", "--url", keyed.url, "--start-slot",
+                                  str(START), "--end-slot", str(START + 5),
+                                  env={"SIMULATOR_API_KEY": KEY + "-wrong"})
+        assert wrong_debug.returncode == 1 and "Traceback" in wrong_debug.stderr
+        missing = simsync_cmd("ranges", "--url", keyed.url)
+        assert missing.returncode == 1 and "HTTP 401" in one_error_line(missing.stderr)
+    for result in (good, ranges, flag, wrong, wrong_debug, missing):
+        assert KEY not in result.stdout and KEY not in result.stderr
+
+
+def test_reconnects_are_counted_and_change_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "faulty.json"
+    plan = FaultPlan([Fault("drop", after_frames=12, times=2)])
+    with LocalSimulator(bundle_size=100, bundles=1, faults=plan) as faulty:
+        result = simsync_cmd("-v", *run_args(faulty.url, START, START + 30, "--advance-count",
+                                             "2", "--output-file", str(out)))
+        assert result.returncode == 0, result.stderr
+        ids = json.loads(out.read_text())["metadata"]["session_ids"]
+        signatures = [t["signature"] for t in json.loads(out.read_text())["transactions"]]
+        assert signatures == executed(faulty, ids, SYSTEM_PROGRAM_ID)   # exactly once
+        assert plan.fired == 2
+    counted = int(re.search(r"^reconnects: (\d+)$", result.stdout, re.M).group(1))  # type: ignore[union-attr]
+    assert 1 <= counted <= 2
+    assert "RECONNECTING" in result.stderr                      # -v shows transitions
+
+
+# ----------------------------------------------------------------------------- serve
+
+
+def test_serve_prints_its_url_and_stops_on_sigint() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "simsync", "serve", "--port", "0",
+                             "--api-key", KEY, "--bundle-size", "10", "--bundles", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=clean_env(), stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        found = re.search(r"(ws://127\.0\.0\.1:(\d+)/backtest)", first)
+        assert found, first
+        http = f"http://127.0.0.1:{found.group(2)}"
+        with requests.Session() as web:
+            assert web.get(f"{http}/health", timeout=10).text == "ok"
+            assert web.get(f"{http}/available-ranges", timeout=10).status_code == 401
+            ranges = web.get(f"{http}/available-ranges", headers={"X-API-Key": KEY}, timeout=10)
+            assert [r["bundleStartSlot"] for r in ranges.json()] == [START, START + 10]
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+        assert time.monotonic() - sent < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "stopping" in out
+    assert KEY not in first + out + err
+
+
+def test_undecodable_transactions_key_changes_by_index() -> None:
+    """In-process check of the fallback used without solders or for undecodable bytes."""
+    from simsync.cli import report
+
+    meta = {"err": None, "preBalances": [10, 5], "postBalances": [7, 8], "logMessages": []}
+    record = report.transaction_record(1, "sig", ["not base64!", "base64"], meta)
+    assert record["sol_changes"] == {"0": -3, "1": 3}
+    wire = base64.b64encode(b"\x00" * 3).decode()
+    assert report.transaction_record(1, "sig", [wire, "base64"], meta)["success"] is True
