@@ -40,6 +40,7 @@ from simsync.transport import (
     SLICE,
     Channel,
     Connection,
+    ConnectionStatus,
     Fatal,
     State,
     Transient,
@@ -254,6 +255,7 @@ class ParallelSession:
         self._link = ParallelControlLink(self._url, api_key, create, config, self._make_sub,
                                          self._before_resume)
         self._connection = Connection(self._link, config, "p")
+        self._completed: set[str] = set()       # sub-sessions whose Completed was yielded
         self._closed = False
 
     def _start(self) -> None:
@@ -290,7 +292,7 @@ class ParallelSession:
         return self._link.control_session_id
 
     @property
-    def status(self) -> Any:
+    def status(self) -> ConnectionStatus:
         """The shared control connection's ``ConnectionStatus``."""
         return self._connection.status.value
 
@@ -300,8 +302,9 @@ class ParallelSession:
 
     def events(self, timeout: Optional[float] = None) -> Iterator[Tuple[SubSession, Any]]:
         """``(sub_session, event)`` pairs in arrival order until every sub-session has
-        delivered ``Completed``. ``timeout`` bounds each wait."""
-        done: set[str] = set()
+        delivered ``Completed``. ``timeout`` bounds each wait (``EventTimeout``); calling
+        ``events()`` again afterwards resumes where it stopped."""
+        done = self._completed
         while len(done) < len(self.sub_sessions):
             sub_session = self._arrivals.get(timeout)
             try:

@@ -35,6 +35,7 @@ from simsync.protocol import (
     Paused,
     ReadyForContinue,
     Request,
+    Slot,
 )
 from simsync.rpc import SessionRpc, to_base64
 from simsync.subscriptions import ReconnectCoordinator, SubscriptionLink
@@ -77,6 +78,7 @@ class Session:
         self._last_data_at = time.monotonic()
         self._rpc: Optional[SessionRpc] = None
         self._finished: Optional[str] = None    # why no more events will come
+        self._discovery: Optional[DiscoveryBatch] = None   # announced, not yet reached
         self._closed = False
 
     # ------------------------------------------------------------------ start-up
@@ -233,7 +235,21 @@ class Session:
         event = self._get(timeout)
         if isinstance(event, Completed):
             self._finished = "the session has completed"
+        self._track_discovery(event)
         return event
+
+    def _track_discovery(self, event: Any) -> None:
+        """Remember the announced ``DiscoveryBatch`` until the session reaches or passes it
+        (user thread), so ``advance_to_discovery`` also finds one announced early."""
+        found = self._discovery
+        if isinstance(event, DiscoveryBatch):
+            self._discovery = event
+        elif found is not None and (
+                isinstance(event, Completed)
+                or (isinstance(event, Slot) and event.slot > found.slot)
+                or (isinstance(event, Paused) and event.slot >= found.slot and (
+                    event.batch_index is None or event.batch_index >= found.batch_index))):
+            self._discovery = None
 
     def _get(self, timeout: Optional[float]) -> Any:
         """Take from the mailbox. With subscriptions open the wait is sliced, so that once
@@ -316,12 +332,12 @@ class Session:
         """From a pause, step block by block until a ``DiscoveryBatch`` is announced, then
         ``continueTo`` it; returns the events seen, ending with the ``Paused`` just before
         the batch (or with ``Completed`` when no batch came before the end)."""
-        seen: List[Any] = []
-        while not any(isinstance(e, DiscoveryBatch) for e in seen):
+        seen: List[Any] = self._drain_ready()
+        while self._discovery is None:
             if seen and isinstance(seen[-1], Completed):
                 return seen
-            seen += self._drain_ready() or self.continue_until_ready(timeout=timeout)
-        batch = next(e for e in seen if isinstance(e, DiscoveryBatch))
+            seen += self.continue_until_ready(timeout=timeout)
+        batch = self._discovery
         self.send_continue_to(batch.slot, batch.batch_index, timeout)
         return seen + self._until((Paused, Completed), timeout)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import enum
 import logging
 import socket
@@ -45,11 +46,13 @@ class State(enum.Enum):
 
 @dataclass(frozen=True)
 class ConnectionStatus:
-    """A connection's state; ``reason`` says why it is FAILED (or why it is reconnecting)."""
+    """A connection's state; ``reason`` says why it is FAILED (or why it is reconnecting);
+    ``reconnects`` counts the outages so far (entries into RECONNECTING)."""
 
     state: State
     reason: Optional[str] = None
     attempt: int = 0
+    reconnects: int = 0
 
     @property
     def final(self) -> bool:
@@ -79,7 +82,11 @@ class StatusCell:
     def set(self, status: ConnectionStatus, delay: Optional[float] = None) -> None:
         """Publish a transition (a final state is never left). Logged at INFO."""
         with self._changed:
-            if self._status.final or self._status == status:
+            old = self._status
+            reconnects = old.reconnects + (status.state is State.RECONNECTING
+                                           and old.state is not State.RECONNECTING)
+            status = dataclasses.replace(status, reconnects=reconnects)
+            if old.final or old == status:
                 return
             self._status = status
             self._changed.notify_all()

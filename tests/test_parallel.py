@@ -108,3 +108,25 @@ def test_subscriptions_of_a_batch_reconnect_one_at_a_time(sim8: LocalSimulator) 
             assert delivered == expected
         assert batch.coordinator.turns_taken > 0
         assert batch.coordinator.most_in_turn == 1
+
+
+def test_events_resume_after_a_timeout(sim8: LocalSimulator) -> None:
+    with start(sim8) as batch:
+        seen: Dict[str, List[Any]] = {s.info.session_id: [] for s in batch.sub_sessions}
+        timeouts = 0
+        while True:
+            try:
+                for sub, event in batch.events(timeout=0.5):
+                    seen[sub.info.session_id].append(event)
+                    if isinstance(event, simsync.ReadyForContinue) and timeouts == 0:
+                        continue           # leave this one paused: the wait must time out
+                    if isinstance(event, (simsync.ReadyForContinue, simsync.Paused)):
+                        sub.send_continue(timeout=30)
+                break
+            except simsync.EventTimeout:
+                timeouts += 1
+                for sub in batch.sub_sessions:
+                    if isinstance(seen[sub.info.session_id][-1], simsync.ReadyForContinue):
+                        sub.send_continue(timeout=30)
+        assert timeouts >= 1
+        assert_each_sub_complete(sim8, batch, seen)

@@ -140,13 +140,17 @@ def test_continue_until_ready_returns_events_up_to_the_pause(sim: Any) -> None:
 
 def test_advance_to_discovery_pauses_before_the_batch(sim: Any) -> None:
     program = sim.DISCOVERY_PROGRAM_ID
-    with client(sim).start_session(start_slot=START, end_slot=END,
+    with client(sim).start_session(start_slot=START + 1, end_slot=END,
                                    discoveries=[{"programExecuted": program}]) as session:
-        while not isinstance(session.next_event(10), simsync.ReadyForContinue):
-            pass
-        events = session.advance_to_discovery(timeout=10)
-        batch = next(e for e in events if isinstance(e, simsync.DiscoveryBatch))
+        events = [session.next_event(10)]
+        while not isinstance(events[-1], simsync.ReadyForContinue):
+            events.append(session.next_event(10))
+        events += session.advance_to_discovery(timeout=10)
+        batch = [e for e in events if isinstance(e, simsync.DiscoveryBatch)][-1]
         assert events[-1] == simsync.Paused(batch.slot, batch.batch_index)
+        executed = sim.executed(session.info.session_id)
+        assert not [t for t in executed if program in t.program_ids
+                    and (t.slot, t.batch_index) >= (batch.slot, batch.batch_index)]
 
 
 def test_events_after_completed_raise_session_closed(sim: Any) -> None:
@@ -295,3 +299,29 @@ def test_sigint_reaches_a_child_blocked_in_next_event(sim: Any) -> None:
         child.kill()
         child.wait()
     assert interrupted_after < 1.0
+
+
+def test_a_discovery_announced_before_the_first_pause_is_not_skipped(sim: Any) -> None:
+    program = sim.DISCOVERY_PROGRAM_ID
+    for start in range(START, START + 40):
+        with client(sim).start_session(start_slot=start, end_slot=start + 5,
+                                       discoveries=[{"programExecuted": program}]) as session:
+            early = []
+            while not isinstance(event := session.next_event(10), simsync.ReadyForContinue):
+                early.append(event)
+            announced = [e for e in early if isinstance(e, simsync.DiscoveryBatch)]
+            if not announced:
+                continue
+            events = session.advance_to_discovery(timeout=10)
+            assert events[-1] == simsync.Paused(announced[0].slot, announced[0].batch_index)
+            return
+    pytest.fail("no start slot had its discovery announced before the first pause")
+
+
+def test_status_counts_reconnects(sim: Any) -> None:
+    sim.faults.add(Fault("drop", at="after_continue_received", times=3))
+    with client(sim).start_session(start_slot=START, end_slot=END,
+                                   disconnect_timeout_secs=60) as session:
+        assert session.status.reconnects == 0
+        drive(session)
+        assert session.status.reconnects == 3

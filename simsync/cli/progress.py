@@ -1,9 +1,6 @@
 """Progress of ``simsync run`` on stderr: a tqdm bar on a terminal, plain periodic lines
 otherwise (a log file or a pipe gets one readable line every ``interval`` seconds).
-
-Reconnects are counted by polling the control connection's public ``status`` (there is no
-public transition hook): every poll that finds a RECONNECTING status after a non-RECONNECTING
-one, or a fresh UP status right after another UP (a reconnect quicker than the poll), counts one.
+Reconnects are read from the control connections' ``ConnectionStatus.reconnects``.
 """
 from __future__ import annotations
 
@@ -13,30 +10,10 @@ import sys
 import time
 from typing import Any, Callable, ContextManager, Dict, Optional, TextIO, Tuple
 
-from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
-from tqdm.contrib.logging import logging_redirect_tqdm  # type: ignore[import-untyped, unused-ignore]
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from simsync import ConnectionStatus, State
-
-
-class ReconnectCounter:
-    """Counts reconnects of one connection from successive ``status`` polls."""
-
-    def __init__(self, status: Callable[[], ConnectionStatus]) -> None:
-        self._status = status
-        self._last: Optional[ConnectionStatus] = None
-        self.count = 0
-
-    def poll(self) -> None:
-        now, last = self._status(), self._last
-        if now is last:
-            return
-        was = None if last is None else last.state
-        entered = now.state is State.RECONNECTING and was is not State.RECONNECTING
-        missed = now.state is State.UP and was is State.UP   # a reconnect between two polls
-        if entered or missed:
-            self.count += 1
-        self._last = now
+from simsync import ConnectionStatus
 
 
 def _size(stream: TextIO) -> Tuple[int, int]:
@@ -59,7 +36,7 @@ class Progress:
         self.events = 0
         self._ranges: Dict[str, Tuple[int, int]] = {}
         self._done: Dict[str, int] = {}
-        self._counters: list[ReconnectCounter] = []
+        self._counters: list[Callable[[], ConnectionStatus]] = []
         self._started = time.monotonic()
         self._next_line = self._started
         self._shown = 0
@@ -72,7 +49,7 @@ class Progress:
 
     @property
     def reconnects(self) -> int:
-        return sum(c.count for c in self._counters)
+        return sum(status().reconnects for status in self._counters)
 
     @property
     def done(self) -> int:
@@ -80,7 +57,7 @@ class Progress:
 
     def watch(self, status: Callable[[], ConnectionStatus]) -> None:
         """Count the reconnects of a control connection (``lambda: session.status``)."""
-        self._counters.append(ReconnectCounter(status))
+        self._counters.append(status)
 
     def track(self, key: str, start_slot: int, end_slot: int) -> None:
         """A (sub-)session covering ``start_slot..end_slot``."""
@@ -100,8 +77,6 @@ class Progress:
 
     def tick(self, force: bool = False) -> None:
         """Refresh what is shown (call after events and while waiting)."""
-        for counter in self._counters:
-            counter.poll()
         now = time.monotonic()
         rate = self.events / max(now - self._started, 1e-6)
         if self._bar is not None:
