@@ -36,8 +36,18 @@ def threads() -> FrozenSet[threading.Thread]:
 
 
 def children() -> FrozenSet[int]:
-    return frozenset(p.pid for p in psutil.Process().children(recursive=True)
-                     if p.status() != psutil.STATUS_ZOMBIE)
+    """Live child processes, except multiprocessing's resource tracker: a singleton the
+    spawn context starts once per interpreter and reuses (it is not a test's to stop)."""
+    found = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE or any(
+                    "resource_tracker" in part for part in child.cmdline()):
+                continue
+        except psutil.NoSuchProcess:
+            continue
+        found.add(child.pid)
+    return frozenset(found)
 
 
 Snapshot = Tuple[FrozenSet[threading.Thread], FrozenSet[str], FrozenSet[int]]

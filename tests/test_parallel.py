@@ -130,3 +130,18 @@ def test_events_resume_after_a_timeout(sim8: LocalSimulator) -> None:
                         sub.send_continue(timeout=30)
         assert timeouts >= 1
         assert_each_sub_complete(sim8, batch, seen)
+
+
+def test_four_worker_processes_each_run_a_session(sim8: LocalSimulator) -> None:
+    import concurrent.futures
+    import multiprocessing
+
+    from tests.workers import run_range
+
+    ranges = [(START + 20 * i, START + 20 * i + 19) for i in range(4)]
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=4, mp_context=spawn) as pool:
+        results = list(pool.map(run_range, [sim8.url] * 4, *zip(*ranges)))
+    for (start_slot, end_slot), result in zip(ranges, results):
+        assert result["slots"] == sim8.produced_slots(start_slot, end_slot)
+        assert isinstance(result["completed"], simsync.Completed)

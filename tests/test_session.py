@@ -55,6 +55,34 @@ def test_drop_after_every_frame_index_is_exactly_once(sim: Any) -> None:
         assert events == clean, f"drop after frame {index} changed what the user saw"
 
 
+def test_half_open_stall_after_every_frame_index_is_exactly_once() -> None:
+    """A stall (no FIN, no pongs) after each frame index in turn; four simulators share the
+    indices so the keepalive windows overlap."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from simsync.localsim import LocalSimulator
+
+    config = FAST.replace(ping_interval=0.1, dead_after=0.6)
+
+    def stall_each(indices: range) -> List[int]:
+        fired = []
+        with LocalSimulator(bundle_size=100, bundles=4) as server:
+            clean = run_once(server, config)
+            for index in indices:
+                fault = server.faults.add(Fault("stall", after_frames=index))
+                assert run_once(server, config) == clean, f"stall after frame {index}"
+                server.faults.clear()
+                fired += [index] * fault.fired
+        return fired
+
+    with LocalSimulator(bundle_size=100, bundles=4) as server:
+        frames_sent = len(run_once(server, config)) + 8
+    shares = [range(1 + k, frames_sent + 1, 4) for k in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        fired = sorted(i for share in pool.map(stall_each, shares) for i in share)
+    assert len(fired) >= frames_sent - 8, "most stall faults never fired"
+
+
 def test_drop_while_step_in_flight_executes_it_once(sim: Any) -> None:
     sim.faults.add(Fault("drop", at="after_continue_received", times=5))
     events = run_once(sim)
