@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Iterable, Iterator, List, Mapping, Optional, Union
+from typing import Any, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 from simsync import urls
 from simsync.config import ClientConfig
@@ -72,7 +72,7 @@ class Session:
         self._label = str(next(_labels))
         self._control: Optional[ControlSide] = None
         self._coordinator: Optional[ReconnectCoordinator] = None
-        self._subscriptions: List[Connection] = []
+        self._subscriptions: List[Tuple[SubscriptionLink, Connection]] = []
         self._drain_lock = threading.Lock()
         self._held_completed: Optional[Completed] = None   # waiting for the data plane
         self._last_data_at = time.monotonic()
@@ -144,8 +144,9 @@ class Session:
         self._mailbox.put(event)
 
     def _open_subscriptions(self) -> List[Connection]:
-        return [c for c in self._subscriptions
-                if not c.link.complete and not c.status.value.final]  # type: ignore[attr-defined]
+        """Subscriptions still streaming: not at their end-of-stream, not failed or closed."""
+        return [connection for link, connection in self._subscriptions
+                if not link.complete and not connection.status.value.final]
 
     # ------------------------------------------------------------------ properties
 
@@ -191,17 +192,17 @@ class Session:
         ids = [str(p) for p in program_ids]
         if not ids:
             raise ValueError("subscribe needs at least one program id")
-        connection = Connection(SubscriptionLink(self.rpc.url, kind, ids, self._config,
-                                                 self._deliver_data, self._release_completed,
-                                                 self._coordinator),
-                                self._config, f"{self._label}-{len(self._subscriptions) + 1}")
+        link = SubscriptionLink(self.rpc.url, kind, ids, self._config, self._deliver_data,
+                                self._release_completed, self._coordinator)
+        connection = Connection(link, self._config,
+                                f"{self._label}-{len(self._subscriptions) + 1}")
         connection.start()
         status = connection.status.wait_for({State.UP}, None)
         if status.state is not State.UP:
             connection.close(self._config.close_timeout)
             raise SubscriptionFailed(f"{kind} failed: {status.reason}")
         connection.status.watch(self._on_subscription_status)
-        self._subscriptions.append(connection)
+        self._subscriptions.append((link, connection))
 
     def _deliver_data(self, event: Any) -> None:
         """Subscription reader: enqueue, waiting while the user is too far behind."""
@@ -367,7 +368,7 @@ class Session:
         deadline = time.monotonic() + (timeout or self._config.close_timeout)
         if self._control is not None:
             self._control.close(deadline)
-        for connection in self._subscriptions:
+        for _, connection in self._subscriptions:
             connection.close(max(0.0, deadline - time.monotonic()))
         if self._rpc is not None:
             self._rpc.close()
