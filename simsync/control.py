@@ -67,7 +67,8 @@ class StepGate:
     step executes once (PROTOCOL.md §2 sequencing and §13). Thread-safe: the reader calls
     ``admit``/``reattached``, the user's thread ``begin_step``."""
 
-    _STEP_FRAMES = (Status, Slot, ServerError, Paused, Completed)
+    _STEP_FRAMES = frozenset({Status, Slot, ServerError, Paused, Completed})
+    _PAUSES = frozenset({ReadyForContinue, Paused})
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -89,14 +90,15 @@ class StepGate:
             return self._admit_locked(event)
 
     def _admit_locked(self, event: Any) -> Tuple[Verdict, Optional[Request]]:
-        if isinstance(event, (ReadyForContinue, Paused)):
+        kind = type(event)                  # exact types: isinstance on ABCs is slow
+        if kind in self._PAUSES:
             return self._pause()
-        if isinstance(event, Completed):
+        if kind is Completed:
             self.completed, self._outstanding, self._holding_pause = True, None, False
             return Verdict.DELIVER, None
-        if self._outstanding is not None and isinstance(event, self._STEP_FRAMES):
+        if self._outstanding is not None and kind in self._STEP_FRAMES:
             self._step_seen, self._expect_reannounce = True, False
-            if isinstance(event, ServerError) and event.rejects_request:
+            if kind is ServerError and event.rejects_request:
                 self._outstanding, self._holding_pause = None, True
         return Verdict.DELIVER, None
 
@@ -301,21 +303,22 @@ class ControlLink(ControlBase):
         self.gate.reattached()      # the replay (sent before the ack) has been routed
 
     def _route(self, seq: Optional[int], event: Any) -> None:
-        if isinstance(event, Success):
+        kind = type(event)
+        if kind is Success:
             if self._closing:
                 self.close_acked.set()
             return
-        if isinstance(event, (SessionCreated, SessionAttached)):
+        if kind is SessionCreated or kind is SessionAttached:
             return
         verdict, request = self.gate.admit(seq, event)
-        if verdict is Verdict.RESEND and request is not None:
+        if verdict is Verdict.DELIVER:
+            if kind is ServerError and event.fatal:
+                raise Fatal(f"the server ended the session: {event.message}")
+            log.debug("simsync control: event %s seq=%s", kind.__name__, seq)
+            self._deliver(event)
+        elif verdict is Verdict.RESEND and request is not None:
             log.info("simsync control: the step was lost in the drop; sending it again")
             self._send(encode_request(request))
-        elif verdict is Verdict.DELIVER:
-            if isinstance(event, ServerError) and event.fatal:
-                raise Fatal(f"the server ended the session: {event.message}")
-            log.debug("simsync control: event %s", type(event).__name__)
-            self._deliver(event)
 
     # ------------------------------------------------------------------ user thread
 

@@ -106,6 +106,7 @@ class Mailbox:
     def _take(self, timeout: Optional[float]) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
+            self._drained.notify_all()      # everything handed over so far has been read
             while not self._items:
                 if self._failure is not None:
                     raise self._failure

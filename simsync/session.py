@@ -127,7 +127,7 @@ class Session:
 
     def _on_control_event(self, event: Any) -> None:
         """Control reader: hold ``Completed`` back until every subscription has ended."""
-        if isinstance(event, Completed) and self._subscriptions:
+        if type(event) is Completed and self._subscriptions:
             with self._drain_lock:
                 self._held_completed = event
                 self._last_data_at = time.monotonic()
@@ -234,9 +234,11 @@ class Session:
         if self._finished is not None:
             raise SessionClosed(self._finished)
         event = self._get(timeout)
-        if isinstance(event, Completed):
+        kind = type(event)                  # exact types: isinstance on ABCs is slow
+        if kind is Completed:
             self._finished = "the session has completed"
-        self._track_discovery(event)
+        if kind is DiscoveryBatch or self._discovery is not None:
+            self._track_discovery(event)
         return event
 
     def _track_discovery(self, event: Any) -> None:

@@ -105,7 +105,7 @@ class SubscriptionLink(Link):
         self._replay = ReplayFilter()
         self._subscription: Optional[int] = None
         self._request_id = 0
-        self._waiting_on_user = threading.Event()
+        self._waiting_on_user = False
         self._coordinator = coordinator
         self.complete = False
         self.delivered = 0
@@ -125,7 +125,7 @@ class SubscriptionLink(Link):
                 yield
 
     def holding_back(self) -> bool:
-        return self._waiting_on_user.is_set()
+        return self._waiting_on_user
 
     def handshake(self, channel: Channel, attempt: int) -> None:
         """Subscribe (again) and wait for the ack (reader thread; bounded per frame)."""
@@ -159,16 +159,17 @@ class SubscriptionLink(Link):
             return None
 
     def _route(self, event: Any) -> None:
-        if isinstance(event, (Transaction, AccountDiff)):
+        kind = type(event)                  # exact types: isinstance on ABCs is slow
+        if kind is Transaction or kind is AccountDiff:
             if event.subscription == self._subscription and self._replay.fresh(
                     event.slot, event.dedup_key):
-                self._waiting_on_user.set()
+                self._waiting_on_user = True
                 try:
                     self._deliver(event)
                 finally:
-                    self._waiting_on_user.clear()
+                    self._waiting_on_user = False
                 self.delivered += 1
-        elif isinstance(event, SubscriptionComplete) and event.subscription == self._subscription:
+        elif kind is SubscriptionComplete and event.subscription == self._subscription:
             self.complete = True
             self._finished()
             raise LinkDone()

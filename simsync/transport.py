@@ -108,6 +108,35 @@ class StatusCell:
             return self._status
 
 
+class ReadAheadSocket:
+    """The socket as websocket-client sees it, with reads served from a 64 KiB buffer.
+
+    websocket-client asks for exactly a frame's header, then exactly its payload: two or
+    three ``recv`` calls per frame, each releasing the GIL to the consumer thread. Measured
+    on loopback (benchmarks/README.md) this cut client CPU per control event from ~41 to
+    ~25 µs. Installed after the upgrade (which reads its response byte by byte, so nothing
+    is buffered yet); every other attribute is the socket's own.
+    """
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buffer = b""
+        self._at = 0
+
+    def recv(self, size: int) -> bytes:
+        at = self._at
+        if at >= len(self._buffer):
+            data = self._sock.recv(65536)
+            if len(data) <= size:
+                return bytes(data)
+            self._buffer, at = data, 0
+        self._at = at + size
+        return self._buffer[at:at + size]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
 class Transient(Exception):
     """A failure worth a reconnect (socket error, timeout, missed keepalive, unexpected close)."""
 
@@ -415,6 +444,7 @@ class Connection:
             ws.close()
             raise Transient(f"connect failed: {describe(exc)}") from None
         ws.settimeout(None)
+        ws.sock = ReadAheadSocket(ws.sock)  # type: ignore[assignment]
         with self._ws_lock:
             self._ws = ws
         self._last_inbound = time.monotonic()

@@ -510,8 +510,14 @@ class Transaction(Camel, Response):
 
     @property
     def dedup_key(self) -> Any:
-        """Identity of this notification across a replay."""
-        return self.signature_hint or self.signature_bytes
+        """Identity of this notification across a replay: the signature when the server
+        named it, else the base64 text that encodes the signature count and the first
+        signature (the same bytes always encode to the same text; no decoding needed)."""
+        if self.signature_hint:
+            return self.signature_hint
+        encoded = self.transaction[0] if isinstance(self.transaction, (list, tuple)) \
+            else self.transaction
+        return encoded[:88] if isinstance(encoded, str) else self.signature_bytes
 
 
 @dataclass(frozen=True)
