@@ -41,7 +41,6 @@ from _frameserver import (
     Run,
     baseline_run,
     control_frames,
-    install_read_ahead,
     measured,
     raw_drain,
     report,
@@ -165,14 +164,8 @@ def main(argv: Any = None) -> int:
     parser.add_argument("--repeat", type=int, default=7, help="runs of each (default 7)")
     parser.add_argument("--breakdown", action="store_true",
                         help="also print the per-frame CPU cost of each stage (no sockets)")
-    parser.add_argument("--read-ahead", action="store_true",
-                        help="EXPERIMENT: run simsync with a 64 KiB read-ahead socket wrapper "
-                             "(a proposed transport change; the baseline is left as it is)")
     args = parser.parse_args(argv)
     count = args.events
-    if args.read_ahead:
-        install_read_ahead()
-        print("EXPERIMENT --read-ahead: simsync's sockets wrapped in _frameserver.ReadAhead")
 
     print(f"simsync {simsync.__version__}, Python {platform.python_version()} "
           f"({platform.python_implementation()}), {platform.machine()}, "

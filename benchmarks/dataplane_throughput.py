@@ -41,7 +41,6 @@ from _frameserver import (
     FrameServer,
     Run,
     baseline_run,
-    install_read_ahead,
     measured,
     raw_drain,
     report,
@@ -128,14 +127,8 @@ def main(argv: Any = None) -> int:
     parser.add_argument("--repeat", type=int, default=7, help="runs of each (default 7)")
     parser.add_argument("--rss-events", type=int, default=100_000,
                         help="notifications in the RSS run (default 100000; 0: skip)")
-    parser.add_argument("--read-ahead", action="store_true",
-                        help="EXPERIMENT: run simsync with a 64 KiB read-ahead socket wrapper "
-                             "(a proposed transport change; the baseline is left as it is)")
     args = parser.parse_args(argv)
     count = args.events
-    if args.read_ahead:
-        install_read_ahead()
-        print("EXPERIMENT --read-ahead: simsync's sockets wrapped in _frameserver.ReadAhead")
     held = max(count, args.rss_events)
 
     print(f"simsync {simsync.__version__}, Python {platform.python_version()} "

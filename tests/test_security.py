@@ -183,15 +183,35 @@ def run_everything_with_the_key(server: LocalSimulator, key: str = SECRET,
     return the_client, session, events
 
 
+def run_a_parallel_batch_with_the_key(server: LocalSimulator) -> None:
+    """Sub-sessions have their own endpoints: subscriptions and RPC on each, a PubSub drop."""
+    server.faults.clear()
+    drop = server.faults.add(Fault("drop", channel="pubsub", after_frames=3))
+    batch = simsync.Client(server.url, api_key=SECRET, config=FAST).start_parallel(
+        start_slot=START, end_slot=START + 150, disconnect_timeout_secs=60)
+    with batch:
+        for sub in batch.sub_sessions:
+            sub.subscribe_transactions([SYSTEM])
+        rpc_done = set()
+        for sub, event in batch.events(timeout=30):
+            if isinstance(event, simsync.ReadyForContinue):
+                if sub.info.session_id not in rpc_done:
+                    rpc_done.add(sub.info.session_id)
+                    sub.rpc.get_slot()
+                sub.send_continue(timeout=30)
+    assert drop.fired == 1
+
+
 def test_the_key_goes_only_to_the_control_upgrade_and_available_ranges() -> None:
     with LocalSimulator(api_key=SECRET, bundle_size=100, bundles=2) as server:
         run_everything_with_the_key(server)
+        run_a_parallel_batch_with_the_key(server)
         seen = server.requests_seen()
     by_channel = {c: [r for r in seen if r.channel == c]
                   for c in ("control", "pubsub", "rpc", "ranges")}
-    assert len(by_channel["control"]) >= 2          # create + the re-attach after the drop
-    assert len(by_channel["pubsub"]) >= 4           # two subscriptions + their reconnects
-    assert len(by_channel["rpc"]) >= 2 and len(by_channel["ranges"]) == 1
+    assert len(by_channel["control"]) >= 3          # create, re-attach, parallel create
+    assert len(by_channel["pubsub"]) >= 7           # 2 + 2 subscriptions + 3 reconnects
+    assert len(by_channel["rpc"]) >= 4 and len(by_channel["ranges"]) == 1
     assert all(r.api_key_present for r in by_channel["control"] + by_channel["ranges"])
     leaked = [r for r in by_channel["pubsub"] + by_channel["rpc"] if r.api_key_present]
     assert not leaked, f"the API key went to per-session endpoints: {leaked}"

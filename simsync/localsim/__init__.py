@@ -12,12 +12,16 @@ from the simsync client.
         sim.http_url            # http://127.0.0.1:PORT
         sim.faults.add(Fault("drop", after_frames=5))
         sim.produced_slots(a, b), sim.executed(session_id), sim.session_ids(), sim.stats
+        sim.requests_seen()     # [SeenRequest(method, path, host, header_names, ...)]
+
+    LocalSimulator(ssl_context=ctx)                # wss:// and https:// with ctx's certificate
+    LocalSimulator(rpc_endpoint_host="localhost")  # rpc_endpoint http://localhost:PORT/backtest/ID
 
 Module map: `server` (LocalSimulator, routes, thread), `control` (control requests),
 `registry` (sessions, groups, detach windows, stats), `session` (stepping, sequencing, the
 position model and frame order), `pubsub`, `rpc_methods`, `chain` (LiteSVM wrapper),
 `history`, `discovery`, `faults`, `connection` (ordered output, fault execution), `accounts`,
-`wire`, `jsonrpc`, `b58`, `cli` (`serve`, ``python -m simsync.localsim``), `testing` (plain
+`wire`, `jsonrpc`, `cli` (`serve`, ``python -m simsync.localsim``), `testing` (plain
 wire clients for tests).
 """
 from __future__ import annotations
@@ -34,10 +38,10 @@ from simsync.localsim.history import (
     UPGRADEABLE_LOADER_ID,
 )
 from simsync.localsim.registry import SimStats
-from simsync.localsim.server import LocalSimulator
+from simsync.localsim.server import LocalSimulator, SeenRequest
 
 __all__ = [
     "DISCOVERY_PROGRAM_ID", "MEMO_PROGRAM_ID", "ORACLE_ACCOUNT", "SYSTEM_PROGRAM_ID",
     "TOKEN_PROGRAM_ID", "UPGRADEABLE_LOADER_ID", "ExecutedTx", "Fault", "FaultPlan",
-    "LocalSimulator", "SimStats", "main", "serve",
+    "LocalSimulator", "SeenRequest", "SimStats", "main", "serve",
 ]

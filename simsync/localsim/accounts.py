@@ -8,10 +8,9 @@ import base64
 import binascii
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+import base58
 from solders.account import Account
 from solders.pubkey import Pubkey
-
-from simsync.localsim.b58 import b58decode, b58encode
 
 Override = Tuple[Pubkey, Account]
 BASE58_LIMIT = 128  # Solana refuses base58 account data above this size
@@ -99,7 +98,7 @@ def _data_bytes(addr: str, value: Any) -> bytes:
         if encoding == "base64":
             return base64.b64decode(text, validate=True)
         if encoding == "base58":
-            return b58decode(text)
+            return base58.b58decode(text)
     except (binascii.Error, ValueError) as exc:
         raise AccountDataError("invalidAccountEncoding", address=addr, encoding=encoding,
                                error=str(exc)) from None
@@ -122,7 +121,7 @@ def account_json(account: Account, encoding: str = "base64",
         if len(raw) > BASE58_LIMIT:
             raise ValueError("encoded binary (base 58) data should be less than 128 bytes, "
                              "please use Base64 encoding.")
-        data: List[str] = [b58encode(raw), "base58"]
+        data: List[str] = [base58.b58encode(raw).decode("ascii"), "base58"]
     else:
         data = [base64.b64encode(raw).decode(), "base64"]
     return {"data": data, "executable": account.executable, "lamports": account.lamports,

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+import base58
 from solders.account import Account
 from solders.address_lookup_table_account import AddressLookupTable
 from solders.litesvm import LiteSVM
@@ -23,7 +24,6 @@ from solders.transaction import VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata, TransactionMetadata
 
 from simsync.localsim.accounts import Override, account_json, order_for_install
-from simsync.localsim.b58 import b58encode
 from simsync.localsim.history import History
 
 JsonObj = Dict[str, Any]
@@ -225,7 +225,7 @@ def _inner_json(meta: TransactionMetadata) -> List[JsonObj]:
         out.append({"index": index, "instructions": [
             {"programIdIndex": ix.instruction().program_id_index,
              "accounts": list(ix.instruction().accounts),
-             "data": b58encode(bytes(ix.instruction().data)),
+             "data": base58.b58encode(bytes(ix.instruction().data)).decode("ascii"),
              "stackHeight": ix.stack_height()} for ix in inner]})
     return out
 

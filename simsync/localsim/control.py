@@ -37,9 +37,12 @@ log = logging.getLogger(__name__)
 STEP_METHODS = ("continue", "continueTo", "continueSessionV1", "continueToSessionV1")
 
 
-def _created(session: BacktestSession, method: str = "sessionCreated") -> Frame:
-    return frame(method, {"session_id": session.id, "rpc_endpoint": session.rpc_endpoint,
-                          "task_id": None})
+def _created(session: BacktestSession, rpc_base: str,
+             method: str = "sessionCreated") -> Frame:
+    """``sessionCreated``/``sessionAttached``; ``rpc_base`` ("" or ``scheme://host:port``)
+    makes the endpoint absolute."""
+    return frame(method, {"session_id": session.id,
+                          "rpc_endpoint": rpc_base + session.rpc_endpoint, "task_id": None})
 
 
 class ControlEndpoint:
@@ -89,7 +92,7 @@ class ControlEndpoint:
         self.group = group
         group.bind(self.conn)
         for session in group.sessions:
-            self.conn.send(_created(session))
+            self.conn.send(_created(session, self.registry.rpc_base))
         if group.parallel:
             self.conn.send(frame("sessionsCreatedV2", {
                 "control_session_id": group.id,
@@ -170,7 +173,7 @@ class ControlEndpoint:
         last = pick(obj, "last_sequence", "lastSequence")
         replay = group.attach(self.conn, {group.id: last if isinstance(last, int) else None})
         self.group = group
-        self.conn.send(_created(group.sessions[0], "sessionAttached"))
+        self.conn.send(_created(group.sessions[0], self.registry.rpc_base, "sessionAttached"))
         self._send_replay(replay)
 
     def _attach_parallel(self, params: Any) -> None:

@@ -130,6 +130,8 @@ class Registry:
         self.history = history
         self.slot_delay = slot_delay
         self.stats = SimStats()
+        #: Prefix of every ``rpc_endpoint`` sent: "" (a path) or ``scheme://host:port``.
+        self.rpc_base = ""
         self.groups: Dict[str, SessionGroup] = {}
         self.sessions: Dict[str, BacktestSession] = {}
         self.ended_hubs: Dict[str, PubSubHub] = {}

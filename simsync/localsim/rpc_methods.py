@@ -12,12 +12,12 @@ import binascii
 import json
 from typing import Any, Callable, Dict, List, Optional
 
+import base58
 from solders.message import from_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from simsync.localsim.accounts import AccountDataError, account_json, parse_overrides, parse_pubkey
-from simsync.localsim.b58 import b58decode
 from simsync.localsim.chain import Chain
 from simsync.localsim.jsonrpc import (
     INVALID_REQUEST,
@@ -105,7 +105,7 @@ def _decode_bytes(text: Any, encoding: str) -> bytes:
         if encoding == "base64":
             return base64.b64decode(text, validate=True)
         if encoding == "base58":
-            return b58decode(text)
+            return base58.b58decode(text)
     except (binascii.Error, ValueError) as exc:
         raise invalid_params(f"invalid {encoding}: {exc}") from None
     raise invalid_params(f"unsupported encoding {encoding!r}")

@@ -12,10 +12,12 @@ import hmac
 import json
 import logging
 import socket
+import ssl
 import threading
 import time
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Set, Type, TypeVar
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Set, Tuple, Type, TypeVar
 
 from aiohttp import web
 
@@ -30,13 +32,46 @@ from simsync.localsim.rpc_methods import handle_body
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 MAX_MESSAGE = 64 * 1024 * 1024
+API_KEY_HEADER = "X-API-Key"
+
+
+@dataclass(frozen=True)
+class SeenRequest:
+    """One HTTP request the simulator received (WebSocket upgrades included), for tests that
+    check where credentials go. Holds header *names* only: no header value is kept except
+    ``host`` (the ``Host`` header, to tell which host name a client used)."""
+
+    method: str
+    path: str
+    host: str
+    header_names: Tuple[str, ...]
+    api_key_present: bool
+    websocket: bool
+
+    @property
+    def channel(self) -> str:
+        """``control``, ``pubsub``, ``rpc``, ``ranges`` or ``other`` (from path and method)."""
+        if self.path == "/backtest":
+            return "control"
+        if self.path.startswith("/backtest/"):
+            return "pubsub" if self.method == "GET" else "rpc"
+        if self.path == "/available-ranges":
+            return "ranges"
+        return "other"
 
 
 class LocalSimulator:
-    """A real backtest simulator on loopback (PROTOCOL.md end to end). See the package doc."""
+    """A real backtest simulator on loopback (PROTOCOL.md end to end). See the package doc.
+
+    ``ssl_context`` (a server-side context with a certificate) serves wss/https instead of
+    ws/http. ``rpc_endpoint_host`` makes ``sessionCreated.rpc_endpoint`` an absolute URL on that
+    host name (same port, same server) instead of a path, e.g. ``"localhost"`` while the
+    control URL says ``127.0.0.1``: a server that points the data plane at another host.
+    """
 
     DISCOVERY_PROGRAM_ID = DISCOVERY_PROGRAM_ID
     ORACLE_ACCOUNT = ORACLE_ACCOUNT
@@ -44,10 +79,14 @@ class LocalSimulator:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, api_key: Optional[str] = None,
                  seed: int = 0, first_slot: int = 400_000_000, bundle_size: int = 1000,
                  bundles: int = 10, slot_delay: float = 0.0,
-                 faults: Optional[FaultPlan] = None) -> None:
+                 faults: Optional[FaultPlan] = None,
+                 ssl_context: Optional[ssl.SSLContext] = None,
+                 rpc_endpoint_host: Optional[str] = None) -> None:
         self.host = host
         self.port = port
         self.seed = seed
+        self.ssl_context = ssl_context
+        self.rpc_endpoint_host = rpc_endpoint_host
         self.faults = faults if faults is not None else FaultPlan()
         self.history = History(seed, first_slot, bundle_size, bundles)
         self.registry = Registry(self.history, slot_delay)
@@ -58,6 +97,8 @@ class LocalSimulator:
         self._start_error: Optional[BaseException] = None
         self._stopping = False
         self._conns: Set[Connection] = set()
+        self._seen: List[SeenRequest] = []
+        self._seen_lock = threading.Lock()
 
     def __repr__(self) -> str:
         state = "running" if self._thread is not None else "stopped"
@@ -66,16 +107,24 @@ class LocalSimulator:
     # -- URLs ------------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        return f"ws://{self._netloc}/backtest"
+        scheme = "wss" if self.ssl_context is not None else "ws"
+        return f"{scheme}://{self._netloc}/backtest"
 
     @property
     def http_url(self) -> str:
-        return f"http://{self._netloc}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self._netloc}"
 
     @property
     def _netloc(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return _netloc(self.host, self.port)
+
+    def _rpc_base(self) -> str:
+        """Prefix of ``rpc_endpoint`` ("" = the plain path ``/backtest/ID``)."""
+        if self.rpc_endpoint_host is None:
+            return ""
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{_netloc(self.rpc_endpoint_host, self.port)}"
 
     # -- life ------------------------------------------------------------------------------
     def start(self) -> LocalSimulator:
@@ -84,6 +133,7 @@ class LocalSimulator:
             raise RuntimeError("LocalSimulator already started")
         sock = self._bind()
         self.port = sock.getsockname()[1]
+        self.registry.rpc_base = self._rpc_base()
         ready = threading.Event()
         self._start_error = None
         self._stopping = False
@@ -151,7 +201,7 @@ class LocalSimulator:
                                shutdown_timeout=1.0)
         await runner.setup()
         try:
-            await web.SockSite(runner, sock).start()
+            await web.SockSite(runner, sock, ssl_context=self.ssl_context).start()
             ready.set()
             await self._stop_event.wait()
             self._stopping = True
@@ -162,7 +212,12 @@ class LocalSimulator:
             await runner.cleanup()
 
     def _app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_MESSAGE)
+        @web.middleware
+        async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
+            self._note(request)
+            return await handler(request)
+
+        app = web.Application(client_max_size=MAX_MESSAGE, middlewares=[record])
         app.router.add_get("/backtest", self._control)
         app.router.add_get("/available-ranges", self._ranges)
         app.router.add_get("/health", self._health)
@@ -172,6 +227,16 @@ class LocalSimulator:
         return app
 
     # -- handlers (loop thread) ------------------------------------------------------------
+    def _note(self, request: web.Request) -> None:
+        """Record one request: header names only (never a value but the host)."""
+        seen = SeenRequest(
+            method=request.method, path=request.path, host=request.host,
+            header_names=tuple(str(name) for name in request.headers),
+            api_key_present=API_KEY_HEADER in request.headers,
+            websocket=request.headers.get("Upgrade", "").lower() == "websocket")
+        with self._seen_lock:
+            self._seen.append(seen)
+
     def _key_ok(self, request: web.Request) -> bool:
         if self._api_key is None:
             return True
@@ -246,6 +311,15 @@ class LocalSimulator:
         return web.Response(text=json.dumps(answer), content_type="application/json")
 
     # -- thread-safe accessors -------------------------------------------------------------
+    def requests_seen(self) -> List[SeenRequest]:
+        """Every HTTP request received so far (WebSocket upgrades included), oldest first."""
+        with self._seen_lock:
+            return list(self._seen)
+
+    def clear_requests_seen(self) -> None:
+        with self._seen_lock:
+            self._seen.clear()
+
     @property
     def stats(self) -> SimStats:
         return self.registry.stats
@@ -291,6 +365,10 @@ class LocalSimulator:
                 return True
             time.sleep(0.01)
         return False
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def serve_control_for(registry: Registry) -> Callable[[Connection], Awaitable[None]]:

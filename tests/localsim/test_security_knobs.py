@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import ssl
-from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Tuple
 
 import pytest
@@ -192,8 +191,7 @@ def test_rpc_endpoint_host_in_parallel_and_with_tls(make_sim: MakeSim,
                                           f"{params['session_id']}")
 
 
-def test_without_rpc_endpoint_host_the_endpoint_stays_a_path(make_sim: MakeSim,
-                                                              tmp_path: Path) -> None:
+def test_without_rpc_endpoint_host_the_endpoint_stays_a_path(make_sim: MakeSim) -> None:
     sim = make_sim()
     control = ws_connect(sim.url)
     try:

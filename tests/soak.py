@@ -1,0 +1,696 @@
+"""Soak: many sessions against local simulators with random faults, and exactly-once figures.
+
+    python -m tests.soak --sessions 200 --seed 1            # the figures table
+    python -m tests.soak --sessions 200 --seed 1 --only 17  # re-run one session's plan
+
+Every session follows a plan drawn from ``random.Random(seed * 1_000_003 + index)``: its kind
+(single, single with a transaction and an account-diff subscription, or parallel), its slot
+range, its subscribed program, and one to three faults: a drop or a half-open stall after a
+random frame index on the control or the PubSub connection, refused connects, per-frame delays,
+or a drop while a step is in flight followed by refused reconnects. Sessions are spread over
+``--workers`` threads, each with its own ``LocalSimulator`` (so a fault plan only ever meets the
+session it was drawn for); session ``i`` runs on worker ``i % workers``, so plans are the same
+for any worker count.
+
+What each session delivered is compared with ground truth: slots with
+``sim.produced_slots(range)``, pauses with one per produced slot, transactions with
+``sim.executed(session_id)`` filtered by the subscribed program (same order), account diffs with
+a fault-free run of the same range (same order, no ``(slot, signature, account)`` twice).
+
+Figures, and where they come from:
+
+* faults injected: the fault plans' own counters (``Fault.fired`` of every fault added, and the
+  refusals consumed: requested minus ``FaultPlan.refusals_left``);
+* reconnects: ``UP → RECONNECTING`` transitions of every connection (control, PubSub, parallel
+  control), counted from the INFO records of the ``simsync.transport`` logger (one per
+  transition, keyed by connection name and reader thread); reconnect attempts: every
+  ``RECONNECTING`` record (retries after a refused or failed connect included);
+* recovery: for each drop or stall, the longest the user waited for the next event from the
+  moment the simulator fired it (its INFO record on ``simsync.localsim.connection``) until the
+  next fault fired or the session ended; a wait is cut where the next fault fires. (Frames in
+  flight when a drop fires are still delivered at once; the wait that counts is the one for
+  the first frame after the reconnect.) A drop that fires less than ``dead_after + 1 s`` after
+  a stall of the same session counts as that stall's (the user is still waiting for the stall
+  to be detected).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import random
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Counter, Dict, List, Optional, Sequence, Tuple
+
+import simsync
+from simsync.localsim import Fault, LocalSimulator
+from simsync.localsim.history import (
+    SYSTEM_PROGRAM_ID,
+    TOKEN_PROGRAM_ID,
+    History,
+)
+from simsync.transport import ConnectionStatus, State
+
+FIRST_SLOT = 400_000_000
+BUNDLE_SIZE = 50
+BUNDLES = 10
+SIM_SEED = 0
+DETACH_WINDOW = 60
+EVENT_TIMEOUT = 30.0
+KINDS = ("single", "subscribed", "parallel")
+KIND_WEIGHTS = (40, 35, 25)
+PROGRAMS = (SYSTEM_PROGRAM_ID, TOKEN_PROGRAM_ID)
+
+#: Small timeouts so that every fault is found and mended quickly (as in tests/support.FAST,
+#: with a shorter close bound: a close after a stall waits for an ack that never comes).
+SOAK_CONFIG = simsync.ClientConfig(
+    connect_timeout=5.0, handshake_timeout=10.0, ping_interval=0.2, dead_after=1.5,
+    backoff_initial=0.01, backoff_max=0.1, reconnect_budget=30.0, stable_after=60.0,
+    drain_timeout=10.0, close_timeout=2.0, rpc_timeout=10.0)
+
+PAUSES = (simsync.ReadyForContinue, simsync.Paused)
+#: A drop fired this soon after a stall waits on the stall's detection: its wait is the stall's.
+STALL_SHADOW = SOAK_CONFIG.dead_after + 1.0
+
+
+# ------------------------------------------------------------------------------ plans
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """One planned fault. ``kind``: drop, stall, delay, refuse (the next ``count`` connects
+    of ``channel`` at the start), or step_drop (at pause ``at_pause``: refuse the next
+    ``count`` control connects and drop the control connection once the step arrived)."""
+
+    kind: str
+    channel: str = "control"
+    after_frames: Optional[int] = None
+    times: int = 1
+    delay_secs: float = 0.0
+    count: int = 0
+    at_pause: int = 0
+
+    def describe(self) -> str:
+        if self.kind == "refuse":
+            return f"refuse {self.count} {self.channel}"
+        if self.kind == "step_drop":
+            return f"drop in step {self.at_pause} + refuse {self.count}"
+        extra = f" x{self.times}" if self.times > 1 else ""
+        delay = f" {self.delay_secs * 1000:.0f}ms" if self.kind == "delay" else ""
+        return f"{self.channel} {self.kind}{delay} after {self.after_frames}{extra}"
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    index: int
+    kind: str
+    start: int
+    end: int
+    program: str
+    subscribe: bool
+    faults: Tuple[FaultSpec, ...]
+
+    def describe(self) -> str:
+        subs = " +subs" if self.subscribe else ""
+        faults = "; ".join(f.describe() for f in self.faults) or "no fault"
+        return (f"#{self.index} {self.kind}{subs} [{self.start}, {self.end}] "
+                f"program {self.program[:6]}…: {faults}")
+
+
+class Planner:
+    """Draws session plans; a pure function of (seed, index)."""
+
+    def __init__(self, seed: int, known_bugs: bool = False) -> None:
+        self.seed = seed
+        self.known_bugs = known_bugs
+        self.history = History(SIM_SEED, FIRST_SLOT, BUNDLE_SIZE, BUNDLES)
+
+    def plan(self, index: int) -> SessionPlan:
+        rng = random.Random(self.seed * 1_000_003 + index)
+        kind = rng.choices(KINDS, KIND_WEIGHTS)[0]
+        program = rng.choice(PROGRAMS)
+        if kind == "parallel":
+            first = rng.randrange(0, BUNDLES - 2)
+            span = rng.randint(1, 2)
+            start = FIRST_SLOT + first * BUNDLE_SIZE + rng.randint(BUNDLE_SIZE // 2,
+                                                                   BUNDLE_SIZE - 1)
+            end = FIRST_SLOT + (first + span) * BUNDLE_SIZE + rng.randint(0, BUNDLE_SIZE // 2)
+            subscribe = rng.random() < 0.5
+        else:
+            length = rng.randint(6, 24)
+            start = rng.randint(FIRST_SLOT, FIRST_SLOT + BUNDLE_SIZE * BUNDLES - length)
+            end = start + length - 1
+            subscribe = kind == "subscribed"
+        produced = self.history.produced_slots(start, end)
+        n_faults = 0 if rng.random() < 0.05 else rng.randint(1, 3)
+        faults = tuple(self._fault(rng, kind, subscribe, start, end, produced, program)
+                       for _ in range(n_faults))
+        return SessionPlan(index, kind, start, end, program, subscribe, faults)
+
+    def _control_frames(self, kind: str, start: int, end: int, produced: List[int]) -> int:
+        """About how many frames the control connection carries (sets the drop indexes)."""
+        if kind != "parallel":
+            return 7 + 4 * len(produced)
+        total = 1
+        for lo, hi in self.history.bundles():
+            part = self.history.produced_slots(max(lo, start), min(hi, end))
+            if part:
+                total += 7 + 4 * len(part)
+        return total
+
+    def _pubsub_frames(self, produced: List[int], program: str) -> int:
+        """Transaction notifications of the session (the shorter of the two streams)."""
+        count = sum(1 for slot in produced for batch in self.history.plan(slot)
+                    for tx in batch if program in tx.program_ids)
+        return max(2, count + 1)
+
+    def _fault(self, rng: random.Random, kind: str, subscribe: bool, start: int, end: int,
+               produced: List[int], program: str) -> FaultSpec:
+        menu = ["drop", "drop", "stall", "delay", "refuse", "step_drop"]
+        channel = "pubsub" if subscribe and rng.random() < 0.45 else "control"
+        action = rng.choice(menu)
+        if channel == "pubsub" and action == "step_drop":
+            action = "drop"
+        frames = (self._control_frames(kind, start, end, produced) if channel == "control"
+                  else self._pubsub_frames(produced, program))
+        if action == "refuse":
+            return FaultSpec("refuse", channel, count=rng.randint(1, 4))
+        if action == "step_drop":
+            return FaultSpec("step_drop", count=rng.randint(0, 3),
+                             at_pause=rng.randrange(0, max(1, len(produced) - 1)))
+        # after_frames=0 fires on open. A PubSub fault at frame 1 (right after the ack, before
+        # any notification) meets a known client bug (tests/test_soak.py, xfail): only with
+        # known_bugs=True.
+        first = 0 if channel == "control" else 1 if self.known_bugs else 2
+        after = rng.randint(first, max(first, frames))
+        if action == "delay":
+            return FaultSpec("delay", channel, after, delay_secs=rng.uniform(0.001, 0.004))
+        times = rng.randint(1, 2) if action == "drop" else 1
+        return FaultSpec(action, channel, after, times=times)
+
+
+# ------------------------------------------------------------------------ log watching
+
+class TransportLog(logging.Handler):
+    """Counts reconnects from ``simsync.transport`` INFO records and collects the times the
+    simulators fired drops and stalls (``simsync.localsim.connection`` INFO records)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.reconnects = 0
+        self.attempts = 0
+        self._states: Dict[Tuple[str, int], State] = {}
+        self._fired: Dict[str, List[Tuple[str, str, float]]] = collections.defaultdict(list)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if record.name == "simsync.transport" and len(args) >= 2 and isinstance(
+                args[1], ConnectionStatus):
+            key = (str(args[0]), record.thread or 0)
+            state = args[1].state
+            if state is State.RECONNECTING:
+                self.attempts += 1
+                if self._states.get(key) is State.UP:
+                    self.reconnects += 1
+            if args[1].final:
+                self._states.pop(key, None)
+            else:
+                self._states[key] = state
+        elif (record.name == "simsync.localsim.connection" and len(args) >= 3
+              and "fires" in str(record.msg) and args[2] in ("drop", "stall")):
+            port = (record.threadName or "").rsplit("-", 1)[-1]
+            self._fired[port].append((str(args[2]), str(args[1]), record.created))
+
+    def take_fired(self, port: int) -> List[Tuple[str, str, float]]:
+        """The drops and stalls fired by the simulator on ``port`` since the last call."""
+        self.acquire()
+        try:
+            return self._fired.pop(str(port), [])
+        finally:
+            self.release()
+
+
+# ------------------------------------------------------------------------- one session
+
+@dataclass
+class Tally:
+    """Lost, duplicated and unexpected items of one stream, and whether the order held."""
+
+    delivered: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    unexpected: int = 0
+    out_of_order: int = 0
+
+    def add(self, other: Tally) -> None:
+        for name in ("delivered", "lost", "duplicated", "unexpected", "out_of_order"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def compare(expected: Sequence[Any], delivered: Sequence[Any]) -> Tally:
+    want: Counter[Any] = collections.Counter(expected)
+    got: Counter[Any] = collections.Counter(delivered)
+    tally = Tally(delivered=len(delivered))
+    tally.lost = sum(max(0, n - got[x]) for x, n in want.items())
+    tally.duplicated = sum(max(0, n - max(want[x], 1)) for x, n in got.items())
+    tally.unexpected = sum(1 for x in got if x not in want)
+    firsts = list(dict.fromkeys(delivered))
+    if not tally.lost and not tally.unexpected and firsts != list(expected):
+        tally.out_of_order = 1
+    return tally
+
+
+def count_tally(expected: int, delivered: int) -> Tally:
+    """For events that carry no identity (pauses, completed): compare the counts."""
+    return Tally(delivered=delivered, lost=max(0, expected - delivered),
+                 duplicated=max(0, delivered - expected))
+
+
+def diff_key(diff: simsync.AccountDiff) -> Tuple[Any, ...]:
+    return (diff.slot, diff.signature, diff.account,
+            json.dumps(diff.pre, sort_keys=True), json.dumps(diff.post, sort_keys=True))
+
+
+@dataclass
+class SessionResult:
+    plan: SessionPlan
+    completed: bool = False
+    error: Optional[str] = None
+    events: int = 0
+    streams: Dict[str, Tally] = field(default_factory=dict)
+    faults: Counter[str] = field(default_factory=collections.Counter)
+    recoveries: List[Tuple[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def tally(self) -> Tally:
+        total = Tally()
+        for stream in self.streams.values():
+            total.add(stream)
+        return total
+
+    @property
+    def clean(self) -> bool:
+        t = self.tally()
+        return self.completed and not (t.lost or t.duplicated or t.unexpected or t.out_of_order)
+
+
+class Stream:
+    """What one session (or one sub-session) delivered, event by event, with timestamps."""
+
+    def __init__(self) -> None:
+        self.events: List[Any] = []
+        self.stamps: List[float] = []
+
+    def add(self, event: Any) -> None:
+        self.events.append(event)
+        self.stamps.append(time.time())
+
+    def of(self, kind: Any) -> List[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+class References:
+    """Fault-free account-diff streams by (start, end, program), shared by the workers."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._diffs: Dict[Tuple[int, int, str], List[Tuple[Any, ...]]] = {}
+
+    def diffs(self, sim: LocalSimulator, start: int, end: int, program: str
+              ) -> List[Tuple[Any, ...]]:
+        key = (start, end, program)
+        with self._lock:
+            if key in self._diffs:
+                return self._diffs[key]
+        sim.faults.clear()
+        client = simsync.Client(sim.url, config=SOAK_CONFIG)
+        with client.start_session(start_slot=start, end_slot=end,
+                                  disconnect_timeout_secs=DETACH_WINDOW) as session:
+            session.subscribe_account_diffs([program])
+            stream = Stream()
+            _drive(session, stream, lambda index: None)
+        found = [diff_key(d) for d in stream.of(simsync.AccountDiff)]
+        with self._lock:
+            self._diffs[key] = found
+        return found
+
+
+def _drive(session: simsync.Session, stream: Stream, at_pause: Callable[[int], None]) -> None:
+    """Step one block at every pause until ``Completed``."""
+    pauses = 0
+    while True:
+        event = session.next_event(EVENT_TIMEOUT)
+        stream.add(event)
+        if isinstance(event, simsync.Completed):
+            return
+        if isinstance(event, PAUSES):
+            at_pause(pauses)
+            pauses += 1
+            session.send_continue(timeout=EVENT_TIMEOUT)
+
+
+def recoveries(fired: List[Tuple[str, str, float]], stamps: List[float]
+               ) -> List[Tuple[str, float]]:
+    """How long the user waited for an event because of each drop or stall: the longest
+    wait between deliveries from the moment the fault fired until the next fault fired (or
+    the session ended). Frames already in flight when the fault fired are delivered at once,
+    so the wait that counts is the one for the first frame sent after the reconnect."""
+    out = []
+    times = sorted(fired, key=lambda f: f[2])
+    stalls = [at for action, _, at in times if action == "stall"]
+    for i, (action, _channel, at) in enumerate(times):
+        until = times[i + 1][2] if i + 1 < len(times) else float("inf")
+        waits = [min(b, until) - max(a, at) for a, b in zip([at] + stamps, stamps)
+                 if b > at and a < until]
+        if any(at - STALL_SHADOW <= stall < at for stall in stalls):
+            action = "stall"        # still waiting for an earlier stall to be detected
+        if waits:
+            out.append((action, max(waits)))
+    return out
+
+
+class Runner:
+    """Runs plans on one simulator, one session at a time (one worker thread)."""
+
+    def __init__(self, sim: LocalSimulator, references: References, log: TransportLog) -> None:
+        self.sim = sim
+        self.references = references
+        self.log = log
+
+    def run(self, plan: SessionPlan) -> SessionResult:
+        result = SessionResult(plan)
+        sim = self.sim
+        if plan.kind == "subscribed":
+            reference = self.references.diffs(sim, plan.start, plan.end, plan.program)
+        else:
+            reference = []
+        sim.faults.clear()
+        self.log.take_fired(sim.port)
+        added: List[Fault] = []
+        refused: Dict[str, int] = {"control": 0, "pubsub": 0}
+        for spec in plan.faults:
+            if spec.kind == "refuse":
+                refused[spec.channel] += spec.count
+            elif spec.kind != "step_drop":
+                added.append(sim.faults.add(Fault(spec.kind, channel=spec.channel,
+                                                  after_frames=spec.after_frames,
+                                                  times=spec.times,
+                                                  delay_secs=spec.delay_secs)))
+        for channel, count in refused.items():
+            if count:
+                sim.faults.refuse_connects(count, channel)
+        step_specs = [s for s in plan.faults if s.kind == "step_drop"]
+        asked = dict(refused)
+
+        def at_pause(index: int) -> None:
+            for spec in step_specs:
+                if spec.at_pause == index:
+                    consumed = asked["control"] - sim.faults.refusals_left("control")
+                    result.faults["refused connects"] += consumed
+                    asked["control"] = spec.count
+                    sim.faults.refuse_connects(spec.count, "control")
+                    added.append(sim.faults.add(Fault("drop", at="after_continue_received")))
+
+        began = time.monotonic()
+        streams: List[Tuple[str, Stream, Any]] = []
+        try:
+            if plan.kind == "parallel":
+                self._parallel(plan, result, streams, at_pause)
+            else:
+                self._single(plan, result, streams, reference, at_pause)
+            result.completed = True
+        except Exception as exc:  # noqa: BLE001 - a failed session is a figure, not a crash
+            result.error = f"{type(exc).__name__}: {exc}"
+        result.seconds = time.monotonic() - began
+        for channel in ("control", "pubsub"):
+            result.faults["refused connects"] += (asked[channel]
+                                                  - sim.faults.refusals_left(channel))
+        for fault in added:
+            name = ("drop in step" if fault.at == "after_continue_received"
+                    else f"{fault.channel} {fault.action}")
+            result.faults[name] += fault.fired
+        sim.faults.clear()
+        stamps = sorted(t for _, s, _ in streams for t in s.stamps)
+        result.events = len(stamps)
+        result.recoveries = recoveries(self.log.take_fired(sim.port), stamps)
+        return result
+
+    # -- kinds ------------------------------------------------------------------------------
+    def _single(self, plan: SessionPlan, result: SessionResult,
+                streams: List[Tuple[str, Stream, Any]], reference: List[Tuple[Any, ...]],
+                at_pause: Callable[[int], None]) -> None:
+        client = simsync.Client(self.sim.url, config=SOAK_CONFIG)
+        stream = Stream()
+        with client.start_session(start_slot=plan.start, end_slot=plan.end,
+                                  disconnect_timeout_secs=DETACH_WINDOW) as session:
+            streams.append(("session", stream, session))
+            if plan.subscribe:
+                session.subscribe_transactions([plan.program])
+                session.subscribe_account_diffs([plan.program])
+            try:
+                _drive(session, stream, at_pause)
+            finally:
+                self._check(plan, result, stream, session.info.session_id,
+                            self.sim.produced_slots(plan.start, plan.end),
+                            reference if plan.subscribe else None)
+
+    def _parallel(self, plan: SessionPlan, result: SessionResult,
+                  streams: List[Tuple[str, Stream, Any]], at_pause: Callable[[int], None]
+                  ) -> None:
+        client = simsync.Client(self.sim.url, config=SOAK_CONFIG)
+        batch = client.start_parallel(start_slot=plan.start, end_slot=plan.end,
+                                      disconnect_timeout_secs=DETACH_WINDOW)
+        with batch:
+            by_id: Dict[str, Stream] = {}
+            for sub in batch.sub_sessions:
+                by_id[sub.info.session_id] = Stream()
+                streams.append((sub.info.session_id, by_id[sub.info.session_id], sub))
+                if plan.subscribe:
+                    sub.subscribe_transactions([plan.program])
+            pauses = 0
+            try:
+                for sub, event in batch.events(timeout=EVENT_TIMEOUT):
+                    by_id[sub.info.session_id].add(event)
+                    if isinstance(event, PAUSES):
+                        at_pause(pauses)
+                        pauses += 1
+                        sub.send_continue(timeout=EVENT_TIMEOUT)
+            finally:
+                covered: List[int] = []
+                for sub in batch.sub_sessions:
+                    produced = self.sim.produced_slots(*sub.range)
+                    covered += produced
+                    self._check(plan, result, by_id[sub.info.session_id],
+                                sub.info.session_id, produced, None, sub.info.session_id)
+                whole = self.sim.produced_slots(plan.start, plan.end)
+                result.streams["split"] = compare(whole, sorted(covered))
+                result.streams["split"].delivered = 0
+
+    def _check(self, plan: SessionPlan, result: SessionResult, stream: Stream,
+               session_id: str, produced: List[int],
+               reference: Optional[List[Tuple[Any, ...]]], label: str = "") -> None:
+        """Compare one (sub-)session's stream with ground truth."""
+        prefix = f"{label[-6:]} " if label else ""
+        result.streams[prefix + "slots"] = compare(
+            produced, [e.slot for e in stream.of(simsync.Slot)])
+        result.streams[prefix + "pauses"] = count_tally(len(produced),
+                                                        len(stream.of(PAUSES)))
+        result.streams[prefix + "completed"] = count_tally(1, len(stream.of(simsync.Completed)))
+        if plan.subscribe:
+            expected = [t.signature for t in self.sim.executed(session_id)
+                        if plan.program in t.program_ids]
+            result.streams[prefix + "transactions"] = compare(
+                expected, [e.signature for e in stream.of(simsync.Transaction)])
+        if reference is not None:
+            diffs = [diff_key(d) for d in stream.of(simsync.AccountDiff)]
+            result.streams[prefix + "diffs"] = compare(reference, diffs)
+        others = [e for e in stream.events if not isinstance(
+            e, (simsync.Slot, simsync.ReadyForContinue, simsync.Paused, simsync.Completed,
+                simsync.Transaction, simsync.AccountDiff, simsync.Status))]
+        result.streams[prefix + "other events"] = compare([], [type(e).__name__
+                                                               for e in others])
+
+
+# ------------------------------------------------------------------------------ a run
+
+@dataclass
+class Report:
+    seed: int
+    workers: int
+    results: List[SessionResult]
+    reconnects: int
+    attempts: int
+    seconds: float
+
+    @property
+    def tally(self) -> Tally:
+        total = Tally()
+        for result in self.results:
+            if result.completed:
+                total.add(result.tally())
+        return total
+
+    @property
+    def not_completed(self) -> List[SessionResult]:
+        return [r for r in self.results if not r.completed]
+
+    @property
+    def faults(self) -> Counter[str]:
+        total: Counter[str] = collections.Counter()
+        for result in self.results:
+            total.update(result.faults)
+        return total
+
+    def worst(self, action: str) -> Optional[float]:
+        times = [t for r in self.results for a, t in r.recoveries if a == action]
+        return max(times) if times else None
+
+    def recoveries(self, action: str) -> int:
+        return sum(1 for r in self.results for a, _ in r.recoveries if a == action)
+
+    @property
+    def ok(self) -> bool:
+        t = self.tally
+        return not (self.not_completed or t.lost or t.duplicated or t.unexpected
+                    or t.out_of_order)
+
+    def figures(self) -> List[Tuple[str, str]]:
+        kinds = collections.Counter(r.plan.kind for r in self.results)
+        t = self.tally
+        faults = self.faults
+        detail = ", ".join(f"{name} {count}" for name, count in sorted(faults.items()) if count)
+        worst_drop, worst_stall = self.worst("drop"), self.worst("stall")
+        return [
+            ("sessions", f"{len(self.results)} ({kinds['single']} single, "
+                         f"{kinds['subscribed']} with subscriptions, "
+                         f"{kinds['parallel']} parallel)"),
+            ("faults injected", f"{sum(faults.values())} ({detail})"),
+            ("reconnects (UP→RECONNECTING)", f"{self.reconnects} "
+                                             f"({self.attempts} reconnect attempts)"),
+            ("events delivered", f"{sum(r.events for r in self.results)}"),
+            ("events lost", str(t.lost)),
+            ("events duplicated", str(t.duplicated)),
+            ("events unexpected / streams out of order", f"{t.unexpected} / {t.out_of_order}"),
+            ("sessions not completed", str(len(self.not_completed))),
+            ("worst recovery, drop → next event",
+             "–" if worst_drop is None else
+             f"{worst_drop:.2f} s (of {self.recoveries('drop')} drops)"),
+            ("worst recovery, stall → next event",
+             "–" if worst_stall is None else
+             f"{worst_stall:.2f} s (of {self.recoveries('stall')} stalls)"),
+            ("wall time", f"{self.seconds:.1f} s on {self.workers} workers"),
+        ]
+
+    def table(self) -> str:
+        rows = self.figures()
+        width = max(len(name) for name, _ in rows)
+        lines = [f"| {'figure'.ljust(width)} | value |", f"|{'-' * (width + 2)}|-------|"]
+        lines += [f"| {name.ljust(width)} | {value} |" for name, value in rows]
+        return "\n".join(lines)
+
+    def problems(self) -> List[str]:
+        out = []
+        for result in self.results:
+            if not result.clean:
+                bad = {name: asdict(t) for name, t in result.streams.items()
+                       if t.lost or t.duplicated or t.unexpected or t.out_of_order}
+                out.append(f"{result.plan.describe()}\n    error: {result.error}\n"
+                           f"    streams: {bad}")
+        return out
+
+
+def run_soak(sessions: int, seed: int, workers: int = 3, only: Optional[int] = None,
+             progress: Optional[Callable[[SessionResult], None]] = None,
+             known_bugs: bool = False) -> Report:
+    """Run ``sessions`` planned sessions (or only plan ``only``) and return the figures.
+    ``known_bugs`` also draws the faults that meet known client bugs."""
+    planner = Planner(seed, known_bugs)
+    indexes = [only] if only is not None else list(range(sessions))
+    plans = [planner.plan(i) for i in indexes]
+    workers = max(1, min(workers, len(plans)))
+    log = TransportLog()
+    watched = logging.getLogger("simsync")
+    old_level = watched.level
+    watched.addHandler(log)
+    watched.setLevel(logging.INFO)
+    references = References()
+    results: List[Optional[SessionResult]] = [None] * len(plans)
+    crashes: List[BaseException] = []
+    began = time.monotonic()
+
+    def work(worker: int) -> None:
+        try:
+            with LocalSimulator(seed=SIM_SEED, first_slot=FIRST_SLOT, bundle_size=BUNDLE_SIZE,
+                                bundles=BUNDLES) as sim:
+                runner = Runner(sim, references, log)
+                for position in range(worker, len(plans), workers):
+                    results[position] = runner.run(plans[position])
+                    if progress is not None:
+                        progress(results[position])  # type: ignore[arg-type]
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            crashes.append(exc)
+
+    threads = [threading.Thread(target=work, args=(w,), name=f"soak-worker-{w}")
+               for w in range(workers)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        watched.removeHandler(log)
+        watched.setLevel(old_level)
+    if crashes:
+        raise crashes[0]
+    return Report(seed, workers, [r for r in results if r is not None], log.reconnects,
+                  log.attempts, time.monotonic() - began)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.soak", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--only", type=int, default=None,
+                        help="run only this session index (reproduce one plan)")
+    parser.add_argument("--verbose", action="store_true", help="one line per session")
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument("--known-bugs", action="store_true",
+                        help="also draw PubSub faults right after the subscription ack (a "
+                             "known client bug loses notifications there)")
+    args = parser.parse_args(argv)
+
+    def progress(result: SessionResult) -> None:
+        if args.verbose:
+            state = "ok" if result.clean else f"FAILED {result.error or ''}"
+            waits = ", ".join(f"{a} {t:.2f}s" for a, t in result.recoveries)
+            print(f"{result.plan.describe()} -> {state} ({result.seconds:.2f}s, "
+                  f"{result.events} events{'; waits: ' + waits if waits else ''})", flush=True)
+
+    report = run_soak(args.sessions, args.seed, args.workers, args.only, progress,
+                      args.known_bugs)
+    command = f"python -m tests.soak --sessions {args.sessions} --seed {args.seed}"
+    if args.workers != 3:
+        command += f" --workers {args.workers}"
+    if args.only is not None:
+        command += f" --only {args.only}"
+    if args.known_bugs:
+        command += " --known-bugs"
+    print(f"simsync soak: {command}")
+    print(report.table())
+    problems = report.problems()
+    for problem in problems:
+        print(problem)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump({"command": command, "figures": dict(report.figures()),
+                       "problems": problems}, handle, indent=2)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
