@@ -156,7 +156,9 @@ class ControlBase(Link):
     def __init__(self, url: str, api_key: Optional[str], create: CreateSessionParams,
                  config: ClientConfig, before_resume: Callable[[float], None]) -> None:
         self._url = urls.control_url(url)
-        self.headers = [f"X-API-Key: {api_key}"] if api_key else []
+        self.headers = [f"{name}: {value}" for name, value in config.extra_headers.items()]
+        if api_key:
+            self.headers.append(f"X-API-Key: {api_key}")
         self._create = create
         self._config = config
         self._before_resume = before_resume
@@ -383,9 +385,10 @@ class SingleControl(ControlSide):
         """Connect and create (user thread); blocks through the start-up statuses."""
         self.connection.start()
         status = self.status.wait_for({State.UP}, None)
-        if status.state is not State.UP:
+        if status.state is not State.UP and not self.link.created:
             self.connection.close(self._config.close_timeout)
             raise SessionCreateError(f"could not create the session: {status.reason}")
+        # Created, even if it already failed since: next_event raises the failure.
 
     def send_step(self, request: Request) -> None:
         self.link.send_step(request)

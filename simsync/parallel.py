@@ -262,9 +262,15 @@ class ParallelSession:
         """Create the batch (user thread); blocks through the whole parallel create."""
         self._connection.start()
         status = self._connection.status.wait_for({State.UP}, None)
-        if status.state is not State.UP:
+        if status.state is not State.UP and not self._link.created:
             self._connection.close(self._config.close_timeout)
             raise SessionCreateError(f"could not create the parallel session: {status.reason}")
+        try:
+            for sub_session in self.sub_sessions:
+                sub_session._check_rpc_host()
+        except SessionCreateError:
+            self.close()
+            raise
 
     def _make_sub(self, info: SessionInfo, slot_range: SlotRange) -> _Sub:
         """Reader thread, during the create: build and bind one ``SubSession``."""

@@ -79,6 +79,7 @@ class Session:
         self._rpc: Optional[SessionRpc] = None
         self._finished: Optional[str] = None    # why no more events will come
         self._discovery: Optional[DiscoveryBatch] = None   # announced, not yet reached
+        self._current_slot = create.start_slot            # the last slot announced
         self._closed = False
 
     # ------------------------------------------------------------------ start-up
@@ -106,12 +107,12 @@ class Session:
         return self._control
 
     def _check_rpc_host(self) -> None:
+        """Refuse an untrusted ``rpc_endpoint`` unless the config allows it (user thread)."""
         rpc = urls.rpc_url(self._control_url, self.info.rpc_endpoint)
-        if not self._config.allow_foreign_rpc_host and not urls.same_host(rpc,
-                                                                         self._control_url):
-            raise SessionCreateError(
-                f"the server gave an rpc_endpoint on another host ({rpc}); refusing it "
-                "(set ClientConfig.allow_foreign_rpc_host=True to trust it)")
+        problem = urls.rpc_endpoint_problem(self._control_url, rpc)
+        if problem and not self._config.allow_foreign_rpc_host:
+            raise SessionCreateError(f"{problem}; refusing it (set "
+                                     "ClientConfig.allow_foreign_rpc_host=True to trust it)")
 
     def _on_status(self, status: ConnectionStatus) -> None:
         """Reader thread: a failed control connection fails the mailbox."""
@@ -126,8 +127,11 @@ class Session:
             connection.status.wait_for({State.UP}, max(0.0, deadline - time.monotonic()))
 
     def _on_control_event(self, event: Any) -> None:
-        """Control reader: hold ``Completed`` back until every subscription has ended."""
-        if type(event) is Completed and self._subscriptions:
+        """Control reader: note the slot; hold ``Completed`` back until every subscription
+        has ended."""
+        if type(event) is Slot:
+            self._current_slot = event.slot
+        elif type(event) is Completed and self._subscriptions:
             with self._drain_lock:
                 self._held_completed = event
                 self._last_data_at = time.monotonic()
@@ -193,7 +197,8 @@ class Session:
         if not ids:
             raise ValueError("subscribe needs at least one program id")
         link = SubscriptionLink(self.rpc.url, kind, ids, self._config, self._deliver_data,
-                                self._release_completed, self._coordinator)
+                                self._release_completed, self._current_slot,
+                                self._coordinator)
         connection = Connection(link, self._config,
                                 f"{self._label}-{len(self._subscriptions) + 1}")
         connection.start()

@@ -33,19 +33,22 @@ KINDS: Dict[str, Dict[str, Any]] = {
 
 class ReplayFilter:
     """Drops notifications already delivered before a reconnect. The server replays from
-    the last delivered slot inclusive, in slot order, so only that slot's keys are kept."""
+    the last delivered slot inclusive, in slot order, so only that slot's keys are kept.
 
-    def __init__(self) -> None:
-        self.last_slot: Optional[int] = None
+    ``since`` is the slot the session stood at when the subscription was opened: a
+    subscription lost before its first notification replays from there, not from "now"
+    (which would silently skip what was executed while it was down)."""
+
+    def __init__(self, since: int) -> None:
+        self.last_slot = since
         self._keys: Set[Any] = set()
 
     def fresh(self, slot: int, key: Any) -> bool:
         """Whether a notification is new (and remember it). Reader thread only."""
-        if self.last_slot is not None:
-            if slot < self.last_slot or (slot == self.last_slot and key in self._keys):
-                return False
-            if slot > self.last_slot:
-                self._keys.clear()
+        if slot < self.last_slot or (slot == self.last_slot and key in self._keys):
+            return False
+        if slot > self.last_slot:
+            self._keys.clear()
         self.last_slot = slot
         self._keys.add(key)
         return True
@@ -93,7 +96,7 @@ class SubscriptionLink(Link):
 
     def __init__(self, rpc_url: str, kind: str, program_ids: List[str], config: ClientConfig,
                  deliver: Callable[[Any], None], finished: Callable[[], None],
-                 coordinator: Optional[ReconnectCoordinator] = None) -> None:
+                 since_slot: int, coordinator: Optional[ReconnectCoordinator] = None) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown subscription kind {kind!r}")
         self.kind = kind
@@ -102,7 +105,8 @@ class SubscriptionLink(Link):
         self._config = config
         self._deliver = deliver
         self._finished = finished
-        self._replay = ReplayFilter()
+        self._replay = ReplayFilter(since_slot)
+        self._subscribed_once = False
         self._subscription: Optional[int] = None
         self._request_id = 0
         self._waiting_on_user = False
@@ -130,7 +134,7 @@ class SubscriptionLink(Link):
     def handshake(self, channel: Channel, attempt: int) -> None:
         """Subscribe (again) and wait for the ack (reader thread; bounded per frame)."""
         config = dict(KINDS[self.kind])
-        if self._replay.last_slot is not None:
+        if self._subscribed_once:
             config["replayFromSlot"] = self._replay.last_slot
         self._request_id += 1
         channel.send(encode_request(Subscribe(self._request_id, self.kind, self._filter,
@@ -139,6 +143,7 @@ class SubscriptionLink(Link):
             event = self._decode(channel.recv(self._config.handshake_timeout))
             if isinstance(event, SubscriptionAck) and event.id == self._request_id:
                 self._subscription = event.subscription
+                self._subscribed_once = True
                 return
             if isinstance(event, SubscriptionRefused):
                 raise Fatal(f"the server refused {self.kind}: {event.message}")

@@ -1,6 +1,7 @@
 """URL rules of PROTOCOL.md §1: control URL, HTTP base, rpc_endpoint, PubSub URL."""
 from __future__ import annotations
 
+from typing import Optional
 from urllib.parse import urlsplit, urlunsplit
 
 _WS_TO_HTTP = {"ws": "http", "wss": "https"}
@@ -55,3 +56,14 @@ def pubsub_url(rpc: str) -> str:
 def same_host(a: str, b: str) -> bool:
     """Whether two URLs name the same host (scheme-insensitive, case-insensitive)."""
     return (urlsplit(a).hostname or "").lower() == (urlsplit(b).hostname or "").lower()
+
+
+def rpc_endpoint_problem(control: str, rpc: str) -> Optional[str]:
+    """Why a server-given RPC URL is not to be trusted, or ``None``: another host than the
+    control URL (a faulty or hostile server must not redirect the client's traffic), or
+    plain ``http`` when the control channel is ``wss`` (a downgrade)."""
+    if not same_host(rpc, control):
+        return f"the server gave an rpc_endpoint on another host ({rpc})"
+    if urlsplit(control).scheme == "wss" and urlsplit(rpc).scheme != "https":
+        return f"the server gave a plain-http rpc_endpoint for a wss session ({rpc})"
+    return None

@@ -123,9 +123,8 @@ class SessionPlan:
 class Planner:
     """Draws session plans; a pure function of (seed, index)."""
 
-    def __init__(self, seed: int, known_bugs: bool = False) -> None:
+    def __init__(self, seed: int) -> None:
         self.seed = seed
-        self.known_bugs = known_bugs
         self.history = History(SIM_SEED, FIRST_SLOT, BUNDLE_SIZE, BUNDLES)
 
     def plan(self, index: int) -> SessionPlan:
@@ -181,10 +180,8 @@ class Planner:
         if action == "step_drop":
             return FaultSpec("step_drop", count=rng.randint(0, 3),
                              at_pause=rng.randrange(0, max(1, len(produced) - 1)))
-        # after_frames=0 fires on open. A PubSub fault at frame 1 (right after the ack, before
-        # any notification) meets a known client bug (tests/test_soak.py, xfail): only with
-        # known_bugs=True.
-        first = 0 if channel == "control" else 1 if self.known_bugs else 2
+        # after_frames=0 fires on open; on PubSub, frame 1 is the subscribe ack.
+        first = 0 if channel == "control" else 1
         after = rng.randint(first, max(first, frames))
         if action == "delay":
             return FaultSpec("delay", channel, after, delay_secs=rng.uniform(0.001, 0.004))
@@ -603,11 +600,9 @@ class Report:
 
 
 def run_soak(sessions: int, seed: int, workers: int = 3, only: Optional[int] = None,
-             progress: Optional[Callable[[SessionResult], None]] = None,
-             known_bugs: bool = False) -> Report:
-    """Run ``sessions`` planned sessions (or only plan ``only``) and return the figures.
-    ``known_bugs`` also draws the faults that meet known client bugs."""
-    planner = Planner(seed, known_bugs)
+             progress: Optional[Callable[[SessionResult], None]] = None) -> Report:
+    """Run ``sessions`` planned sessions (or only plan ``only``) and return the figures."""
+    planner = Planner(seed)
     indexes = [only] if only is not None else list(range(sessions))
     plans = [planner.plan(i) for i in indexes]
     workers = max(1, min(workers, len(plans)))
@@ -659,9 +654,6 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="run only this session index (reproduce one plan)")
     parser.add_argument("--verbose", action="store_true", help="one line per session")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
-    parser.add_argument("--known-bugs", action="store_true",
-                        help="also draw PubSub faults right after the subscription ack (a "
-                             "known client bug loses notifications there)")
     args = parser.parse_args(argv)
 
     def progress(result: SessionResult) -> None:
@@ -671,15 +663,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"{result.plan.describe()} -> {state} ({result.seconds:.2f}s, "
                   f"{result.events} events{'; waits: ' + waits if waits else ''})", flush=True)
 
-    report = run_soak(args.sessions, args.seed, args.workers, args.only, progress,
-                      args.known_bugs)
+    report = run_soak(args.sessions, args.seed, args.workers, args.only, progress)
     command = f"python -m tests.soak --sessions {args.sessions} --seed {args.seed}"
     if args.workers != 3:
         command += f" --workers {args.workers}"
     if args.only is not None:
         command += f" --only {args.only}"
-    if args.known_bugs:
-        command += " --known-bugs"
     print(f"simsync soak: {command}")
     print(report.table())
     problems = report.problems()

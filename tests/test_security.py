@@ -282,8 +282,6 @@ def test_the_key_is_in_no_exception(failure: str, records: Records) -> None:
     assert key not in records.text()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: ClientConfig.extra_headers is never sent on the "
-                                       "control upgrade (nothing in simsync reads it)")
 def test_extra_headers_go_on_the_control_upgrade_only() -> None:
     config = FAST.replace(extra_headers={"X-Org": "org-1"})
     with LocalSimulator(bundle_size=100, bundles=2) as server:
@@ -334,8 +332,6 @@ def test_a_foreign_rpc_host_works_when_allowed(foreign_sim: LocalSimulator) -> N
     assert all(r.host == f"localhost:{foreign_sim.port}" for r in data_plane)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: start_parallel never checks the sub-sessions' "
-                                       "rpc_endpoint host (only Session._bind does)")
 def test_a_parallel_batch_refuses_a_foreign_rpc_host(foreign_sim: LocalSimulator) -> None:
     batch = None
     try:
