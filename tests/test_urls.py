@@ -226,3 +226,14 @@ def test_pubsub_of_rpc_mirrors_the_control_scheme(parts: Tuple[Any, ...], segmen
 def test_same_host() -> None:
     assert same_host("wss://Sim.Example.com/backtest", "https://sim.example.com:8443/x")
     assert not same_host("wss://a.example.com/backtest", "https://b.example.com/x")
+
+
+def test_rpc_endpoint_problems() -> None:
+    from simsync.urls import rpc_endpoint_problem
+
+    assert rpc_endpoint_problem("wss://h/backtest", "https://h/backtest/x") is None
+    assert rpc_endpoint_problem("ws://h:1/backtest", "http://h:1/backtest/x") is None
+    assert "another host" in (rpc_endpoint_problem("wss://h/backtest",
+                                                   "https://evil/backtest/x") or "")
+    assert "plain-http" in (rpc_endpoint_problem("wss://h/backtest",
+                                                 "http://h/backtest/x") or "")
