@@ -215,10 +215,9 @@ class ReconnectPolicy:
     """Backoff of one outage: exponential with full jitter, capped, bounded by a wall-clock
     budget and by ``stop`` (set by ``close()``, which also cuts a sleep short)."""
 
-    def __init__(self, config: ClientConfig, stop: threading.Event, name: str) -> None:
+    def __init__(self, config: ClientConfig, stop: threading.Event) -> None:
         self._config = config
         self._stop = stop
-        self._name = name
 
     def retrying(self, on_sleep: Callable[[tenacity.RetryCallState], None]) -> tenacity.Retrying:
         """A fresh tenacity controller (a fresh budget) for one outage."""
@@ -257,7 +256,7 @@ class Connection:
         self._ws: Optional[websocket.WebSocket] = None
         self._ws_lock = threading.Lock()
         self._last_inbound = time.monotonic()
-        self._policy = ReconnectPolicy(config, self._stop, link.name)
+        self._policy = ReconnectPolicy(config, self._stop)
         self._reader = threading.Thread(target=self._run, daemon=True,
                                         name=f"simsync-{link.name}-reader-{label}")
         self._keepalive = threading.Thread(target=self._keep_alive, daemon=True,

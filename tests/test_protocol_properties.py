@@ -20,6 +20,7 @@ Normalisations of the codec (inherent, not bugs), each checked explicitly below:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from typing import Any, Dict, List, Optional, Tuple
@@ -306,7 +307,7 @@ def test_error_built_without_raw_gains_raw_on_decode(kind: str, fields: Dict[str
     assert seq == seq_id
     assert (decoded.kind, decoded.fields) == (error.kind, error.fields)
     assert decoded.raw == ({kind: fields} if fields else kind)
-    assert decoded == protocol_types.replace(error, raw=decoded.raw)
+    assert decoded == dataclasses.replace(error, raw=decoded.raw)
     assert decoded.fatal == error.fatal
 
 
@@ -331,7 +332,7 @@ def test_wrapped_error_gains_raw_too(method: str, session_id: str, seq: Optional
     wrapper = (P.SessionEventV2(session_id, seq, error) if method == "sessionEventV2"
                else P.SessionEventV1(session_id, error))
     decoded: Any = P.decode_response(P.encode_response(wrapper))[1]
-    assert decoded.event == protocol_types.replace(error, raw=decoded.event.raw)
+    assert decoded.event == dataclasses.replace(error, raw=decoded.event.raw)
 
 
 def test_known_methods_are_known_and_pubsub_is_separate() -> None:

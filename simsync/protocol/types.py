@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple
@@ -581,11 +580,6 @@ def first_signature(transaction: Any) -> bytes:
         return b""
     offset = 1 if head[:1] and head[0] < 0x80 else 3
     return head[offset:offset + 64]
-
-
-def replace(obj: Any, **changes: Any) -> Any:
-    """``dataclasses.replace`` re-exported for callers that hold wire types."""
-    return dataclasses.replace(obj, **changes)
 
 
 __all__ = [name for name in dir() if not name.startswith("_")]
