@@ -26,6 +26,7 @@ from simsync.localsim import Fault, LocalSimulator
 from simsync.protocol import UnknownEvent, decode_response
 from tests.fixtures import compact, frames, rows
 from tests.support import FAST, START, Records, drive, sim, slots
+from tests.test_protocol_properties import json_values
 
 pytestmark = pytest.mark.timeout(300)
 __all__ = ["sim"]
@@ -40,13 +41,6 @@ MALFORMED = [str(r["raw"]) for r in rows("malformed.jsonl")]
 SOURCES = [compact(r["frame"]) for r in frames("control.jsonl", "s2c")
            + frames("dataplane.jsonl", "s2c")]
 
-json_scalars = (st.none() | st.booleans() | st.integers(-(2**64), 2**64)
-                | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12))
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: (st.lists(inner, max_size=4)
-                   | st.dictionaries(st.text(max_size=8), inner, max_size=4)),
-    max_leaves=10)
 
 
 def paths(value: Any, prefix: Tuple[Any, ...] = ()) -> Iterator[Tuple[Any, ...]]:
