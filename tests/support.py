@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, Callable, Iterator, List, Optional
 
 import pytest
@@ -48,19 +47,6 @@ def drive(session: simsync.Session, timeout: float = 30.0,
 
 def slots(events: List[Any]) -> List[int]:
     return [e.slot for e in events if isinstance(e, simsync.Slot)]
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition"
-             ) -> Any:
-    """Poll until ``condition()`` is truthy (returns it) or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 class Records(logging.Handler):

@@ -91,19 +91,25 @@ def _data_bytes(addr: str, value: Any) -> bytes:
         text = ""
     else:
         text = value
-    if not isinstance(text, str):
+    try:
+        return decode_text(text, str(encoding))
+    except ValueError as exc:
         raise AccountDataError("invalidAccountEncoding", address=addr, encoding=str(encoding),
-                               error="account data must be a string")
+                               error=str(exc)) from None
+
+
+def decode_text(text: Any, encoding: str) -> bytes:
+    """Bytes of a base64 or base58 string; ``ValueError`` saying what is wrong otherwise."""
+    if not isinstance(text, str):
+        raise ValueError("expected an encoded string")
     try:
         if encoding == "base64":
             return base64.b64decode(text, validate=True)
         if encoding == "base58":
             return base58.b58decode(text)
     except (binascii.Error, ValueError) as exc:
-        raise AccountDataError("invalidAccountEncoding", address=addr, encoding=encoding,
-                               error=str(exc)) from None
-    raise AccountDataError("invalidAccountEncoding", address=addr, encoding=str(encoding),
-                           error="unsupported encoding (use base64)")
+        raise ValueError(f"invalid {encoding}: {exc}") from None
+    raise ValueError(f"unsupported encoding {encoding!r} (use base64 or base58)")
 
 
 def account_json(account: Account, encoding: str = "base64",

@@ -7,17 +7,20 @@ so standard Solana clients work against the endpoint.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from typing import Any, Callable, Dict, List, Optional
 
-import base58
 from solders.message import from_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
-from simsync.localsim.accounts import AccountDataError, account_json, parse_overrides, parse_pubkey
+from simsync.localsim.accounts import (
+    AccountDataError,
+    account_json,
+    decode_text,
+    parse_overrides,
+    parse_pubkey,
+)
 from simsync.localsim.chain import Chain
 from simsync.localsim.jsonrpc import (
     INVALID_REQUEST,
@@ -99,16 +102,10 @@ def _context(chain: Chain, value: Any) -> JsonObj:
 
 
 def _decode_bytes(text: Any, encoding: str) -> bytes:
-    if not isinstance(text, str):
-        raise invalid_params("expected an encoded string")
     try:
-        if encoding == "base64":
-            return base64.b64decode(text, validate=True)
-        if encoding == "base58":
-            return base58.b58decode(text)
-    except (binascii.Error, ValueError) as exc:
-        raise invalid_params(f"invalid {encoding}: {exc}") from None
-    raise invalid_params(f"unsupported encoding {encoding!r}")
+        return decode_text(text, encoding)
+    except ValueError as exc:
+        raise invalid_params(str(exc)) from None
 
 
 def _transaction(params: List[Any]) -> VersionedTransaction:
