@@ -8,6 +8,7 @@ import pytest
 
 import simsync
 from simsync.localsim import LocalSimulator
+from simsync.localsim.testing import wait_for as wait_for  # re-exported for the tests
 
 START = 400_000_000
 
