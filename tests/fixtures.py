@@ -1,16 +1,21 @@
-"""Loads the golden frames of ../shared/fixtures (the contract shared with CI)."""
+"""Loads the golden frames kept in ``tests/golden`` (copies of the protocol's fixtures).
+
+The suite reads only these in-repo copies, so it runs in any clone. Where the project's shared
+folder (``../shared/fixtures``, present beside CI's checkout) exists, ``test_golden_copies``
+checks that the copies still equal it.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any, Dict, List
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 
 
 def rows(name: str) -> List[Dict[str, Any]]:
     """The rows of one JSON Lines fixture file."""
-    with open(SHARED / name, encoding="utf-8") as handle:
+    with open(GOLDEN / name, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 
 

@@ -5,7 +5,7 @@ import pytest
 import responses
 
 import simsync
-from tests.fixtures import SHARED
+from tests.fixtures import GOLDEN
 
 pytestmark = pytest.mark.timeout(20)
 KEY = "key-for-ranges-123"
@@ -13,7 +13,7 @@ KEY = "key-for-ranges-123"
 
 @responses.activate
 def test_available_ranges_decodes_old_and_new_fields_and_sends_the_key() -> None:
-    body = (SHARED / "available-ranges.json").read_text()
+    body = (GOLDEN / "available-ranges.json").read_text()
     responses.get("https://sim.example.com/available-ranges", body=body)
     ranges = simsync.Client("sim.example.com", api_key=KEY).available_ranges()
     assert [r.bundle_start_slot for r in ranges] == [400000000, 400050000, 400100000]

@@ -3,7 +3,7 @@
 The decoder alone is fuzzed in tests/test_protocol_properties.py. Here the frames go through a
 real socket, into the control and PubSub readers of a live session, at random frame indexes,
 through the local simulator's fault plan (``Fault("malformed", payload=...)`` and
-``Fault("unknown_method")``). Payloads come from the golden fixtures of ../shared/fixtures
+``Fault("unknown_method")``). Payloads come from the golden fixtures in tests/golden
 (the malformed set, and mutations of every server→client frame) and from random text and JSON.
 
 Properties: the decoder raises nothing but ``ProtocolError``; the reader logs a malformed frame
