@@ -30,6 +30,7 @@ from simsync.protocol import (
     Completed,
     CreateSessionParams,
     DiscoveryBatch,
+    Event,
     Paused,
     ReadyForContinue,
     ServerError,
@@ -46,7 +47,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "AccountData", "AccountDiff", "AvailableRange", "Client", "ClientConfig", "Completed",
-    "ConnectionStatus", "ControlFailed", "CreateSessionParams", "DiscoveryBatch",
+    "ConnectionStatus", "ControlFailed", "CreateSessionParams", "DiscoveryBatch", "Event",
     "EventTimeout", "ForkedSessionError", "ParallelSession", "Paused", "ProtocolError",
     "ReadyForContinue", "RpcError", "ServerError", "Session", "SessionClosed",
     "SessionCreateError", "SessionInfo", "SimsyncError", "SlowConsumerError", "Slot", "State",

@@ -32,6 +32,7 @@ from simsync.protocol import (
     ContinueTo,
     CreateSessionParams,
     DiscoveryBatch,
+    Event,
     Paused,
     ReadyForContinue,
     Request,
@@ -228,7 +229,7 @@ class Session:
 
     # ------------------------------------------------------------------ events
 
-    def next_event(self, timeout: Optional[float] = None) -> Any:
+    def next_event(self, timeout: Optional[float] = None) -> Event:
         """The next event, in order, exactly once (user thread). Blocks up to ``timeout``
         (``None``: until something happens), in short slices so Ctrl-C gets through.
 
@@ -238,7 +239,7 @@ class Session:
         self._check_process()
         if self._finished is not None:
             raise SessionClosed(self._finished)
-        event = self._get(timeout)
+        event: Event = self._get(timeout)
         kind = type(event)                  # exact types: isinstance on ABCs is slow
         if kind is Completed:
             self._finished = "the session has completed"
@@ -282,7 +283,7 @@ class Session:
                 f"the session completed but a subscription sent nothing for {silent:.1f}s "
                 "before its end of stream: the stream is incomplete"))
 
-    def events(self) -> Iterator[Any]:
+    def events(self) -> Iterator[Event]:
         """Every event until and including ``Completed`` (user thread)."""
         while True:
             event = self.next_event()

@@ -1,4 +1,6 @@
 """The wire protocol: types, the canonical encoder, the tolerant decoder, the error table."""
+from typing import Union
+
 from simsync.errors import ProtocolError
 from simsync.protocol.codec import (
     decode_available_ranges,
@@ -66,7 +68,12 @@ from simsync.protocol.types import (
     v1_params,
 )
 
+#: Everything ``Session.next_event()`` may return (a typed union, so ``isinstance`` narrows).
+Event = Union[ReadyForContinue, Paused, DiscoveryBatch, Slot, Status, Completed, ServerError,
+              Transaction, AccountDiff, Notification, UnknownResponse]
+
 __all__ = [
+    "Event",
     "AccountData",
     "AccountDiff",
     "AttachBacktestSession",
@@ -128,3 +135,4 @@ __all__ = [
     "response_wire",
     "v1_params",
 ]
+

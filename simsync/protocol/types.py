@@ -497,6 +497,11 @@ class Transaction(Camel, Response):
     version: Any = None
     signature_hint: Optional[str] = field(default=None, compare=False, repr=False)
 
+    @property
+    def err(self) -> Any:
+        """``meta.err``: ``None`` when the transaction succeeded, else the Solana error."""
+        return (self.meta or {}).get("err")
+
     @cached_property
     def signature_bytes(self) -> bytes:
         """The first signature's 64 raw bytes (used to drop replayed duplicates)."""
