@@ -13,7 +13,7 @@ from simsync.errors import RpcError, SessionCreateError
 from simsync.parallel import ParallelSession
 from simsync.protocol import AvailableRange, CreateSessionParams, decode_available_ranges
 from simsync.rpc import close_http
-from simsync.session import Session
+from simsync.session import Inbox, Session, next_label
 
 
 class Client:
@@ -62,12 +62,20 @@ class Client:
         create = _create_params(params, fields)
         if create.parallel:
             raise ValueError("parallel=True needs Client.start_parallel(...)")
-        session = Session(self.url, create, self.config)
+        inbox = Inbox(self.config, create.start_slot)
         link = ControlLink(self.url, self._api_key, create, self.config,
-                           session._on_control_event, session._before_resume)
-        session._bind(SingleControl(link, self.config, session._label))
+                           inbox.on_control_event, inbox.before_resume)
+        label = next_label()
+        control = SingleControl(link, self.config, label)
+        inbox.watch_control(control.status, lambda: control.failure)
+        control.start()
+        session = Session(control, inbox, self.url, create, self.config, label)
+        try:
+            session.check_rpc_host()
+        except BaseException:
+            session.close()
+            raise
         return session
-
 
     def start_parallel(self, params: Optional[CreateSessionParams] = None,
                        **fields: Any) -> ParallelSession:

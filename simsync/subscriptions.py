@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Union
 
 from simsync import urls
@@ -96,7 +97,8 @@ class SubscriptionLink(Link):
 
     def __init__(self, rpc_url: str, kind: str, program_ids: List[str], config: ClientConfig,
                  deliver: Callable[[Any], None], finished: Callable[[], None],
-                 since_slot: int, coordinator: Optional[ReconnectCoordinator] = None) -> None:
+                 since_slot: int, executed_slot: Callable[[], int],
+                 coordinator: Optional[ReconnectCoordinator] = None) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown subscription kind {kind!r}")
         self.kind = kind
@@ -106,6 +108,8 @@ class SubscriptionLink(Link):
         self._deliver = deliver
         self._finished = finished
         self._replay = ReplayFilter(since_slot)
+        self._executed_slot = executed_slot
+        self.last_frame_at = time.monotonic()   # the server's last word (drain silence)
         self._subscribed_once = False
         self._subscription: Optional[int] = None
         self._request_id = 0
@@ -135,6 +139,7 @@ class SubscriptionLink(Link):
         """Subscribe (again) and wait for the ack (reader thread; bounded per frame)."""
         config = dict(KINDS[self.kind])
         if self._subscribed_once:
+            self._check_replay_reach()
             config["replayFromSlot"] = self._replay.last_slot
         self._request_id += 1
         channel.send(encode_request(Subscribe(self._request_id, self.kind, self._filter,
@@ -150,8 +155,20 @@ class SubscriptionLink(Link):
             if event is not None:
                 self._route(event)
 
+    def _check_replay_reach(self) -> None:
+        """Fail (never a silent gap) when the server's replay window cannot reach back to
+        the last slot this subscription delivered: the session has executed further than
+        ``ClientConfig.replay_window_slots`` past it while the subscription was down."""
+        since, executed = self._replay.last_slot, self._executed_slot()
+        oldest_kept = executed - self._config.replay_window_slots + 1
+        if since < oldest_kept:
+            raise Fatal(f"{self.kind} was down too long: the server replays only slots "
+                        f"{oldest_kept}..{executed}, so notifications of slots "
+                        f"{since}..{oldest_kept - 1} may be lost")
+
     def on_frame(self, data: Union[str, bytes]) -> None:
         """Route one notification (reader thread)."""
+        self.last_frame_at = time.monotonic()
         event = self._decode(data)
         if event is not None:
             self._route(event)
