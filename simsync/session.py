@@ -399,12 +399,12 @@ class Session:
         def left() -> Optional[float]:
             return None if deadline is None else max(0.0, deadline - time.monotonic())
 
-        for connection in self._inbox.open_subscriptions():
+        for _, connection in self._inbox.subscriptions:
             status = connection.status.wait_for({State.UP}, left())
             if status.state is State.FAILED:
                 raise self._inbox.fail(SubscriptionFailed(
                     f"a subscription failed: {status.reason}"))
-            if status.state is not State.UP and not status.final:
+            if status.state is not State.UP and not status.final:   # CLOSED: it ended
                 raise EventTimeout(f"a subscription was not back within {timeout:g}s "
                                    f"({status}); the step was not sent")
         status = self._control.status.wait_for({State.UP}, left())
