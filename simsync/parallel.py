@@ -274,6 +274,54 @@ class SubSession(Session):
         return super().next_event(0)
 
 
+class _Batch:
+    """What the readers of a batch reach: the sub-sessions' inboxes, the arrival order for
+    ``events()``, and which sub-sessions were released. It never refers to the
+    ``ParallelSession``, so an abandoned batch can be collected (and close itself)."""
+
+    def __init__(self, config: ClientConfig) -> None:
+        self.config = config
+        self.pending: List[Tuple[SessionInfo, SlotRange, Inbox]] = []
+        self.arrivals: Optional[queue.SimpleQueue[Optional[SubSession]]] = queue.SimpleQueue()
+        self.connection: Optional[Connection] = None
+        self.released: set[str] = set()
+
+    def make_sub(self, info: SessionInfo, slot_range: SlotRange) -> _Sub:
+        """Reader thread, during the create: the inbox of one sub-session (the
+        ``SubSession`` itself is built on the user's thread once the create is done)."""
+        inbox = Inbox(self.config, slot_range[0])
+        self.pending.append((info, slot_range, inbox))
+        return _Sub(inbox)
+
+    def arrived(self, sub_session: SubSession) -> None:
+        arrivals = self.arrivals
+        if arrivals is not None:
+            arrivals.put(sub_session)
+
+    def direct_use(self) -> None:
+        """A sub-session is driven by its own ``next_event``: stop keeping arrivals."""
+        self.arrivals = None
+
+    def on_status(self, status: ConnectionStatus) -> None:
+        """Reader thread: a failed shared connection fails every sub-session in band, with
+        one and the same error (``events()`` raises it once)."""
+        if status.state is State.FAILED and self.connection is not None:
+            error = failure_of(status, self.connection.failure, "parallel control connection")
+            for _, _, inbox in self.pending:
+                inbox.fail(error)
+
+    def before_resume(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for _, _, inbox in self.pending:
+            inbox.before_resume(max(0.0, deadline - time.monotonic()))
+
+    def sub_released(self, session_id: str) -> None:
+        """A sub-session closed or completed: the last one closes the shared connection."""
+        self.released.add(session_id)
+        if self.connection is not None and len(self.released) >= len(self.pending):
+            self.connection.close(self.config.close_timeout)
+
+
 class ParallelSession:
     """A parallel batch: ``sub_sessions`` to drive from one thread (``events()`` yields
     ``(sub_session, event)`` in arrival order) or from one thread each (each sub-session's
@@ -286,16 +334,14 @@ class ParallelSession:
         self._config = config
         self._create = create
         self._label = next_label()
-        self._arrivals: Optional[queue.SimpleQueue[Optional[SubSession]]] = queue.SimpleQueue()
-        self._one_thread = False
+        self._batch = _Batch(config)
         self.coordinator = ReconnectCoordinator(config.coordinator_quick_attempts)
         self.sub_sessions: List[SubSession] = []
-        self._pending: List[Tuple[SessionInfo, SlotRange, Inbox]] = []
-        self._link = ParallelControlLink(self._url, api_key, create, config, self._make_sub,
-                                         self._before_resume)
+        self._link = ParallelControlLink(self._url, api_key, create, config,
+                                         self._batch.make_sub, self._batch.before_resume)
         self._connection = Connection(self._link, config, f"p{self._label}")
-        self._connection.status.watch(self._on_status)
-        self._released: set[str] = set()
+        self._batch.connection = self._connection
+        self._connection.status.watch(self._batch.on_status)
         self._done: set[str] = set()        # sub-sessions events() has finished with
         self._close_lock = threading.RLock()
         self._closed = False
@@ -309,7 +355,7 @@ class ParallelSession:
             if status.state is not State.UP and not self._link.created:
                 raise SessionCreateError(
                     f"could not create the parallel session: {status.reason}")
-            for info, slot_range, inbox in self._pending:
+            for info, slot_range, inbox in self._batch.pending:
                 self._bind(info, slot_range, inbox)
             for sub_session in self.sub_sessions:
                 sub_session.check_rpc_host()
@@ -317,54 +363,19 @@ class ParallelSession:
             self.close()
             raise
 
-    def _make_sub(self, info: SessionInfo, slot_range: SlotRange) -> _Sub:
-        """Reader thread, during the create: the inbox of one sub-session (the
-        ``SubSession`` itself is built on the user's thread once the create is done)."""
-        inbox = Inbox(self._config, slot_range[0])
-        self._pending.append((info, slot_range, inbox))
-        return _Sub(inbox)
-
     def _bind(self, info: SessionInfo, slot_range: SlotRange, inbox: Inbox) -> None:
         create = CreateSessionParams(slot_range[0], slot_range[1],
                                      disconnect_timeout_secs=self._create.disconnect_timeout_secs)
-        sub_id = info.session_id
+        batch, sub_id = self._batch, info.session_id
         control = SubControl(self._link, self._connection, info,
-                             lambda: self._sub_released(sub_id))
+                             lambda: batch.sub_released(sub_id))
         sub_session = SubSession(control, inbox, self._url, create, self._config,
                                  f"{self._label}.{len(self.sub_sessions) + 1}",
-                                 self.coordinator, slot_range, self._direct_use)
-        inbox.mailbox.set_on_put(lambda: self._arrived(sub_session))
+                                 self.coordinator, slot_range, batch.direct_use)
+        inbox.mailbox.set_on_put(lambda: batch.arrived(sub_session))
         for _ in range(inbox.mailbox.buffered):
-            self._arrived(sub_session)      # what came during the create
+            batch.arrived(sub_session)      # what came during the create
         self.sub_sessions.append(sub_session)
-
-    def _arrived(self, sub_session: SubSession) -> None:
-        arrivals = self._arrivals
-        if arrivals is not None:
-            arrivals.put(sub_session)
-
-    def _direct_use(self) -> None:
-        """A sub-session is driven by its own ``next_event``: stop keeping arrivals."""
-        if not self._one_thread:
-            self._one_thread, self._arrivals = True, None
-
-    def _on_status(self, status: ConnectionStatus) -> None:
-        """Reader thread: a failed shared connection fails every sub-session in band."""
-        if status.state is State.FAILED:
-            for _, _, inbox in self._pending:
-                inbox.fail(failure_of(status, self._connection.failure,
-                                      "parallel control connection"))
-
-    def _before_resume(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        for _, _, inbox in self._pending:
-            inbox.before_resume(max(0.0, deadline - time.monotonic()))
-
-    def _sub_released(self, session_id: str) -> None:
-        """A sub-session closed or completed: the last one closes the shared connection."""
-        self._released.add(session_id)
-        if len(self._released) >= len(self.sub_sessions) and self.sub_sessions:
-            self._connection.close(self._config.close_timeout)
 
     @property
     def control_session_id(self) -> str:
@@ -394,7 +405,7 @@ class ParallelSession:
         self._check_process()
         done = self._done
         while len(done) < len(self.sub_sessions):
-            arrivals = self._arrivals
+            arrivals = self._batch.arrivals
             if arrivals is None:
                 raise SimsyncError("the sub-sessions of this batch are driven by their own "
                                    "next_event(): events() cannot be used as well")
@@ -411,7 +422,9 @@ class ParallelSession:
             except SessionClosed:
                 done.add(sub_id)
                 continue
-            except SimsyncError:
+            except SimsyncError as exc:
+                done.update(s.info.session_id for s in self.sub_sessions
+                            if s._inbox.failure is exc)     # a shared failure: raised once
                 done.add(sub_id)
                 raise
             if isinstance(event, Completed):
@@ -443,7 +456,7 @@ class ParallelSession:
                 sub_session.close(max(SLICE, deadline - time.monotonic()))
         finally:
             self._connection.close(max(0.0, deadline - time.monotonic()))
-            arrivals = self._arrivals
+            arrivals = self._batch.arrivals
             if arrivals is not None:
                 arrivals.put(None)
 
