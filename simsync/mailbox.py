@@ -47,7 +47,8 @@ class Mailbox:
                  on_put: Optional[Callable[[], None]] = None) -> None:
         self._on_put = on_put
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._space = threading.Condition(threading.RLock())   # producers wait for room
+        self._space = threading.Condition(threading.Lock())    # producers wait for room
+        self._end_lock = threading.RLock()     # reentrant: close() from a signal handler
         self._data_limit = data_limit
         self._slow_timeout = slow_consumer_timeout
         self._data_in = 0        # data events put
@@ -105,11 +106,12 @@ class Mailbox:
             self._reached = self._ended
 
     def _end(self, end: _End) -> bool:
-        with self._space:
+        # never takes ``_space``: the consumer may hold it when a signal handler closes;
+        # producers waiting for room see ``_ended`` within one slice
+        with self._end_lock:
             if self._ended is not None:
                 return False
             self._ended = end
-            self._space.notify_all()
         self._queue.put(end)
         if self._on_put is not None:
             self._on_put()
