@@ -51,12 +51,11 @@ PAUSES = (ReadyForContinue, Paused)
 
 
 def _account_overrides(accounts: Optional[AccountOverrides]) -> dict[str, AccountData]:
-    """Normalise overrides: keys to base58 text, values to ``AccountData``."""
-    out: dict[str, AccountData] = {}
-    for key, value in (accounts or {}).items():
-        out[str(key)] = value if isinstance(value, AccountData) else AccountData.from_dict(
-            dict(value))
-    return out
+    """Check and normalise overrides (``simsync.overrides``): keys to base58 text, values to
+    ``AccountData``; raises ``AccountOverrideError`` naming the field at fault."""
+    from simsync.overrides import account_overrides
+
+    return account_overrides(accounts)
 
 
 class Session:
