@@ -48,8 +48,9 @@ from simsync.transport import ConnectionStatus, State
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
-    "AccountData", "AccountDiff", "AccountOverrideError", "AccountOverrideTypeError", "AvailableRange", "Client", "ClientConfig", "Completed",
-    "ConnectionStatus", "ControlFailed", "CreateSessionParams", "DiscoveryBatch", "EncodedData", "Event",
+    "AccountData", "AccountDiff", "AccountOverrideError", "AccountOverrideTypeError",
+    "AvailableRange", "Client", "ClientConfig", "Completed", "ConnectionStatus",
+    "ControlFailed", "CreateSessionParams", "DiscoveryBatch", "EncodedData", "Event",
     "EventTimeout", "ForkedSessionError", "ParallelSession", "Paused", "ProtocolError",
     "ReadyForContinue", "RpcError", "ServerError", "Session", "SessionClosed",
     "SessionCreateError", "SessionInfo", "SimsyncError", "SlowConsumerError", "Slot", "State",
