@@ -212,6 +212,23 @@ def test_run_says_on_stderr_that_it_is_connecting() -> None:
         proc.communicate(timeout=10)
 
 
+def test_transport_warnings_reach_stderr_during_a_command(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """Each failed connection attempt is a ``simsync.transport`` WARNING: while a command
+    runs it goes to stderr (masked)."""
+    import logging
+
+    from simsync.cli import _logging
+
+    transport = logging.getLogger("simsync.transport")
+    with _logging(debug=False, verbose=0, secrets=[KEY]):
+        transport.warning("attempt 1 to ws://127.0.0.1:9 failed: refused (key %s)", KEY)
+        transport.info("not shown without -v")
+    err = capfd.readouterr().err
+    assert "WARNING simsync.transport: attempt 1 to ws://127.0.0.1:9 failed: refused" in err
+    assert KEY not in err and "not shown" not in err
+
+
 def test_help_and_version() -> None:
     result = simsync_cmd("--help")
     assert result.returncode == 0
