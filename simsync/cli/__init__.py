@@ -1,7 +1,9 @@
 """The ``simsync`` command: ``ranges``, ``run``, ``summarize``, ``compare``, ``serve``.
 
-Exit codes: 0 ok, 1 the command failed (one line ``simsync: error: ...``; the traceback only
-with ``--debug``), 2 usage error, 130 interrupted. The API key is never printed: every log
+Exit codes: 0 ok, 1 the command failed (one line ``simsync: error: ...``; a connection
+failure names the URL and a hint; the traceback only with ``--debug``), 2 usage error (every
+argument, files included, is checked before anything connects: the subcommand's usage, then
+one line ``simsync: error: ...``), 130 interrupted. The API key is never printed: every log
 line and error message passes through a filter that masks it.
 """
 from __future__ import annotations
@@ -145,8 +147,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
     """The parser of subcommand ``name`` (its errors print its own usage)."""
-    for action in parser._actions:      # noqa: SLF001 - argparse has no public accessor
-        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+    for action in parser._actions:      # argparse has no public accessor for subparsers
+        if isinstance(action, argparse._SubParsersAction):
             found = action.choices.get(name)
             if isinstance(found, argparse.ArgumentParser):
                 return found
@@ -186,9 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
             "account indexes (install solders to get pubkeys)")
     run = sub.add_parser(
         "run", parents=[common], help="run a backtest over a slot range",
-        epilog=f"Output file: JSON with metadata, transactions and summary; sol_changes and "
-               f"token_changes are keyed by {keys}. Progress goes to stderr (plain lines "
-               f"when stderr is not a terminal), the summary to stdout.")
+        epilog=f"Output file: JSON with metadata, transactions (each one that invoked "
+               f"--program-id, with success true or false) and summary; sol_changes are "
+               f"keyed by {keys}, token_changes by owner and mint. Progress goes to stderr "
+               f"(plain lines when stderr is not a terminal), the summary to stdout.")
     _endpoint(run)
     run.add_argument("--start-slot", type=_slot, required=True, metavar="S", help="first slot")
     run.add_argument("--end-slot", type=_slot, required=True, metavar="E",
