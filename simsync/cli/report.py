@@ -218,9 +218,10 @@ def signature_of(event: Any) -> str:
 
 class Collector:
     """Gathers ``Transaction`` and ``AccountDiff`` events into file entries: one per
-    signature of a transaction that invoked ``program_id``; diffs are joined to their
-    transaction by signature (in either arrival order); diffs of transactions that are not
-    listed are counted in ``unmatched_diffs`` and left out."""
+    signature of a transaction that invoked ``program_id`` (when its instructions cannot be
+    read, without solders, the server's subscription filter is trusted); diffs are joined to
+    their transaction by signature (in either arrival order); diffs of transactions that are
+    not listed are counted in ``unmatched_diffs`` and left out. User thread only."""
 
     def __init__(self, program_id: Optional[str] = None) -> None:
         self.program_id = program_id
