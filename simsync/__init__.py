@@ -22,6 +22,7 @@ from simsync.errors import (
     SlowConsumerError,
     SubscriptionFailed,
 )
+from simsync.overrides import AccountOverrideError, AccountOverrideTypeError
 from simsync.parallel import ParallelSession, SubSession
 from simsync.protocol import (
     AccountData,
@@ -30,6 +31,7 @@ from simsync.protocol import (
     Completed,
     CreateSessionParams,
     DiscoveryBatch,
+    EncodedData,
     Event,
     Paused,
     ReadyForContinue,
@@ -46,8 +48,9 @@ from simsync.transport import ConnectionStatus, State
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
-    "AccountData", "AccountDiff", "AvailableRange", "Client", "ClientConfig", "Completed",
-    "ConnectionStatus", "ControlFailed", "CreateSessionParams", "DiscoveryBatch", "Event",
+    "AccountData", "AccountDiff", "AccountOverrideError", "AccountOverrideTypeError",
+    "AvailableRange", "Client", "ClientConfig", "Completed", "ConnectionStatus",
+    "ControlFailed", "CreateSessionParams", "DiscoveryBatch", "EncodedData", "Event",
     "EventTimeout", "ForkedSessionError", "ParallelSession", "Paused", "ProtocolError",
     "ReadyForContinue", "RpcError", "ServerError", "Session", "SessionClosed",
     "SessionCreateError", "SessionInfo", "SimsyncError", "SlowConsumerError", "Slot", "State",

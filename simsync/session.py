@@ -59,12 +59,11 @@ def next_label() -> str:
 
 
 def _account_overrides(accounts: Optional[AccountOverrides]) -> dict[str, AccountData]:
-    """Normalise overrides: keys to base58 text, values to ``AccountData``."""
-    out: dict[str, AccountData] = {}
-    for key, value in (accounts or {}).items():
-        out[str(key)] = value if isinstance(value, AccountData) else AccountData.from_dict(
-            dict(value))
-    return out
+    """Check and normalise overrides (``simsync.overrides``): keys to base58 text, values to
+    ``AccountData``; raises ``AccountOverrideError`` naming the field at fault."""
+    from simsync.overrides import account_overrides
+
+    return account_overrides(accounts)
 
 
 def failure_of(status: ConnectionStatus, cause: Optional[BaseException],

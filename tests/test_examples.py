@@ -19,6 +19,10 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXPECTED: Dict[str, List[str]] = {
     "quickstart.py": [r"^session \S+ created for slots", r"^paused at slot \d+; \w+ holds \d+",
                       r"^completed: [1-9]\d* System transactions", r"^session closed$"],
+    "own_transaction.py": [r"^sent \w+ in the step that executed slot (\d+)$",
+                           r"^status at the pause: slot \d+, err=None$",
+                           r"^recipient holds 2000000 lamports, payer 997995000$",
+                           r"^notification: slot \d+, err=None, fee 5000 lamports$"],
     "discovery_stepping.py": [r"^paused before batch \d+ of slot \d+",
                               r"^state at the pause: slot \d+, fee payer \w+ holds \d+",
                               r"^simulated \w+: err=None", r"log: Program log: Memo"],
