@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Tuple, Union
 
+import websocket
+
 from simsync import urls
 from simsync.config import ClientConfig
 from simsync.errors import ProtocolError, SessionClosed, SessionCreateError, SimsyncError
@@ -249,6 +251,7 @@ class ControlBase(Link):
         self._channel: Optional[Channel] = None  # the current connection's channel
         self._live: Optional[Channel] = None    # set once its handshake completed
         self._create_sent = False
+        self._writing = threading.local()       # set while this thread writes a frame
 
     def url(self) -> str:
         return self._url
@@ -307,7 +310,7 @@ class ControlBase(Link):
         for step in steps:
             assert channel is not None
             try:
-                channel.send(encode_request(step.wire))
+                self._write(channel, encode_request(step.wire))
             except Transient as exc:
                 log.info("simsync %s: step not sent (%s); it is sent after the reconnect",
                          self.name, exc)
@@ -318,15 +321,24 @@ class ControlBase(Link):
                       step.wire.METHOD, gen)
 
     def send_request(self, request: Request) -> bool:
-        """Write a non-step request on the live connection (best effort): False if none."""
+        """Write a non-step request on the live connection (best effort): False if none, or
+        if this thread is itself in the middle of a write (a signal handler that closes
+        while its thread was sending: waiting for that write would deadlock)."""
         channel = self._live
-        if channel is None:
+        if channel is None or getattr(self._writing, "active", False):
             return False
         try:
-            channel.send(encode_request(request))
+            self._write(channel, encode_request(request))
         except Transient:
             return False
         return True
+
+    def _write(self, channel: Channel, text: str) -> None:
+        self._writing.active = True
+        try:
+            channel.send(text)
+        finally:
+            self._writing.active = False
 
     @abc.abstractmethod
     def _create_session(self, channel: Channel) -> None:
@@ -482,6 +494,49 @@ class ControlLink(ControlBase):
             self.close_acked.set()
 
 
+    def close_detached(self, deadline: float) -> bool:
+        """One attempt, bounded by ``deadline``, to close the session while its own
+        connection is down (user thread, after the reader stopped): a fresh socket,
+        ``attachBacktestSession`` → ``sessionAttached``, ``closeBacktestSession`` →
+        ``success``. Best effort: returns whether the server acknowledged."""
+        if self.info is None or not self._create.sequenced:
+            return False
+        sslopt = {"ca_certs": self._config.ca_bundle} if self._config.ca_bundle else {}
+        ws = websocket.WebSocket(sslopt=sslopt)
+        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), ws.shutdown)
+        watchdog.start()                         # cuts a trickling server off at the deadline
+        try:
+            ws.connect(self._url, header=self.headers,  # type: ignore[no-untyped-call]
+                       timeout=max(0.05, deadline - time.monotonic()), suppress_origin=True)
+            ws.send(encode_request(AttachBacktestSession(self.info.session_id,
+                                                         self.gate.last_seq)))
+            self._read_until(ws, SessionAttached, deadline)
+            ws.send(encode_request(CloseBacktestSession()))
+            self._read_until(ws, Success, deadline)
+            log.info("simsync control: closed the detached session on a fresh connection")
+            return True
+        except (OSError, websocket.WebSocketException, SimsyncError) as exc:
+            log.info("simsync control: could not close the detached session: %s", exc)
+            return False
+        finally:
+            watchdog.cancel()
+            watchdog.join()
+            ws.shutdown()  # type: ignore[no-untyped-call]
+
+    @staticmethod
+    def _read_until(ws: websocket.WebSocket, wanted: type, deadline: float) -> None:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SimsyncError("out of time")
+            ws.settimeout(remaining)
+            _, event = decode_response(ws.recv())
+            if isinstance(event, wanted):
+                return
+            if isinstance(event, ServerError) and event.fatal:
+                raise SimsyncError(event.message)
+
+
 class ControlSide(abc.ABC):
     """What a ``Session`` needs from its control channel: whether it is up, who the session
     is, a way to send a step, and a way to close. User-thread methods."""
@@ -550,12 +605,18 @@ class SingleControl(ControlSide):
 
     def close(self, deadline: float) -> None:
         """``closeBacktestSession`` → ``success`` (if created and up), then close the
-        connection. Bounded by ``deadline``."""
-        if self.link.created and self.status.value.state is State.UP:
+        connection; a session whose connection is down gets one bounded attempt on a fresh
+        socket (``close_detached``), so it does not live on for its detach window. Bounded
+        by ``deadline``."""
+        state = self.status.value.state
+        if self.link.created and state is State.UP:
             self.link.send_close()
             while not self.link.close_acked.wait(SLICE) and time.monotonic() < deadline:
                 pass
         self.connection.close(max(0.0, deadline - time.monotonic()))
+        if self.link.created and state in (State.RECONNECTING, State.CONNECTING) \
+                and not self.link.finished:
+            self.link.close_detached(deadline)
 
 
 __all__: List[str] = ["ControlBase", "ControlLink", "ControlSide", "SessionEnded", "SessionInfo",

@@ -68,7 +68,7 @@ class StatusCell:
     def __init__(self, name: str) -> None:
         self._name = name
         self._status = ConnectionStatus(State.CONNECTING)
-        self._changed = threading.Condition()
+        self._changed = threading.Condition(threading.RLock())   # set() from a signal handler
         self._watchers: List[Callable[[ConnectionStatus], None]] = []
 
     @property
