@@ -10,6 +10,7 @@ from simsync._version import __version__
 from simsync.client import Client
 from simsync.config import ClientConfig
 from simsync.control import SessionInfo
+from simsync.cursor import SessionCursor, SubscriptionCursor
 from simsync.errors import (
     ControlFailed,
     EventTimeout,
@@ -53,7 +54,8 @@ __all__ = [
     "ControlFailed", "CreateSessionParams", "DiscoveryBatch", "EncodedData", "Event",
     "EventTimeout", "ForkedSessionError", "ParallelSession", "Paused", "ProtocolError",
     "ReadyForContinue", "RpcError", "ServerError", "Session", "SessionClosed",
-    "SessionCreateError", "SessionInfo", "SimsyncError", "SlowConsumerError", "Slot", "State",
-    "Status", "SubSession", "SubscriptionFailed", "Summary", "Transaction", "UnknownEvent",
+    "SessionCreateError", "SessionCursor", "SessionInfo", "SimsyncError",
+    "SlowConsumerError", "Slot", "State", "Status", "SubSession", "SubscriptionCursor",
+    "SubscriptionFailed", "Summary", "Transaction", "UnknownEvent",
     "__version__",
 ]

@@ -8,12 +8,14 @@ import requests
 
 from simsync import urls
 from simsync.config import ClientConfig
-from simsync.control import ControlLink, SingleControl
+from simsync.control import ControlLink, SessionInfo, SingleControl
+from simsync.cursor import SessionCursor
 from simsync.errors import RpcError, SessionCreateError
 from simsync.parallel import ParallelSession
 from simsync.protocol import AvailableRange, CreateSessionParams, decode_available_ranges
 from simsync.rpc import close_http
 from simsync.session import Inbox, Session, next_label
+from simsync.transport import State
 
 
 class Client:
@@ -72,6 +74,47 @@ class Client:
         session = Session(control, inbox, self.url, create, self.config, label)
         try:
             session.check_rpc_host()
+        except BaseException:
+            session.close()
+            raise
+        return session
+
+    def attach_session(self, session_id: str, cursor: Optional[SessionCursor] = None
+                       ) -> Session:
+        """A ``Session`` bound to a session created elsewhere (another process, a worker
+        that crashed), within its detach window (user thread; blocks until attached).
+
+        With ``cursor`` (``Session.cursor``, persisted after each handled event) the user
+        sees every event after it exactly once, and its subscriptions are opened again and
+        replayed from where they stood; without it, the server replays the session's whole
+        record. A pause the user had handled is announced again when the server is idle
+        there (its step never arrived). Raises ``SessionCreateError`` when the server does
+        not know the session (or it has no detach window), ``ValueError`` for a cursor of
+        another session."""
+        if cursor is not None and cursor.session_id != session_id:
+            raise ValueError(f"the cursor belongs to session {cursor.session_id!r}, "
+                             f"not {session_id!r}")
+        start = cursor.start_slot if cursor is not None else 0
+        create = CreateSessionParams(start, start, disconnect_timeout_secs=1)  # sequenced
+        info = SessionInfo(session_id, cursor.rpc_endpoint if cursor is not None
+                           else f"/backtest/{session_id}")
+        inbox = Inbox(self.config, cursor.slot if cursor is not None else start)
+        link = ControlLink(self.url, self._api_key, create, self.config,
+                           inbox.on_control_event, inbox.before_resume,
+                           attach=(info, cursor.control_seq if cursor is not None else None))
+        label = next_label()
+        control = SingleControl(link, self.config, label)
+        inbox.watch_control(control.status, lambda: control.failure)
+        session = Session(control, inbox, self.url, create, self.config, label, resume=cursor)
+        try:
+            session.check_rpc_host()
+            for subscription in cursor.subscriptions if cursor is not None else ():
+                session.open_subscription(subscription.spec, subscription)
+            control.start()
+            status = control.status.value
+            if status.state is State.FAILED:
+                raise SessionCreateError(f"could not attach to session {session_id}: "
+                                         f"{status.reason}")
         except BaseException:
             session.close()
             raise

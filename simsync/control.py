@@ -215,7 +215,7 @@ class StepGate:
                 step.sent_gen, self.state = None, StepState.STEP_UNSENT
 
 
-Deliver = Callable[[Any], None]
+Deliver = Callable[[Any, Optional[int]], None]   # (event, its seqId)
 
 
 class SessionEnded(Fatal):
@@ -421,11 +421,16 @@ class ControlLink(ControlBase):
 
     def __init__(self, url: str, api_key: Optional[str], create: CreateSessionParams,
                  config: ClientConfig, deliver: Deliver,
-                 before_resume: Callable[[float], None] = lambda timeout: None) -> None:
+                 before_resume: Callable[[float], None] = lambda timeout: None,
+                 attach: Optional[Tuple[SessionInfo, Optional[int]]] = None) -> None:
+        """``attach``: bind to an existing session (its info and the cursor's ``seqId``):
+        the first connection then attaches instead of creating."""
         super().__init__(url, api_key, create, config, before_resume)
         self._deliver = deliver
         self.gate = StepGate()
         self.info: Optional[SessionInfo] = None
+        if attach is not None:
+            self.info, self.gate.last_seq = attach
         self._closing = False
         self.close_acked = threading.Event()
 
@@ -459,8 +464,9 @@ class ControlLink(ControlBase):
         assert self.info is not None
         channel.send(encode_request(AttachBacktestSession(self.info.session_id,
                                                           self.gate.last_seq)))
-        seq, _ = self._await(channel, SessionAttached, "sessionAttached")
+        seq, attached = self._await(channel, SessionAttached, "sessionAttached")
         self.gate.see(seq)
+        self.info = SessionInfo(attached.session_id, attached.rpc_endpoint, attached.task_id)
         self._resume(channel)
 
     def _route(self, seq: Optional[int], event: Any) -> None:
@@ -475,7 +481,7 @@ class ControlLink(ControlBase):
             if kind is ServerError and event.fatal:
                 raise SessionEnded(f"the server ended the session: {event.message}", event)
             log.debug("simsync control: event %s seq=%s", kind.__name__, seq)
-            self._deliver(event)
+            self._deliver(event, seq)
 
     # ------------------------------------------------------------------ user thread
 

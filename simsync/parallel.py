@@ -185,7 +185,7 @@ class ParallelControlLink(ControlBase):
             sub.inbox.fail(ControlFailed(f"the server ended the sub-session: {event.message}",
                                          event))
             return
-        sub.inbox.on_control_event(event)
+        sub.inbox.on_control_event(event, seq)
 
     # ------------------------------------------------------------------ user threads
 

@@ -7,14 +7,27 @@ import contextlib
 import itertools
 import logging
 import os
+import queue
 import threading
 import time
 import warnings
-from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Tuple,
+    Union,
+    cast,
+)
 
 from simsync import urls
 from simsync.config import ClientConfig
 from simsync.control import ControlSide, SessionEnded, SessionInfo
+from simsync.cursor import SessionCursor, StreamPosition, SubscriptionCursor
 from simsync.errors import (
     ControlFailed,
     EventTimeout,
@@ -42,7 +55,7 @@ from simsync.protocol import (
     Slot,
 )
 from simsync.rpc import SessionRpc, to_base64
-from simsync.subscriptions import ReconnectCoordinator, SubscriptionLink
+from simsync.subscriptions import ReconnectCoordinator, SubscriptionLink, SubscriptionSpec
 from simsync.transport import SLICE, Connection, ConnectionStatus, Fatal, State, StatusCell
 
 log = logging.getLogger(__name__)
@@ -64,6 +77,16 @@ def _account_overrides(accounts: Optional[AccountOverrides]) -> dict[str, Accoun
     from simsync.overrides import account_overrides
 
     return account_overrides(accounts)
+
+
+def _key_filter(program_ids: Iterable[Any], account_keys: Iterable[Any]) -> dict[str, Any]:
+    """``{"programIds": [...], "accountKeys": [...]}`` (empty lists left out)."""
+    flt = {name: [str(k) for k in keys] for name, keys in
+           (("programIds", program_ids), ("accountKeys", account_keys))}
+    flt = {name: keys for name, keys in flt.items() if keys}
+    if not flt:
+        raise ValueError("subscribe needs at least one program id or account key")
+    return flt
 
 
 def failure_of(status: ConnectionStatus, cause: Optional[BaseException],
@@ -90,29 +113,32 @@ class Inbox:
         self._config = config
         self._lock = threading.RLock()
         self.subscriptions: List[Tuple[SubscriptionLink, Connection]] = []
-        self._held_completed: Optional[Completed] = None   # waiting for the data plane
+        self.positions: List[StreamPosition] = []       # what each delivered to the user
+        self._held_completed: Optional[Tuple[Optional[int], Completed]] = None  # held back
         self.current_slot = start_slot                      # the last slot announced
         self.failure: Optional[BaseException] = None
         self.closing = False
 
     # ------------------------------------------------------------------ readers
 
-    def on_control_event(self, event: Any) -> None:
-        """Control reader: note the slot; hold ``Completed`` back while subscriptions run."""
+    def on_control_event(self, event: Any, seq: Optional[int] = None) -> None:
+        """Control reader: note the slot; hold ``Completed`` back while subscriptions run.
+        Queued as ``(seq, event)`` (the cursor follows what the user has read)."""
         kind = type(event)
         if kind is Slot:
             self.current_slot = event.slot
         elif kind is Completed and self.subscriptions:
             with self._lock:
-                self._held_completed = event
+                self._held_completed = (seq, event)
             self.release_completed()
             return
-        self.mailbox.put(event)
+        self.mailbox.put((seq, event))
 
-    def deliver_data(self, event: Any) -> None:
-        """Subscription reader: enqueue, waiting while the user is too far behind."""
+    def deliver_data(self, event: Any, position: StreamPosition) -> None:
+        """Subscription reader: enqueue ``(position, event)``, waiting while the user is too
+        far behind."""
         try:
-            self.mailbox.put_data(event, lambda: self.closing)
+            self.mailbox.put_data((position, event), lambda: self.closing)
         except SlowConsumerError as exc:
             self.fail(exc)
             raise Fatal(str(exc)) from exc
@@ -122,8 +148,8 @@ class Inbox:
         with self._lock:
             if self._held_completed is None or self.open_subscriptions():
                 return
-            event, self._held_completed = self._held_completed, None
-        self.mailbox.put(event)
+            item, self._held_completed = self._held_completed, None
+        self.mailbox.put(item)
 
     def fail(self, error: BaseException) -> BaseException:
         """Record the session's failure (the first one wins) behind every event so far;
@@ -151,7 +177,8 @@ class Inbox:
                 self.fail(failure_of(value, cause()))
         status.watch(on_status)
 
-    def add_subscription(self, link: SubscriptionLink, connection: Connection) -> None:
+    def add_subscription(self, link: SubscriptionLink, connection: Connection,
+                         position: StreamPosition) -> None:
         """Track a subscription that is up; its failure fails the session (in band)."""
         def on_status(value: ConnectionStatus) -> None:
             if value.state is State.FAILED:
@@ -160,6 +187,7 @@ class Inbox:
         connection.status.watch(on_status)
         with self._lock:
             self.subscriptions.append((link, connection))
+            self.positions.append(position)
         if connection.status.value.state is State.FAILED:
             on_status(connection.status.value)
 
@@ -198,7 +226,8 @@ class Session:
 
     def __init__(self, control: ControlSide, inbox: Inbox, control_url: str,
                  create: CreateSessionParams, config: ClientConfig, label: str,
-                 coordinator: Optional[ReconnectCoordinator] = None) -> None:
+                 coordinator: Optional[ReconnectCoordinator] = None,
+                 resume: Optional[SessionCursor] = None) -> None:
         self._pid = os.getpid()
         self._control = control
         self._inbox = inbox
@@ -210,6 +239,8 @@ class Session:
         self._rpc: Optional[SessionRpc] = None
         self._finished: Optional[str] = None    # why no more events will come
         self._discovery: Optional[DiscoveryBatch] = None   # announced, not yet reached
+        self._control_seq = None if resume is None else resume.control_seq  # last read
+        self._slot = create.start_slot if resume is None else resume.slot  # the last slot read
         self._close_lock = threading.RLock()
         self._closed = False
 
@@ -234,6 +265,39 @@ class Session:
         """The control connection's current ``ConnectionStatus``."""
         return self._control.status.value
 
+    def wait_for_status(self, *states: State, timeout: Optional[float] = None
+                        ) -> ConnectionStatus:
+        """Block (any thread, sliced) until the control connection is in one of ``states``
+        or final (FAILED/CLOSED), or ``timeout`` seconds passed; returns the status then
+        (check its ``state``: a timeout is not an error)."""
+        return self._control.status.wait_for(states, timeout)
+
+    def status_changes(self, timeout: Optional[float] = None) -> Iterator[ConnectionStatus]:
+        """Every transition of the control connection from now on, in order, until a final
+        state (included): CONNECTING → UP ⇄ RECONNECTING → FAILED/CLOSED, each with its
+        ``reason``, ``attempt`` and running ``reconnects`` count (any thread; like the
+        reference client's watch channel). ``timeout`` bounds each wait
+        (``EventTimeout``)."""
+        changes: queue.SimpleQueue[ConnectionStatus] = queue.SimpleQueue()
+        cell = self._control.status
+        cell.watch(changes.put)
+        try:
+            status = cell.value
+            while not status.final:
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while True:
+                    wait = SLICE if deadline is None else deadline - time.monotonic()
+                    if wait <= 0:
+                        raise EventTimeout(f"no status change within {timeout:g}s")
+                    try:
+                        status = changes.get(timeout=min(SLICE, wait))
+                        break
+                    except queue.Empty:
+                        continue
+                yield status
+        finally:
+            cell.unwatch(changes.put)
+
     @property
     def rpc(self) -> SessionRpc:
         """The session's JSON-RPC client (created on first use)."""
@@ -251,27 +315,70 @@ class Session:
 
     # ------------------------------------------------------------------ data plane
 
-    def subscribe_transactions(self, program_ids: Iterable[Any]) -> None:
-        """Stream every executed transaction that touches ``program_ids`` (base58 text or
-        ``Pubkey``) as ``Transaction`` events (user thread; blocks until the server
-        acknowledged, bounded by the handshake timeout and the reconnect budget). Subscribe
-        before the first step. Raises ``SubscriptionFailed``, ``SessionClosed``."""
-        self._subscribe("transactionSubscribe", program_ids)
+    def subscribe_transactions(self, program_ids: Iterable[Any] = (),
+                               account_keys: Iterable[Any] = ()) -> None:
+        """Stream every executed transaction that invokes one of ``program_ids`` or
+        references one of ``account_keys`` (base58 text or ``Pubkey``) as ``Transaction``
+        events (user thread; blocks until the server acknowledged, bounded by the handshake
+        timeout and the reconnect budget). Subscribe before the first step. Replays after
+        a reconnect; deduplicated by signature. Raises ``ValueError`` (no key given),
+        ``SubscriptionFailed``, ``SessionClosed``."""
+        self._subscribe(SubscriptionSpec("transactionSubscribe",
+                                         _key_filter(program_ids, account_keys)))
 
-    def subscribe_account_diffs(self, program_ids: Iterable[Any]) -> None:
-        """Stream every account change made by ``program_ids`` as ``AccountDiff`` events
-        (same blocking and errors as ``subscribe_transactions``)."""
-        self._subscribe("accountDiffSubscribe", program_ids)
+    def subscribe_account_diffs(self, program_ids: Iterable[Any] = (),
+                                account_keys: Iterable[Any] = ()) -> None:
+        """Stream every account change made by a transaction of ``program_ids`` (or to one
+        of ``account_keys``) as ``AccountDiff`` events; deduplicated by slot, signature and
+        account. Blocks and raises like ``subscribe_transactions``."""
+        self._subscribe(SubscriptionSpec("accountDiffSubscribe",
+                                         _key_filter(program_ids, account_keys)))
 
-    def _subscribe(self, kind: str, program_ids: Iterable[Any]) -> None:
+    def subscribe_logs(self, mentions: Optional[Iterable[Any]] = None) -> None:
+        """Stream the logs of every executed transaction (``mentions``: only those that
+        reference one of these keys) as ``Logs`` events; deduplicated by signature."""
+        flt: Any = "all" if mentions is None else {"mentions": [str(k) for k in mentions]}
+        self._subscribe(SubscriptionSpec("logsSubscribe", flt))
+
+    def subscribe_account(self, pubkey: Any, encoding: str = "base64") -> None:
+        """Stream every new state of one account as ``AccountUpdate`` events."""
+        self._subscribe(SubscriptionSpec("accountSubscribe", str(pubkey),
+                                         {"encoding": encoding}))
+
+    def subscribe_program(self, program_id: Any, encoding: str = "base64") -> None:
+        """Stream every new state of the accounts a program owns as
+        ``ProgramAccountUpdate`` events."""
+        self._subscribe(SubscriptionSpec("programSubscribe", str(program_id),
+                                         {"encoding": encoding}))
+
+    def subscribe_signature(self, signature: Any) -> None:
+        """One ``SignatureResult`` event when the transaction with this signature has
+        executed; the subscription then ends by itself."""
+        self._subscribe(SubscriptionSpec("signatureSubscribe", str(signature)))
+
+    def subscribe_slots(self) -> None:
+        """A ``SlotUpdate`` event for each processed slot. Not replayed after a reconnect
+        (the slot stream resumes with the slots after it); deduplicated by slot."""
+        self._subscribe(SubscriptionSpec("slotSubscribe"))
+
+    def _subscribe(self, spec: SubscriptionSpec,
+                   resume: Optional[SubscriptionCursor] = None) -> None:
+        """Open one subscription (user thread) and wait until it is up; ``resume``
+        continues one from a cursor (its first subscribe already replays)."""
         self._check_usable()
-        ids = [str(p) for p in program_ids]
-        if not ids:
-            raise ValueError("subscribe needs at least one program id")
+        self.open_subscription(spec, resume)
+
+    def open_subscription(self, spec: SubscriptionSpec,
+                          resume: Optional[SubscriptionCursor] = None) -> None:
         inbox = self._inbox
-        link = SubscriptionLink(self.rpc.url, kind, ids, self._config, inbox.deliver_data,
-                                inbox.release_completed, inbox.current_slot,
-                                lambda: inbox.current_slot, self._coordinator)
+        since = inbox.current_slot if resume is None else resume.last_slot
+        position = StreamPosition(spec, since, () if resume is None
+                                  else resume.keys_at_last_slot)
+        link = SubscriptionLink(self.rpc.url, spec, self._config,
+                                lambda event: inbox.deliver_data(event, position),
+                                inbox.release_completed, since, lambda: inbox.current_slot,
+                                self._coordinator,
+                                None if resume is None else resume.keys_at_last_slot)
         connection = Connection(link, self._config,
                                 f"{self._label}-{len(inbox.subscriptions) + 1}")
         connection.start()
@@ -282,8 +389,18 @@ class Session:
             raise
         if status.state is not State.UP:
             connection.close(self._config.close_timeout)
-            raise SubscriptionFailed(f"{kind} failed: {status.reason}")
-        inbox.add_subscription(link, connection)
+            raise SubscriptionFailed(f"{spec.method} failed: {status.reason}")
+        inbox.add_subscription(link, connection, position)
+
+    @property
+    def cursor(self) -> SessionCursor:
+        """Where the user stands: persist it after handling each event (``to_json()`` or
+        pickle) and ``Client.attach_session(session_id, cursor)`` resumes from there, in
+        another process too, with every later event exactly once (user thread)."""
+        return SessionCursor(
+            self.info.session_id, self.info.rpc_endpoint, self._create.start_slot,
+            self._control_seq, self._slot,
+            tuple(position.cursor() for position in self._inbox.positions))
 
     def modify_program(self, program_id: Any, elf: bytes) -> dict[str, AccountData]:
         """The account overrides that install ``elf`` as ``program_id`` (ProgramData of the
@@ -304,8 +421,15 @@ class Session:
         self._check_process()
         if self._finished is not None:
             raise SessionClosed(self._finished)
-        event: Event = self._get(timeout)
+        tag, event = self._get(timeout)
+        event = cast(Event, event)
+        if type(tag) is StreamPosition:
+            tag.delivered(event)
+        elif tag is not None:
+            self._control_seq = tag
         kind = type(event)                  # exact types: isinstance on ABCs is slow
+        if isinstance(event, Slot):
+            self._slot = event.slot
         if kind is Completed:
             self._finished = "the session has completed"
             self._release()

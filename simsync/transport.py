@@ -79,6 +79,11 @@ class StatusCell:
         """Call ``callback`` (on the setting thread) after every transition."""
         self._watchers.append(callback)
 
+    def unwatch(self, callback: Callable[[ConnectionStatus], None]) -> None:
+        """Stop calling ``callback`` (no error if it was not watching)."""
+        with contextlib.suppress(ValueError):
+            self._watchers.remove(callback)
+
     def set(self, status: ConnectionStatus, delay: Optional[float] = None) -> None:
         """Publish a transition (a final state is never left). Logged at INFO."""
         with self._changed:
@@ -92,7 +97,7 @@ class StatusCell:
             self._changed.notify_all()
         extra = f" in {delay:.2f}s" if delay is not None else ""
         log.info("%s: %s (attempt %d)%s", self._name, status, status.attempt, extra)
-        for callback in self._watchers:
+        for callback in list(self._watchers):
             callback(status)
 
     def wait_for(self, states: Iterable[State], timeout: Optional[float]) -> ConnectionStatus:

@@ -33,6 +33,9 @@ EXPECTED: Dict[str, List[str]] = {
                     r"^all sub-sessions completed: [1-9]\d* slots"],
     "multiprocessing_workers.py": [r"^processes: 4 jobs", r"^threads: 4 jobs",
                                    r"^same results under both executors: True$"],
+    "crash_resume.py": [r"^worker killed after \d+ handled events \(exit code -9\)$",
+                        r"^the new process handled [1-9]\d* more events$",
+                        r"each seen exactly once, in order$"],
     "bot_skeleton.py": [r"RECONNECTING", r"^the control connection was dropped 4 times$",
                         r"^exactly once: every slot and every transfer"],
 }

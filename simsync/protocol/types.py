@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple
@@ -310,7 +311,7 @@ class Subscribe(Request):
     METHOD: ClassVar[str] = "subscribe"
     id: int
     kind: str
-    filter: Dict[str, Any]
+    filter: Any            # the first parameter: a filter object, a base58 key, or None
     config: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -552,6 +553,12 @@ class Notification(Snake, Response):
     method: str
     subscription: int
     result: Any = None
+
+    @property
+    def dedup_key(self) -> Any:
+        """Identity within a slot across a replay: the whole result (typed subclasses in
+        ``simsync.protocol.notifications`` use a narrower key)."""
+        return json.dumps(self.result, sort_keys=True, separators=(",", ":"))
 
     @property
     def slot(self) -> Optional[int]:
