@@ -32,10 +32,11 @@ def test_transactions_and_diffs_until_subscription_complete(sim: LocalSimulator,
         m["params"]["subscription"] == diff_ack["result"] for m in msgs) else []
     txs = _results(msgs, "transactionNotification")
     expected = [e.signature for e in sim.executed(sid) if SYSTEM_PROGRAM_ID in e.program_ids]
-    assert [t["signature"] for t in txs] == expected
+    assert [t["transaction"]["signatures"][0] for t in txs] == expected
+    assert all("signature" not in t for t in txs)  # standard Solana form: no top-level field
     first = txs[0]
     assert set(first) >= {"slot", "transaction", "meta", "blockTime", "version"}
-    assert first["transaction"][1] == "base64"
+    assert set(first["transaction"]) == {"signatures", "message"}  # default encoding: json
     assert set(first["meta"]) >= {"err", "fee", "preBalances", "postBalances", "logMessages"}
     diffs = _results(msgs, "accountDiffNotification")
     token_sigs = {e.signature for e in sim.executed(sid) if TOKEN_PROGRAM_ID in e.program_ids}
@@ -56,7 +57,7 @@ def test_replay_from_slot(sim: LocalSimulator, clients) -> None:
     ack = p.subscribe("transactionSubscribe", {"programIds": []},
                       {"replayFromSlot": from_slot})
     expected = [e.signature for e in sim.executed(sid) if e.slot >= from_slot]
-    got = [p.recv()["params"]["result"]["signature"] for _ in expected]
+    got = [p.recv()["params"]["result"]["transaction"]["signatures"][0] for _ in expected]
     assert got == expected
     assert ack["result"] >= 1
     c.step()
