@@ -92,8 +92,8 @@ def _zero_account() -> JsonObj:
 
 def _render_transactions(flt: JsonObj, config: JsonObj, signature_field: bool) -> Render:
     """Each matching transaction as ``getTransaction`` returns it, in the subscription's
-    ``encoding`` (default ``json``, as a standard Solana server)."""
-    encoding = config.get("encoding") or "json"
+    ``encoding`` (default ``base64``, what the service sends when none is asked for)."""
+    encoding = config.get("encoding") or "base64"
     if encoding not in TX_ENCODINGS:
         raise invalid_params(f"unsupported encoding {encoding!r}; one of {TX_ENCODINGS}")
     programs = _keys(flt.get("programIds", flt.get("program_ids")), "programIds")
