@@ -43,7 +43,8 @@ def fault_epilog() -> str:
     return ("fault actions (--fault ACTION[:KEY=VALUE,...]):\n" + spec_help() +
             "\n\npoints (at=): " + ", ".join(POINTS) +
             "\nconnections of a channel count from 1 in arrival order (on_connection=K); "
-            "times=0 fires on every one\n\nexamples:\n  --fault drop:after_frames=5,how=rst,on_connection=2\n"
+            "times=0 fires on every one\n\nexamples:\n"
+            "  --fault drop:after_frames=5,how=rst,on_connection=2\n"
             "  --fault refuse:status=429,retry_after=3\n"
             "  --fault heartbeat:channel=pubsub,interval_secs=1,timeout_secs=2,times=0\n"
             "  --fault error:slot=400000003,error=advanceSlotFailed")

@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Set, Tuple, Type, TypeVar
 
 from aiohttp import web
+from aiohttp.http import WS_KEY
 
 from simsync.localsim.chain import ExecutedTx
 from simsync.localsim.connection import Connection
@@ -39,7 +40,7 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 MAX_MESSAGE = 64 * 1024 * 1024
 API_KEY_HEADER = "X-API-Key"
-_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B65"  # RFC 6455 §1.3
+_WS_GUID = WS_KEY  # RFC 6455 §1.3 GUID
 NON_JSON_BODY = "<html><body><h1>502 Bad Gateway</h1></body></html>"
 
 
