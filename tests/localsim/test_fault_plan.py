@@ -149,6 +149,7 @@ def test_invalid_utf8_text_frame(sim: LocalSimulator) -> None:
             bad.data.decode("utf-8")
     finally:
         ws.close()
+        ws.shutdown()  # close() skips it after a server close
 
 
 def test_binary_frames_carry_the_protocol(sim: LocalSimulator) -> None:
@@ -163,6 +164,7 @@ def test_binary_frames_carry_the_protocol(sim: LocalSimulator) -> None:
         assert all("method" in json.loads(f.data.decode()) for f in frames)
     finally:
         ws.close()
+        ws.shutdown()  # close() skips it after a server close
 
 
 def test_oversize_frame_has_the_given_size(sim: LocalSimulator, clients) -> None:
@@ -191,6 +193,7 @@ def test_fragmented_frames(sim: LocalSimulator) -> None:
         assert json.loads(b"".join(p.data for p in pieces))["method"] == "sessionCreated"
     finally:
         ws.close()
+        ws.shutdown()  # close() skips it after a server close
 
 
 def test_duplicate_notifications(sim: LocalSimulator, clients) -> None:
@@ -435,6 +438,7 @@ def test_heartbeat_drops_a_peer_that_does_not_answer(sim: LocalSimulator) -> Non
         elapsed = time.monotonic() - opened
     finally:
         ws.close()
+        ws.shutdown()  # close() skips it after a server close
     assert raw[:1] == b"\x89"  # a ping frame came first
     assert elapsed <= interval + timeout + 1.0
     assert [f.trigger for f in sim.faults.history] == ["open", "heartbeat timeout"]
@@ -452,6 +456,7 @@ def test_heartbeat_keeps_a_peer_that_answers(sim: LocalSimulator) -> None:
         assert ws.connected
     finally:
         ws.close()
+        ws.shutdown()  # close() skips it after a server close
     assert "heartbeat timeout" not in [f.trigger for f in sim.faults.history]
 
 
