@@ -634,3 +634,44 @@ def test_every_action_has_a_wire_test_here() -> None:
     missing = [a for a in ACTIONS if f'"{a}"' not in text and a not in (
         "stall", "malformed", "unknown_method", "delay")]  # covered in test_faults_http.py
     assert missing == []
+
+
+# ----------------------------------------------------------------------------- named points
+
+
+def test_point_mid_create_is_between_two_session_created(make_sim, clients) -> None:
+    sim = make_sim(bundle_size=20, bundles=2)
+    sim.faults.add(Fault("drop", at="mid_create"))
+    c = clients["control"](sim)
+    c.send("createBacktestSession", {"startSlot": START, "endSlot": START + 39,
+                                     "parallel": True, "disconnectTimeoutSecs": 30})
+    assert c.recv()["method"] == "sessionCreated"
+    assert _read_error(c) is None  # the second sessionCreated never came
+    assert len(sim.session_ids()) == 2  # both exist on the server
+
+
+def test_point_after_resume_success(sim: LocalSimulator, clients) -> None:
+    c = clients["control"](sim)
+    sid = c.create(end=START + 5, disconnectTimeoutSecs=30)
+    c.close()
+    wait_for(lambda: not sim.session_info(sid)["attached"], what="detached")
+    sim.faults.add(Fault("drop", how="rst", at="after_resume_success"))
+    c2 = clients["control"](sim)
+    c2.send("attachBacktestSession", {"session_id": sid, "last_sequence": None})
+    c2.until("readyForContinue")
+    c2.send("resumeAttachedSession")
+    assert c2.recv() == {"method": "success"}
+    exc = _read_error(c2)
+    assert exc is not None and _reset(exc)
+    assert sim.faults.history[-1].trigger == "at=after_resume_success"
+
+
+def test_point_after_subscribe_ack(sim: LocalSimulator, clients) -> None:
+    c = clients["control"](sim)
+    sid = c.create(end=START + 5)
+    sim.faults.add(Fault("drop", channel="pubsub", at="after_subscribe_ack"))
+    p = clients["pubsub"](sim, sid)
+    assert p.subscribe("slotSubscribe")["result"] == 1
+    with pytest.raises((ConnectionError, websocket.WebSocketConnectionClosedException)):
+        p.recv()
+    assert sim.faults.fired_on("drop", "pubsub") == [1]
