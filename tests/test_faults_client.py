@@ -233,12 +233,16 @@ def test_a_replayed_non_fatal_error_does_not_kill_the_session(sim: LocalSimulato
     assert sum(isinstance(e, simsync.ServerError) for e in events) == 1
 
 
+@pytest.mark.xfail(strict=True, reason="issue 13 item 4: a subscription down for longer than "
+                   "the replay window re-subscribes and comes back with a gap and no error "
+                   "(a silently truncated stream) instead of SubscriptionFailed")
 def test_a_gap_beyond_the_replay_window_is_reported() -> None:
+    """The PubSub connection stalls (half-open) after two notifications: the control link
+    steps on while the client takes ``dead_after`` to notice; the re-subscribe asks to replay
+    from a slot the 1-slot replay window no longer holds."""
     plan = FaultPlan([Fault("replay_window", slots=1)])
     with LocalSimulator(bundle_size=100, bundles=4, faults=plan) as server:
-        server.faults.add(Fault("drop", channel="pubsub", after_frames=3))
-        for k in range(2, 30):  # the re-subscribes after the drop are refused for a while
-            server.faults.add(Fault("refuse", channel="pubsub", on_connection=k))
+        server.faults.add(Fault("stall", channel="pubsub", after_frames=3))
         events: List[Any] = []
         with client(server).start_session(start_slot=START, end_slot=END) as session:
             session.subscribe_transactions(PROGRAMS)
@@ -249,6 +253,6 @@ def test_a_gap_beyond_the_replay_window_is_reported() -> None:
                 return  # the right outcome
         expected = [e.signature for e in server.executed(sid)
                     if set(e.program_ids) & set(PROGRAMS)]
-        assert len(server.faults.fired_on("refuse")) == 28  # the outage did happen
+        assert server.faults.fired_on("stall", "pubsub") == [1]
     got = [e.signature for e in events if isinstance(e, simsync.Transaction)]
     assert collections.Counter(got) == collections.Counter(expected)  # else: silent gap
