@@ -246,8 +246,10 @@ class Connection:
             if self.dead:
                 return
             self._on_fault(fault)
-            log.info("connection %s (%s #%s): fault %s fires after %d frames", self.id,
-                     self.channel, self.number, fault.action, self.frames_sent)
+            # tests/soak.py reads these args (id, channel, action): keep their order.
+            log.info("connection %s (%s): fault %s fires after %d frames (connection #%s of "
+                     "the channel)", self.id, self.channel, fault.action, self.frames_sent,
+                     self.number)
             try:
                 await self._fire(fault)
             except (ConnectionError, RuntimeError):
