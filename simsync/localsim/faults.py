@@ -49,7 +49,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set
 
 CONNECTION_ACTIONS = ("drop", "close", "stall", "stop_reading", "malformed", "unknown_method",
                       "delay", "invalid_utf8", "binary", "oversize", "fragment", "duplicate",
@@ -316,7 +316,8 @@ class FaultPlan:
             self._reject_key = bool(value)
 
     def clear(self) -> None:
-        """Forget every fault, refusal and key rejection (``fired`` and the history are kept)."""
+        """Forget every fault, refusal and key rejection (``fired``, the history and the
+        connection numbering are kept: ``on_connection`` counts over the simulator's life)."""
         with self._lock:
             self._faults.clear()
             self._fired_on.clear()
@@ -436,7 +437,3 @@ class FaultPlan:
                 taken.append(fault)
         return taken
 
-
-def describe(faults: Iterable[Fault]) -> List[Tuple[str, str]]:
-    """``(action, channel)`` of each fault (for the ``serve`` banner)."""
-    return [(f.action, f.channel) for f in faults]
