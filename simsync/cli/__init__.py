@@ -23,6 +23,7 @@ from simsync import urls
 from simsync.cli.commands import cmd_compare, cmd_ranges, cmd_serve, cmd_summarize, parse_date
 from simsync.cli.report import KEYS_DECODABLE
 from simsync.cli.run import SUBSCRIPTIONS, cmd_run
+from simsync.localsim import cli as localsim_cli
 
 API_KEY_ENV = "SIMULATOR_API_KEY"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -235,16 +236,27 @@ def build_parser() -> argparse.ArgumentParser:
                          help="what to show (default: all)")
 
     serve = sub.add_parser("serve", parents=[common],
-                           help="run the local simulator until Ctrl-C")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8900, help="0 picks a free port")
+                           help="run the local simulator until Ctrl-C",
+                           description="Run the local backtest simulator until Ctrl-C; the "
+                                       "first line printed is the URL to pass to --url.",
+                           epilog=localsim_cli.fault_epilog(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=localsim_cli.port_number, default=8900,
+                       help="TCP port 0..65535 (default 8900; 0 picks a free port)")
     serve.add_argument("--api-key", metavar="KEY", help="require this X-API-Key (never printed)")
-    serve.add_argument("--seed", type=int, default=0)
-    serve.add_argument("--first-slot", type=_slot, default=400_000_000)
-    serve.add_argument("--bundle-size", type=_positive, default=1000)
-    serve.add_argument("--bundles", type=_positive, default=10)
+    serve.add_argument("--seed", type=int, default=0,
+                       help="seed of the synthetic history (default 0)")
+    serve.add_argument("--first-slot", type=_slot, default=400_000_000,
+                       help="first slot of the synthetic history (default 400000000)")
+    serve.add_argument("--bundle-size", type=_positive, default=1000,
+                       help="slots per bundle (default 1000)")
+    serve.add_argument("--bundles", type=_positive, default=10,
+                       help="number of bundles (default 10)")
     serve.add_argument("--slot-delay", type=_seconds, default=0.0,
-                       help="seconds to wait after each executed slot")
+                       help="seconds to wait after each executed slot (default 0)")
+    localsim_cli.add_fault_argument(serve)
     return parser
 
 
