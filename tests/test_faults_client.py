@@ -176,9 +176,6 @@ def test_binary_and_fragmented_control_frames_are_read(sim: LocalSimulator) -> N
 # ----------------------------------------------------------------------------- known failures
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 item 2: after a rejected step the client "
-                   "swallows the re-sent readyForContinue, so the README loop times out "
-                   "(EventTimeout) instead of seeing ServerError then the pause again")
 def test_a_rejected_step_shows_the_error_then_the_pause_again(sim: LocalSimulator) -> None:
     sim.faults.add(Fault("reject_step", step=2, error="invalidTransactionFormat"))
     with client(sim).start_session(start_slot=START, end_slot=END) as session:
@@ -218,9 +215,6 @@ def test_a_non_fatal_error_does_not_stop_the_session(sim: LocalSimulator) -> Non
     assert len(errors) == 1 and isinstance(events[-1], simsync.Completed)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 item 7: a replayed non-fatal error frame "
-                   "is taken as fatal by the re-attach handshake: ControlFailed 'the server "
-                   "refused the session while waiting for success (resume): simulationError'")
 def test_a_replayed_non_fatal_error_does_not_kill_the_session(sim: LocalSimulator) -> None:
     """The first step's frames (with a simulationError) are emitted while the control link
     is down, so they reach the client in the attach replay."""
@@ -233,18 +227,17 @@ def test_a_replayed_non_fatal_error_does_not_kill_the_session(sim: LocalSimulato
     assert sum(isinstance(e, simsync.ServerError) for e in events) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 item 4: a subscription down for longer than "
-                   "the replay window re-subscribes and comes back with a gap and no error "
-                   "(a silently truncated stream) instead of SubscriptionFailed")
 def test_a_gap_beyond_the_replay_window_is_reported() -> None:
     """The PubSub connection stalls (half-open) after two notifications: the control link
     steps on while the client takes ``dead_after`` to notice; the re-subscribe asks to replay
-    from a slot the 1-slot replay window no longer holds."""
+    from a slot the 1-slot replay window no longer holds (the client is told the window:
+    ``ClientConfig.replay_window_slots``)."""
     plan = FaultPlan([Fault("replay_window", slots=1)])
+    config = FAST.replace(replay_window_slots=1)
     with LocalSimulator(bundle_size=100, bundles=4, faults=plan) as server:
         server.faults.add(Fault("stall", channel="pubsub", after_frames=3))
         events: List[Any] = []
-        with client(server).start_session(start_slot=START, end_slot=END) as session:
+        with client(server, config).start_session(start_slot=START, end_slot=END) as session:
             session.subscribe_transactions(PROGRAMS)
             sid = session.info.session_id
             try:
