@@ -304,11 +304,12 @@ class ControlBase(Link):
         A failed write leaves the step unsent; the next resume writes it."""
         with self._lock:
             channel, gen = self._live, self._gen
-            steps = [step for step in (gate.take_unsent(gen) for gate in self.gates())
-                     if channel is not None and step is not None]
+            if channel is None:
+                return
             gates = self.gates()
+            steps = [step for step in (gate.take_unsent(gen) for gate in gates)
+                     if step is not None]
         for step in steps:
-            assert channel is not None
             try:
                 self._write(channel, encode_request(step.wire))
             except Transient as exc:
