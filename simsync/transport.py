@@ -242,6 +242,16 @@ class ReconnectPolicy:
         self._stop.wait(seconds)
 
 
+def _lock_free(ws: websocket.WebSocket) -> bool:
+    """Whether nobody is writing on ``ws`` right now: a close frame must not wait behind a
+    write (from a signal handler, the interrupted write is this very thread's)."""
+    lock = getattr(ws, "lock", None)
+    if lock is None or not lock.acquire(blocking=False):
+        return lock is None
+    lock.release()
+    return True
+
+
 def describe(exc: BaseException) -> str:
     """A short reason for logs and errors (never headers or URLs with secrets)."""
     text = str(exc) or type(exc).__name__
@@ -340,7 +350,7 @@ class Connection:
             ws = self._ws
         if ws is None:
             return
-        if send_close:
+        if send_close and _lock_free(ws):
             with contextlib.suppress(Exception):   # best effort on a dying socket
                 ws.send_close()
         sock = ws.sock

@@ -72,14 +72,14 @@ def serve(host: str = "127.0.0.1", port: int = 8900, api_key: Optional[str] = No
 
     sim = LocalSimulator(host=host, port=port, api_key=api_key, **options)
     sim.start()
-    url = connect_url(sim.url)
-    print(f"simsync local simulator: {url}  (pass --url {url}; HTTP {connect_url(sim.http_url)};"
-          f" Ctrl-C to stop)", flush=True)
-    plan = options.get("faults")
-    if isinstance(plan, FaultPlan) and plan.pending():
-        print("faults: " + ", ".join(f"{f.action} ({f.channel})" for f in plan.pending()),
-              flush=True)
-    try:
+    try:                        # Ctrl-C may come as soon as the URL line is out
+        url = connect_url(sim.url)
+        print(f"simsync local simulator: {url}  (pass --url {url}; "
+              f"HTTP {connect_url(sim.http_url)}; Ctrl-C to stop)", flush=True)
+        plan = options.get("faults")
+        if isinstance(plan, FaultPlan) and plan.pending():
+            print("faults: " + ", ".join(f"{f.action} ({f.channel})" for f in plan.pending()),
+                  flush=True)
         forever = threading.Event()
         while not forever.wait(0.5):
             pass
