@@ -493,12 +493,11 @@ class ControlLink(ControlBase):
         self.gate.begin_step(request, request, ready, deadline)
         self.flush_steps()
 
-    def send_close(self) -> None:
+    def send_close(self) -> bool:
         """Ask the server to close the session (user thread); ``close_acked`` is set on its
-        ``success``. Best effort: a dead socket is fine here."""
+        ``success``. Returns whether the request was written (best effort)."""
         self._closing = True
-        if not self.send_request(CloseBacktestSession()):
-            self.close_acked.set()
+        return self.send_request(CloseBacktestSession())
 
 
     def close_detached(self, deadline: float) -> bool:
@@ -506,7 +505,8 @@ class ControlLink(ControlBase):
         connection is down (user thread, after the reader stopped): a fresh socket,
         ``attachBacktestSession`` → ``sessionAttached``, ``closeBacktestSession`` →
         ``success``. Best effort: returns whether the server acknowledged."""
-        if self.info is None or not self._create.sequenced:
+        if self.info is None or not self._create.sequenced \
+                or deadline - time.monotonic() < 0.1:
             return False
         sslopt = {"ca_certs": self._config.ca_bundle} if self._config.ca_bundle else {}
         ws = websocket.WebSocket(sslopt=sslopt)
@@ -615,15 +615,21 @@ class SingleControl(ControlSide):
         connection; a session whose connection is down gets one bounded attempt on a fresh
         socket (``close_detached``), so it does not live on for its detach window. Bounded
         by ``deadline``."""
+        link = self.link
         state = self.status.value.state
-        if self.link.created and state is State.UP:
-            self.link.send_close()
-            while not self.link.close_acked.wait(SLICE) and time.monotonic() < deadline:
-                pass
-        self.connection.close(max(0.0, deadline - time.monotonic()))
-        if self.link.created and state in (State.RECONNECTING, State.CONNECTING) \
-                and not self.link.finished:
-            self.link.close_detached(deadline)
+        if not link.created or link.gate.completed or self.status.value.final:
+            self.connection.close(max(0.0, deadline - time.monotonic()))
+            return
+        try:
+            if state is State.UP and link.send_close():
+                while not link.close_acked.wait(SLICE) and time.monotonic() < deadline:
+                    pass
+        finally:            # an interrupt above still stops the connection
+            self.connection.close(max(0.0, deadline - time.monotonic()))
+        if not link.close_acked.is_set():
+            # down, or the close could not be written (a signal handler that interrupted
+            # this thread's own write): one attempt on a fresh connection
+            link.close_detached(deadline)
 
 
 __all__: List[str] = ["ControlBase", "ControlLink", "ControlSide", "SessionEnded", "SessionInfo",
