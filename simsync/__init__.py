@@ -28,16 +28,21 @@ from simsync.parallel import ParallelSession, SubSession
 from simsync.protocol import (
     AccountData,
     AccountDiff,
+    AccountUpdate,
     AvailableRange,
     Completed,
     CreateSessionParams,
     DiscoveryBatch,
     EncodedData,
     Event,
+    Logs,
     Paused,
+    ProgramAccountUpdate,
     ReadyForContinue,
     ServerError,
+    SignatureResult,
     Slot,
+    SlotUpdate,
     Status,
     Summary,
     Transaction,
@@ -49,7 +54,8 @@ from simsync.transport import ConnectionStatus, State
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
-    "AccountData", "AccountDiff", "AccountOverrideError", "AccountOverrideTypeError",
+    "AccountData", "AccountDiff", "AccountUpdate", "Logs", "ProgramAccountUpdate",
+    "SignatureResult", "SlotUpdate", "AccountOverrideError", "AccountOverrideTypeError",
     "AvailableRange", "Client", "ClientConfig", "Completed", "ConnectionStatus",
     "ControlFailed", "CreateSessionParams", "DiscoveryBatch", "EncodedData", "Event",
     "EventTimeout", "ForkedSessionError", "ParallelSession", "Paused", "ProtocolError",

@@ -87,8 +87,9 @@ class Client:
         With ``cursor`` (``Session.cursor``, persisted after each handled event) the user
         sees every event after it exactly once, and its subscriptions are opened again and
         replayed from where they stood; without it, the server replays the session's whole
-        record. A pause the user had handled is announced again when the server is idle
-        there (its step never arrived). Raises ``SessionCreateError`` when the server does
+        record (its pauses that were already answered are left out: they are history). A
+        pause the user had handled is announced again when the server is idle there (its
+        step never arrived). Raises ``SessionCreateError`` when the server does
         not know the session (or it has no detach window), ``ValueError`` for a cursor of
         another session."""
         if cursor is not None and cursor.session_id != session_id:

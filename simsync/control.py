@@ -157,6 +157,10 @@ class StepGate:
                     self._settle(StepState.AWAITING_PAUSE, None)
                 else:
                     self.state = StepState.STEP_RUNNING
+            elif self.state is StepState.HOLDING_PAUSE and (kind is Status or kind is Slot):
+                # the server runs a step this gate did not send (another process's, seen
+                # in the replay of an attach): the pause held is spent
+                self._settle(StepState.AWAITING_PAUSE, None)
             return Verdict.DELIVER
 
     def _pause(self, pause: Any, gen: int) -> Verdict:
@@ -216,6 +220,19 @@ class StepGate:
 
 
 Deliver = Callable[[Any, Optional[int]], None]   # (event, its seqId)
+
+
+def _answered_pauses(events: List[Any]) -> set[int]:
+    """Indexes of the pauses that a later frame of the same record shows were answered
+    (a status or slot of the next step follows them)."""
+    answered: set[int] = set()
+    executed_after = False
+    for index in range(len(events) - 1, -1, -1):
+        kind = type(events[index])
+        if (kind is ReadyForContinue or kind is Paused) and executed_after:
+            answered.add(index)
+        executed_after = executed_after or kind is Status or kind is Slot
+    return answered
 
 
 class SessionEnded(Fatal):
@@ -353,11 +370,12 @@ class ControlBase(Link):
     def _route(self, seq: Optional[int], event: Any) -> None:
         """Route one decoded frame."""
 
-    def _resume(self, channel: Channel) -> None:
+    def _resume(self, channel: Channel,
+                other: Optional[Callable[[Tuple[Optional[int], Any]], None]] = None) -> None:
         """Rebuild the data plane (bounded), then ``resumeAttachedSession`` → ``success``."""
         self._before_resume(self._config.handshake_timeout)
         channel.send(encode_request(ResumeAttachedSession()))
-        self._await(channel, Success, "success (resume)")
+        self._await(channel, Success, "success (resume)", other)
 
     def _await(self, channel: Channel, wanted: type, what: str,
                other: Optional[Callable[[Tuple[Optional[int], Any]], None]] = None,
@@ -462,13 +480,28 @@ class ControlLink(ControlBase):
             self._route(early_seq, event)
 
     def _attach(self, channel: Channel) -> None:
+        """Attach with the cursor, then resume. Without a cursor (``attach_session`` with
+        none) the server replays the whole record: its pauses that later frames show were
+        already answered (by the process that drove the session) are history, not pauses
+        to step from, and are not delivered."""
         assert self.info is not None
+        whole: Optional[List[Tuple[Optional[int], Any]]] = (
+            [] if self.gate.last_seq is None else None)
+        collect = None if whole is None else whole.append
         channel.send(encode_request(AttachBacktestSession(self.info.session_id,
                                                           self.gate.last_seq)))
-        seq, attached = self._await(channel, SessionAttached, "sessionAttached")
+        seq, attached = self._await(channel, SessionAttached, "sessionAttached", collect)
         self.gate.see(seq)
         self.info = SessionInfo(attached.session_id, attached.rpc_endpoint, attached.task_id)
-        self._resume(channel)
+        self._resume(channel, collect)
+        if whole is None:
+            return
+        answered = _answered_pauses([event for _, event in whole])
+        for index, (seq, event) in enumerate(whole):
+            if index in answered:
+                self.gate.see(seq)
+            else:
+                self._route(seq, event)
 
     def _route(self, seq: Optional[int], event: Any) -> None:
         kind = type(event)

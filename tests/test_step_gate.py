@@ -153,3 +153,11 @@ def test_a_failed_write_makes_the_step_unsent_again() -> None:
     assert gate.state is StepState.STEP_SENT
     gate.unsent(step, 1)
     assert gate.state is StepState.STEP_UNSENT and gate.take_unsent(2) is step
+
+
+def test_a_step_this_gate_did_not_send_spends_the_pause_held() -> None:
+    """Attached without a cursor: the replay shows another process's steps."""
+    gate = holding()
+    assert verdicts(gate, 1, Status("executing"), Slot(2), READY) == [
+        Verdict.DELIVER, Verdict.DELIVER, Verdict.DELIVER]
+    assert gate.state is StepState.HOLDING_PAUSE

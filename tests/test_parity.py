@@ -1,0 +1,173 @@
+"""Issue 17: attach from anywhere with a cursor, every PubSub kind end to end (with drops for
+the kinds that replay), and watching the connection status."""
+from __future__ import annotations
+
+import collections
+import pickle
+import threading
+from typing import Any, Callable, Dict, List
+
+import pytest
+
+import simsync
+from simsync.localsim import Fault, LocalSimulator
+from tests.support import START, client, drive, sim, slots, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+__all__ = ["sim"]
+
+SYSTEM = "11111111111111111111111111111111"
+END = START + 19
+
+
+def step_through(session: simsync.Session, until: int = 10**9) -> List[Any]:
+    """Drive from the pause the user holds (or the start) to ``Completed`` or ``until``
+    events; returns what was seen."""
+    seen: List[Any] = []
+    while len(seen) < until:
+        event = session.next_event(15)
+        seen.append(event)
+        if isinstance(event, simsync.Completed):
+            break
+        if isinstance(event, (simsync.ReadyForContinue, simsync.Paused)):
+            session.send_continue(timeout=15)
+    return seen
+
+
+# ------------------------------------------------------------------ attach
+
+@pytest.mark.parametrize("after", [3, 17, 40])
+def test_attach_with_a_cursor_sees_every_later_event_exactly_once(sim: LocalSimulator,
+                                                                   after: int) -> None:
+    first = client(sim).start_session(start_slot=START, end_slot=END,
+                                      disconnect_timeout_secs=60)
+    first.subscribe_transactions([SYSTEM])
+    seen = step_through(first, until=after)
+    cursor = simsync.SessionCursor.from_json(first.cursor.to_json())
+    assert pickle.loads(pickle.dumps(cursor)) == cursor
+    sid = first.info.session_id
+    # the process "dies": its sockets go away without a close (the server detaches)
+    first._control.connection.close(2)
+    for _, connection in first._inbox.subscriptions:
+        connection.close(2)
+    with client(sim).attach_session(sid, cursor) as second:
+        seen += step_through(second)
+    assert slots(seen) == sim.produced_slots(START, END)
+    got = [e.signature for e in seen if isinstance(e, simsync.Transaction)]
+    expected = [t.signature for t in sim.executed(sid) if SYSTEM in t.program_ids]
+    assert got == expected
+    assert isinstance(seen[-1], simsync.Completed)
+
+
+def test_attach_without_a_cursor_replays_the_whole_record(sim: LocalSimulator) -> None:
+    first = client(sim).start_session(start_slot=START, end_slot=END,
+                                      disconnect_timeout_secs=60)
+    head = step_through(first, until=12)
+    sid = first.info.session_id
+    first._control.connection.close(2)
+    with client(sim).attach_session(sid) as second:
+        replay = step_through(second)
+
+    def history(events: List[Any]) -> List[Any]:
+        return [e for e in events if not isinstance(e, simsync.ReadyForContinue)]
+
+    # the whole record again, without the pauses the first process had answered
+    assert history(replay)[:len(history(head))] == history(head)
+    assert slots(replay) == sim.produced_slots(START, END)
+    pauses = sum(isinstance(e, simsync.ReadyForContinue) for e in replay)
+    assert pauses < sum(isinstance(e, simsync.ReadyForContinue) for e in head + replay)
+
+
+def test_attach_to_an_unknown_session_is_a_create_error(sim: LocalSimulator) -> None:
+    with pytest.raises(simsync.SessionCreateError, match="could not attach"):
+        client(sim).attach_session("backtest_nope")
+
+
+def test_a_cursor_of_another_session_is_refused(sim: LocalSimulator) -> None:
+    with client(sim).start_session(start_slot=START, end_slot=END,
+                                   disconnect_timeout_secs=60) as session:
+        cursor = session.cursor
+    with pytest.raises(ValueError, match="belongs to session"):
+        client(sim).attach_session("backtest_other", cursor)
+    with pytest.raises(ValueError, match="not a simsync session cursor"):
+        simsync.SessionCursor.from_json('{"version": 99}')
+
+
+# ------------------------------------------------------------------ every kind
+
+def first_wallet(server: LocalSimulator) -> str:
+    return server.wallets[0]
+
+
+KINDS: Dict[str, Callable[[simsync.Session, LocalSimulator], None]] = {
+    "logs": lambda s, server: s.subscribe_logs(),
+    "account": lambda s, server: s.subscribe_account(first_wallet(server)),
+    "program": lambda s, server: s.subscribe_program(SYSTEM),
+    "slots": lambda s, server: s.subscribe_slots(),
+    "diffs by account": lambda s, server: s.subscribe_account_diffs(
+        account_keys=[first_wallet(server)]),
+}
+TYPES = {"logs": simsync.Logs, "account": simsync.AccountUpdate,
+         "program": simsync.ProgramAccountUpdate, "slots": simsync.SlotUpdate,
+         "diffs by account": simsync.AccountDiff}
+
+
+def stream(server: LocalSimulator, kind: str) -> List[Any]:
+    with client(server).start_session(start_slot=START, end_slot=END,
+                                      disconnect_timeout_secs=60) as session:
+        KINDS[kind](session, server)
+        events = drive(session)
+    return [e for e in events if isinstance(e, TYPES[kind])]
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_kind_streams_typed_events_and_survives_drops(kind: str) -> None:
+    with LocalSimulator(bundle_size=100, bundles=4) as server:
+        clean = stream(server, kind)
+        assert clean, f"no {kind} events"
+        server.faults.add(Fault("drop", channel="pubsub", after_frames=4, times=2))
+        server.faults.add(Fault("drop", channel="pubsub", after_frames=2, how="rst",
+                                on_connection=server.faults.connections("pubsub") + 3))
+        dropped = stream(server, kind)
+    if kind == "slots":         # not replayed: each slot at most once, in order
+        got = [e.slot for e in dropped]
+        assert got == sorted(set(got)) and set(got) <= {e.slot for e in clean}
+    else:                       # replayed: each notification exactly once
+        def keys(events: List[Any]) -> Any:
+            return collections.Counter((e.slot, repr(e.dedup_key)) for e in events)
+        assert keys(dropped) == keys(clean)
+
+
+def test_a_signature_subscription_delivers_once_and_ends(sim: LocalSimulator) -> None:
+    with client(sim).start_session(start_slot=START, end_slot=END,
+                                   disconnect_timeout_secs=60) as session:
+        session.subscribe_transactions([SYSTEM])
+        events = step_through(session, until=40)
+        signature = next(e.signature for e in events if isinstance(e, simsync.Transaction))
+    with client(sim).start_session(start_slot=START, end_slot=END,
+                                   disconnect_timeout_secs=60) as session:
+        session.subscribe_signature(signature)
+        events = drive(session)
+    results = [e for e in events if isinstance(e, simsync.SignatureResult)]
+    assert len(results) == 1 and results[0].err is None
+
+
+# ------------------------------------------------------------------ status
+
+def test_status_changes_yield_every_transition(sim: LocalSimulator) -> None:
+    with client(sim).start_session(start_slot=START, end_slot=END,
+                                   disconnect_timeout_secs=60) as session:
+        seen: List[simsync.ConnectionStatus] = []
+        watcher = threading.Thread(target=lambda: seen.extend(session.status_changes(10)))
+        watcher.start()
+        wait_for(lambda: watcher.is_alive())
+        session.next_event(10)
+        session._control.connection.abort()
+        status = session.wait_for_status(simsync.State.RECONNECTING, timeout=10)
+        assert status.state in (simsync.State.RECONNECTING, simsync.State.UP)
+        assert session.wait_for_status(simsync.State.UP, timeout=10).reconnects == 1
+        drive(session)
+        watcher.join(10)
+    states = [s.state for s in seen]
+    assert states[:2] == [simsync.State.RECONNECTING, simsync.State.UP]
+    assert states[-1] is simsync.State.CLOSED and not watcher.is_alive()
