@@ -23,7 +23,7 @@ from simsync.protocol import (
     decode_response,
     encode_request,
 )
-from simsync.transport import SLICE, Channel, Fatal, Link, LinkDone
+from simsync.transport import SLICE, Channel, Fatal, Link, LinkDone, Transient
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,21 @@ class SubscriptionSpec:
             raise ValueError(f"unknown subscription kind {self.method!r}; one of "
                              f"{sorted(KINDS)}")
 
-    def request(self, request_id: int, replay_from: Optional[int]) -> Subscribe:
+    def request(self, request_id: int, replay_from: Optional[int],
+                compression: Optional[str] = None) -> Subscribe:
         config = {**KINDS[self.method], **self.config}
         if replay_from is not None and self.method not in NO_REPLAY:
             config["replayFromSlot"] = replay_from
+        if compression is not None:
+            config["compression"] = compression
         return Subscribe(request_id, self.method, self.filter, config)
+
+
+def _decompressor() -> Any:
+    """A fresh streaming zstd decompression context (one per connection)."""
+    import zstandard
+
+    return zstandard.ZstdDecompressor().decompressobj()
 
 
 class ReplayFilter:
@@ -148,6 +158,7 @@ class SubscriptionLink(Link):
         self._subscription: Optional[int] = None
         self._request_id = 0
         self._waiting_on_user = False
+        self._inflate: Any = None       # this connection's zstd context, when compressed
         self._coordinator = coordinator
         self.complete = False
         self.delivered = 0
@@ -176,7 +187,10 @@ class SubscriptionLink(Link):
             self._check_replay_reach()
             replay_from = self._replay.last_slot
         self._request_id += 1
-        channel.send(encode_request(self.spec.request(self._request_id, replay_from)))
+        compression = self._config.pubsub_compression
+        self._inflate = _decompressor() if compression == "zstd" else None   # per connection
+        channel.send(encode_request(self.spec.request(self._request_id, replay_from,
+                                                      compression)))
         while True:
             event = self._decode(channel.recv(self._config.handshake_timeout))
             if isinstance(event, SubscriptionAck) and event.id == self._request_id:
@@ -207,6 +221,11 @@ class SubscriptionLink(Link):
             self._route(event)
 
     def _decode(self, data: Union[str, bytes]) -> Any:
+        if self._inflate is not None and isinstance(data, bytes):
+            try:
+                data = self._inflate.decompress(data)
+            except Exception as exc:        # zstandard.ZstdError: the stream is broken
+                raise Transient(f"corrupt zstd stream on {self.kind}: {exc}") from exc
         try:
             return decode_response(data)[1]
         except ProtocolError as exc:

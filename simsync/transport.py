@@ -488,6 +488,13 @@ class Connection:
             now = time.monotonic()
             if ws is None or self.link.holding_back():
                 self._last_inbound = now
+                if ws is not None and now >= next_ping:
+                    # the reader waits on the user and cannot answer the server's pings:
+                    # an unsolicited pong (RFC 6455 §5.5.3) each second keeps a heartbeat
+                    # server calm
+                    next_ping = now + min(1.0, self.config.ping_interval)
+                    with contextlib.suppress(OSError, websocket.WebSocketException):
+                        ws.pong(b"")
                 continue
             if now - self._last_inbound > self.config.dead_after:
                 log.warning("simsync %s %s: nothing received for %.1fs, reconnecting",

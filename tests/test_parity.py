@@ -11,7 +11,7 @@ import pytest
 
 import simsync
 from simsync.localsim import Fault, LocalSimulator
-from tests.support import START, client, drive, sim, slots, wait_for
+from tests.support import FAST, START, client, drive, sim, slots, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 __all__ = ["sim"]
@@ -171,3 +171,66 @@ def test_status_changes_yield_every_transition(sim: LocalSimulator) -> None:
     states = [s.state for s in seen]
     assert states[:2] == [simsync.State.RECONNECTING, simsync.State.UP]
     assert states[-1] is simsync.State.CLOSED and not watcher.is_alive()
+
+
+# ------------------------------------------------------------------ compression
+
+def transactions_of(server: LocalSimulator, config: simsync.ClientConfig) -> List[str]:
+    with client(server, config).start_session(start_slot=START, end_slot=END,
+                                              disconnect_timeout_secs=60) as session:
+        session.subscribe_transactions([SYSTEM])
+        return [e.signature for e in drive(session) if isinstance(e, simsync.Transaction)]
+
+
+def test_zstd_notifications_arrive_exactly_once_across_drops_and_a_corrupt_frame() -> None:
+    zstd = FAST.replace(pubsub_compression="zstd")
+    with LocalSimulator(bundle_size=100, bundles=4) as server:
+        plain = transactions_of(server, FAST)
+        compressed = transactions_of(server, zstd)
+        pubsub = [r for r in server.requests_seen() if r.websocket]
+        assert compressed == plain and plain
+        # each reconnect starts a new context; a corrupt frame fails only its connection
+        base = server.faults.connections("pubsub")
+        server.faults.add(Fault("drop", channel="pubsub", after_frames=5,
+                                on_connection=base + 1))
+        server.faults.add(Fault("malformed", channel="pubsub", after_frames=3,
+                                on_connection=base + 2))
+        assert transactions_of(server, zstd) == plain
+        assert server.faults.connections("pubsub") >= base + 3
+        assert pubsub
+
+
+def test_compression_needs_a_known_codec() -> None:
+    with pytest.raises(ValueError, match="pubsub_compression"):
+        FAST.replace(pubsub_compression="gzip")
+
+
+# ------------------------------------------------------------------ heartbeat, slow user
+
+def test_a_slow_consumer_keeps_a_heartbeat_server_calm_and_loses_nothing() -> None:
+    """The subscription reader waits on the user (a full mailbox) and cannot read the
+    server's pings; its unsolicited pongs keep the connection, so nothing is replayed
+    from a slot the window no longer holds."""
+    config = FAST.replace(max_buffered_events=2, slow_consumer_timeout=30)
+    with LocalSimulator(bundle_size=100, bundles=4) as server:
+        plain = transactions_of(server, FAST)
+        server.faults.add(Fault("heartbeat", channel="pubsub", interval_secs=0.2,
+                                timeout_secs=0.5, times=0))
+        with client(server, config).start_session(start_slot=START, end_slot=END,
+                                                  disconnect_timeout_secs=60) as session:
+            session.subscribe_transactions([SYSTEM])
+            seen: List[Any] = []
+            slow = 0
+            for event in session.events():
+                seen.append(event)
+                if isinstance(event, simsync.ReadyForContinue):
+                    session.send_continue(advance_count=30, timeout=15)
+                elif isinstance(event, simsync.Transaction) and slow < 3:
+                    # a slow user: the reader holds back past the heartbeat's timeout
+                    slow += 1
+                    threading.Event().wait(1.0)
+        got = [e.signature for e in seen if isinstance(e, simsync.Transaction)]
+        assert got == plain
+        assert server.faults.fired_on("heartbeat")          # the heartbeat ran ...
+        assert not [f for f in server.faults.history        # ... and never dropped it
+                    if f.trigger == "heartbeat timeout"]

@@ -284,6 +284,8 @@ class PubSubHub:
         conn.point("before_subscribe_ack")
         conn.send(result(req_id, sub.id))
         conn.point("after_subscribe_ack")
+        if config.get("compression") == "zstd":
+            conn.call_after_pending(conn.compress_from_now)    # frames after the ack
         self._subs[sub.id] = sub
         if replay_from is not None:
             for slot, event in list(self._events):
