@@ -650,7 +650,7 @@ class SingleControl(ControlSide):
         by ``deadline``."""
         link = self.link
         state = self.status.value.state
-        if not link.created or link.gate.completed or self.status.value.final:
+        if not link.created or self.status.value.final:
             self.connection.close(max(0.0, deadline - time.monotonic()))
             return
         try:
@@ -659,7 +659,7 @@ class SingleControl(ControlSide):
                     pass
         finally:            # an interrupt above still stops the connection
             self.connection.close(max(0.0, deadline - time.monotonic()))
-        if not link.close_acked.is_set():
+        if not link.close_acked.is_set() and not link.gate.completed:
             # down, or the close could not be written (a signal handler that interrupted
             # this thread's own write): one attempt on a fresh connection
             link.close_detached(deadline)
