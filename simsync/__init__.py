@@ -49,6 +49,7 @@ from simsync.protocol import (
     UnknownEvent,
 )
 from simsync.session import Session
+from simsync.subscriptions import ReconnectCoordinator
 from simsync.transport import ConnectionStatus, State
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -59,7 +60,8 @@ __all__ = [
     "AvailableRange", "Client", "ClientConfig", "Completed", "ConnectionStatus",
     "ControlFailed", "CreateSessionParams", "DiscoveryBatch", "EncodedData", "Event",
     "EventTimeout", "ForkedSessionError", "ParallelSession", "Paused", "ProtocolError",
-    "ReadyForContinue", "RpcError", "ServerError", "Session", "SessionClosed",
+    "ReadyForContinue", "ReconnectCoordinator", "RpcError", "ServerError", "Session",
+    "SessionClosed",
     "SessionCreateError", "SessionCursor", "SessionInfo", "SimsyncError",
     "SlowConsumerError", "Slot", "State", "Status", "SubSession", "SubscriptionCursor",
     "SubscriptionFailed", "Summary", "Transaction", "UnknownEvent",

@@ -15,6 +15,7 @@ from simsync.parallel import ParallelSession
 from simsync.protocol import AvailableRange, CreateSessionParams, decode_available_ranges
 from simsync.rpc import close_http
 from simsync.session import Inbox, Session, next_label
+from simsync.subscriptions import ReconnectCoordinator
 from simsync.transport import State
 
 
@@ -54,11 +55,16 @@ class Client:
                            http_status=reply.status_code)
         return decode_available_ranges(reply.content)
 
-    def start_session(self, params: Optional[CreateSessionParams] = None,
+    def start_session(self, params: Optional[CreateSessionParams] = None, *,
+                      coordinator: Optional[ReconnectCoordinator] = None,
                       **fields: Any) -> Session:
         """Create a session and return it once the server confirmed it (blocks through the
         start-up statuses). Takes a ``CreateSessionParams`` or its fields as keywords
         (``start_slot=``, ``end_slot=``, ``disconnect_timeout_secs=``, ...).
+
+        ``coordinator``: a ``ReconnectCoordinator`` shared with other sessions, so that
+        their subscriptions, after a few quick attempts each, reconnect (and replay) one at
+        a time, as a parallel batch's do.
 
         Raises ``SessionCreateError`` with the server's reason when it refuses."""
         create = _create_params(params, fields)
@@ -71,7 +77,7 @@ class Client:
         control = SingleControl(link, self.config, label)
         inbox.watch_control(control.status, lambda: control.failure)
         control.start()
-        session = Session(control, inbox, self.url, create, self.config, label)
+        session = Session(control, inbox, self.url, create, self.config, label, coordinator)
         try:
             session.check_rpc_host()
         except BaseException:

@@ -100,11 +100,13 @@ class ReplayFilter:
 
 
 class ReconnectCoordinator:
-    """Shared by the subscriptions of sessions that share one link (a parallel batch): a
-    dropped subscription makes ``quick_attempts`` attempts on its own, then waits for its
-    turn, so that a crowd of subscriptions reconnects (and replays) one at a time."""
+    """Shared by the subscriptions of a parallel batch, or of independent sessions given
+    the same one (``Client.start_session(coordinator=...)``): a dropped subscription makes
+    ``quick_attempts`` attempts on its own, then waits until no sibling holds a turn and
+    reconnects (and replays) in its own turn, so a crowd reconnects one at a time.
+    ``turns_taken``/``most_in_turn`` count what happened (for tests and logs)."""
 
-    def __init__(self, quick_attempts: int) -> None:
+    def __init__(self, quick_attempts: int = 3) -> None:
         self.quick_attempts = quick_attempts
         self._turn = threading.Lock()
         self._count_lock = threading.Lock()

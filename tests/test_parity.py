@@ -234,3 +234,36 @@ def test_a_slow_consumer_keeps_a_heartbeat_server_calm_and_loses_nothing() -> No
         assert server.faults.fired_on("heartbeat")          # the heartbeat ran ...
         assert not [f for f in server.faults.history        # ... and never dropped it
                     if f.trigger == "heartbeat timeout"]
+
+
+# ------------------------------------------------------------------ coordination
+
+def test_independent_sessions_sharing_a_coordinator_reconnect_one_at_a_time() -> None:
+    coordinator = simsync.ReconnectCoordinator(quick_attempts=1)
+    with LocalSimulator(bundle_size=100, bundles=4) as server:
+        plain = transactions_of(server, FAST)
+        sessions = [client(server).start_session(start_slot=START, end_slot=END,
+                                                 disconnect_timeout_secs=60,
+                                                 coordinator=coordinator)
+                    for _ in range(3)]
+        try:
+            for session in sessions:
+                session.subscribe_transactions([SYSTEM])
+            server.faults.add(Fault("drop", channel="pubsub", after_frames=3, times=3))
+            server.faults.refuse_connects(6, channel="pubsub")
+            results: List[List[str]] = [[] for _ in sessions]
+
+            def run(index: int) -> None:
+                results[index] = [e.signature for e in drive(sessions[index])
+                                  if isinstance(e, simsync.Transaction)]
+
+            threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+        finally:
+            for session in sessions:
+                session.close()
+    assert results == [plain, plain, plain]
+    assert coordinator.turns_taken > 0 and coordinator.most_in_turn == 1
