@@ -202,6 +202,20 @@ class StepGate:
             self._settle(StepState.STEP_UNSENT, step)
             return step
 
+    def unanswered_from_before(self, gen: int) -> bool:
+        """Whether a step written on an older connection than ``gen`` has no answer yet."""
+        with self._lock:
+            step = self.step
+            return (self.state is StepState.STEP_SENT and step is not None
+                    and (step.sent_gen or 0) < gen)
+
+    def lost(self, gen: int) -> None:
+        """The step written before connection ``gen`` never reached the server: send it
+        again (the server is idle and said nothing after the resume)."""
+        with self._lock:
+            if self.unanswered_from_before(gen) and self.step is not None:
+                self.step.sent_gen, self.state = None, StepState.STEP_UNSENT
+
     def take_unsent(self, gen: int) -> Optional[Step]:
         """The step to write now on connection ``gen``, marked sent there (link)."""
         with self._lock:
@@ -447,6 +461,7 @@ class ControlLink(ControlBase):
         super().__init__(url, api_key, create, config, before_resume)
         self._deliver = deliver
         self.gate = StepGate()
+        self._routed = 0            # frames routed so far (did a replay carry anything?)
         self.info: Optional[SessionInfo] = None
         if attach is not None:
             self.info, self.gate.last_seq = attach
@@ -493,8 +508,11 @@ class ControlLink(ControlBase):
         seq, attached = self._await(channel, SessionAttached, "sessionAttached", collect)
         self.gate.see(seq)
         self.info = SessionInfo(attached.session_id, attached.rpc_endpoint, attached.task_id)
+        routed = self._routed
         self._resume(channel, collect)
         if whole is None:
+            if routed == self._routed and self.gate.unanswered_from_before(self._gen):
+                self._probe_lost_step(channel)
             return
         answered = _answered_pauses([event for _, event in whole])
         for index, (seq, event) in enumerate(whole):
@@ -503,7 +521,22 @@ class ControlLink(ControlBase):
             else:
                 self._route(seq, event)
 
+    def _probe_lost_step(self, channel: Channel) -> None:
+        """Nothing of the step written before the drop came back in the replay: the server
+        either never got it (idle: it re-announces the pause — or, allowed by the protocol,
+        stays silent) or is just starting it. Wait briefly for a word; silence means the
+        step was lost, and it is sent again after the resume (reader thread)."""
+        log.debug("simsync control: probing for a lost step")
+        data = channel.poll(min(1.0, self._config.handshake_timeout))
+        if data is None:
+            log.info("simsync control: the server is silent after the resume; the step was "
+                     "lost in the drop and is sent again")
+            self.gate.lost(self._gen)
+        else:
+            self.on_frame(data)
+
     def _route(self, seq: Optional[int], event: Any) -> None:
+        self._routed += 1
         kind = type(event)
         if kind is Success:
             if self._closing:

@@ -170,12 +170,23 @@ class Channel:
         self._connection.send_on(self._ws, text)
 
     def recv(self, timeout: Optional[float]) -> Union[str, bytes]:
-        """Receive the next data frame, waiting at most ``timeout`` (handshakes only)."""
-        self._ws.settimeout(timeout)
+        """Receive the next data frame, waiting at most ``timeout`` in all (handshakes
+        only): pongs and pings that arrive meanwhile do not extend the wait."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            return self._connection.recv_on(self._ws)
+            return self._connection.recv_on(self._ws, deadline)
         finally:
             self._ws.settimeout(None)
+
+    def poll(self, timeout: float) -> Optional[Union[str, bytes]]:
+        """The next data frame, or ``None`` when none came within ``timeout`` (the
+        connection is fine then); other failures raise ``Transient``."""
+        try:
+            return self.recv(timeout)
+        except Transient as exc:
+            if isinstance(exc.__cause__, websocket.WebSocketTimeoutException):
+                return None
+            raise
 
 
 class Link(abc.ABC):
@@ -327,10 +338,17 @@ class Connection:
         except (OSError, websocket.WebSocketException) as exc:
             raise Transient(f"send failed: {describe(exc)}") from exc
 
-    def recv_on(self, ws: websocket.WebSocket) -> Union[str, bytes]:
-        """Next data frame; pings and pongs only refresh the liveness clock."""
+    def recv_on(self, ws: websocket.WebSocket, deadline: Optional[float] = None
+                ) -> Union[str, bytes]:
+        """Next data frame, by ``deadline`` (monotonic) if one is given; pings and pongs
+        only refresh the liveness clock."""
         while True:
             try:
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise websocket.WebSocketTimeoutException("deadline passed")
+                    ws.settimeout(remaining)
                 opcode, frame = ws.recv_data_frame(control_frame=True)
             except websocket.WebSocketTimeoutException as exc:
                 raise Transient("timed out waiting for the server") from exc

@@ -200,3 +200,65 @@ def test_a_failed_control_makes_send_continue_raise_control_failed(sim: Any, run
             while time.monotonic() < deadline:
                 session.send_continue(timeout=5)
                 until_pause(session)
+
+
+# ------------------------------------------------------------------ non-fatal errors
+
+def test_the_readme_loop_completes_after_a_non_fatal_error_at_any_slot(sim: Any) -> None:
+    produced = sim.produced_slots(START, END)
+    for slot in produced:
+        sim.faults.clear()
+        sim.faults.add(Fault("error", slot=slot, error="simulationError"))
+        seen: List[Any] = []
+        with client(sim).start_session(start_slot=START, end_slot=END,
+                                       disconnect_timeout_secs=60) as session:
+            for event in session.events():          # the README's event loop
+                seen.append(event)
+                if isinstance(event, (simsync.ReadyForContinue, simsync.Paused)):
+                    session.send_continue(timeout=10)
+        errors = [e for e in seen if isinstance(e, simsync.ServerError)]
+        assert len(errors) == 1 and errors[0].kind == "simulationError", slot
+        assert slots(seen) == produced and isinstance(seen[-1], simsync.Completed)
+
+
+# ------------------------------------------------------------------ 6: the step machine
+
+@pytest.mark.parametrize("mode", ["never", "always", "default"])
+def test_every_pause_once_whatever_the_reannounce_rule_with_a_drop_at_every_index(
+        sim: Any, mode: str) -> None:
+    """A server that never re-announces a pause the client had (the protocol allows it),
+    one that always does, and the default; a drop after every frame index."""
+    def run() -> List[Any]:
+        with client(sim).start_session(start_slot=START, end_slot=START + 9,
+                                       disconnect_timeout_secs=60) as session:
+            return drive(session)
+
+    clean = run()
+    for index in range(1, len(clean) + 6):
+        sim.faults.clear()
+        sim.faults.add(Fault("reannounce", mode=mode, times=0))
+        sim.faults.add(Fault("drop", after_frames=index))
+        assert run() == clean, f"reannounce={mode}, drop after frame {index}"
+
+
+def test_a_step_sent_while_the_link_reattaches_waits_for_the_resume(sim: Any) -> None:
+    """The step is begun while the new connection is between connect and resume (the
+    attach answer held for a second): it is written after the resume, once."""
+    with client(sim).start_session(start_slot=START, end_slot=END,
+                                   disconnect_timeout_secs=60) as session:
+        until_pause(session)
+        sim.faults.add(Fault("slow_reply", at="before_session_attached", delay_secs=1.0))
+        session._control.connection.abort()
+        wait_for(lambda: session.status.state is not simsync.State.UP)
+        link = session._control.link
+        wait_for(lambda: link._channel is not None and link._live is None,
+                 what="the new connection attaching")
+        link.send_step(simsync.protocol.Continue(), lambda remaining: None, None)
+        assert link.gate.state.name == "STEP_UNSENT"        # not written before the resume
+        events = until_pause(session)
+        session.send_continue(timeout=10)
+        events += drive(session)
+        sid = session.info.session_id
+    assert slots(events) == sim.produced_slots(START, END)[1:]
+    signatures = [tx.signature for tx in sim.executed(sid)]
+    assert len(signatures) == len(set(signatures))
