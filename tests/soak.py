@@ -44,7 +44,7 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Counter, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Counter, Dict, List, Optional, Sequence, Set, Tuple
 
 import simsync
 from simsync import SessionCreateError
@@ -55,6 +55,7 @@ from simsync.localsim.history import (
     History,
 )
 from simsync.transport import ConnectionStatus, State
+from tests.leaks import leftovers, snapshot, wait_until
 
 FIRST_SLOT = 400_000_000
 BUNDLE_SIZE = 50
@@ -93,15 +94,56 @@ class FaultSpec:
     delay_secs: float = 0.0
     count: int = 0
     at_pause: int = 0
+    how: str = "fin"                    # drop: fin or rst
+    recovery_after: Optional[int] = None  # recovery_drop: the second drop's frame index
+    code: int = 0                       # close: the close code; refuse_status: the status
+    mode: str = ""                      # reannounce: never / always
 
     def describe(self) -> str:
         if self.kind == "refuse":
             return f"refuse {self.count} {self.channel}"
         if self.kind == "step_drop":
             return f"drop in step {self.at_pause} + refuse {self.count}"
+        if self.kind == "recovery_drop":
+            return (f"{self.how} drop after {self.after_frames}, then after "
+                    f"{self.recovery_after} of its recovery")
+        if self.kind in ("close", "refuse_status"):
+            return f"{self.channel} {self.kind} {self.code} after {self.after_frames}"
+        if self.kind in ("reannounce", "heartbeat", "duplicate", "late", "zstd_corrupt"):
+            return f"{self.channel} {self.kind} {self.mode}".rstrip()
         extra = f" x{self.times}" if self.times > 1 else ""
         delay = f" {self.delay_secs * 1000:.0f}ms" if self.kind == "delay" else ""
-        return f"{self.channel} {self.kind}{delay} after {self.after_frames}{extra}"
+        how = " rst" if self.how == "rst" else ""
+        return f"{self.channel} {self.kind}{how}{delay} after {self.after_frames}{extra}"
+
+    def faults(self, control_base: int, pubsub_base: int) -> List[Fault]:
+        """The simulator faults of this spec (``*_base``: the number the session's first
+        connection of each channel will get)."""
+        kind = self.kind
+        if kind == "recovery_drop":
+            return [Fault("drop", how=self.how, after_frames=self.after_frames,
+                          on_connection=control_base),
+                    Fault("drop", how="rst" if self.how == "fin" else "fin",
+                          after_frames=self.recovery_after, on_connection=control_base + 1)]
+        if kind == "close":
+            return [Fault("close", channel=self.channel, after_frames=self.after_frames,
+                          close_code=self.code, close_reason="soak")]
+        if kind == "refuse_status":
+            return [Fault("refuse", channel=self.channel, status=self.code, retry_after=0)]
+        if kind == "reannounce":
+            return [Fault("reannounce", mode=self.mode, times=0)]
+        if kind == "heartbeat":
+            return [Fault("heartbeat", channel="pubsub", interval_secs=0.2, timeout_secs=1.0,
+                          times=0)]
+        if kind == "duplicate":
+            return [Fault("duplicate", channel="pubsub")]
+        if kind == "late":
+            return [Fault("late_notifications", channel="pubsub")]
+        if kind == "zstd_corrupt":
+            return [Fault("malformed", channel="pubsub", after_frames=self.after_frames,
+                          on_connection=pubsub_base)]
+        return [Fault(kind, channel=self.channel, after_frames=self.after_frames,
+                      times=self.times, delay_secs=self.delay_secs, how=self.how)]
 
 
 @dataclass(frozen=True)
@@ -169,15 +211,30 @@ class Planner:
 
     def _fault(self, rng: random.Random, kind: str, subscribe: bool, start: int, end: int,
                produced: List[int], program: str) -> FaultSpec:
-        menu = ["drop", "drop", "stall", "delay", "refuse", "step_drop"]
+        menu = ["drop", "drop", "stall", "delay", "refuse", "step_drop", "recovery_drop",
+                "close", "refuse_status", "reannounce", "heartbeat", "duplicate", "late"]
         channel = "pubsub" if subscribe and rng.random() < 0.45 else "control"
         action = rng.choice(menu)
-        if channel == "pubsub" and action == "step_drop":
+        if channel == "pubsub" and action in ("step_drop", "recovery_drop", "reannounce"):
             action = "drop"
+        if channel == "control" and action in ("heartbeat", "duplicate", "late"):
+            action = "drop" if not subscribe else action
+            channel = "pubsub" if subscribe else channel
+        if kind == "parallel" and action in ("recovery_drop", "reannounce"):
+            action = "drop"         # the batch's connection numbering and rule differ
         frames = (self._control_frames(kind, start, end, produced) if channel == "control"
                   else self._pubsub_frames(produced, program))
         if action == "refuse":
             return FaultSpec("refuse", channel, count=rng.randint(1, 4))
+        if action == "refuse_status":
+            return FaultSpec("refuse_status", channel, code=rng.choice([429, 502, 503]))
+        if action == "reannounce":
+            return FaultSpec("reannounce", mode=rng.choice(["never", "always"]))
+        if action in ("heartbeat", "duplicate", "late"):
+            return FaultSpec(action, "pubsub")
+        if action == "recovery_drop":
+            return FaultSpec("recovery_drop", after_frames=rng.randint(1, max(1, frames)),
+                             recovery_after=rng.randint(0, 8), how=rng.choice(["fin", "rst"]))
         if action == "step_drop":
             return FaultSpec("step_drop", count=rng.randint(0, 3),
                              at_pause=rng.randrange(0, max(1, len(produced) - 1)))
@@ -186,8 +243,12 @@ class Planner:
         after = rng.randint(first, max(first, frames))
         if action == "delay":
             return FaultSpec("delay", channel, after, delay_secs=rng.uniform(0.001, 0.004))
+        if action == "close":
+            return FaultSpec("close", channel, max(1, after), code=rng.choice([1001, 1011,
+                                                                              1012]))
         times = rng.randint(1, 2) if action == "drop" else 1
-        return FaultSpec(action, channel, after, times=times)
+        return FaultSpec(action, channel, after, times=times,
+                         how=rng.choice(["fin", "rst"]) if action == "drop" else "fin")
 
 
 # ------------------------------------------------------------------------ log watching
@@ -276,6 +337,7 @@ def diff_key(diff: simsync.AccountDiff) -> Tuple[Any, ...]:
 class SessionResult:
     plan: SessionPlan
     completed: bool = False
+    hung: bool = False          # a wait ran into its bound (EVENT_TIMEOUT)
     create_lost: bool = False   # the create's answer was lost to a fault: refused, as designed
     error: Optional[str] = None
     events: int = 0
@@ -378,6 +440,7 @@ class Runner:
         self.sim = sim
         self.references = references
         self.log = log
+        self.known: Set[str] = set()    # server sessions the client was told about
 
     def run(self, plan: SessionPlan) -> SessionResult:
         result = SessionResult(plan)
@@ -394,10 +457,9 @@ class Runner:
             if spec.kind == "refuse":
                 refused[spec.channel] += spec.count
             elif spec.kind != "step_drop":
-                added.append(sim.faults.add(Fault(spec.kind, channel=spec.channel,
-                                                  after_frames=spec.after_frames,
-                                                  times=spec.times,
-                                                  delay_secs=spec.delay_secs)))
+                for fault in spec.faults(sim.faults.connections("control") + 1,
+                                         sim.faults.connections("pubsub") + 1):
+                    added.append(sim.faults.add(fault))
         for channel, count in refused.items():
             if count:
                 sim.faults.refuse_connects(count, channel)
@@ -429,6 +491,7 @@ class Runner:
                 "does not create twice" in str(exc) and self._hits_create(plan))
         except Exception as exc:  # noqa: BLE001 - a failed session is a figure, not a crash
             result.error = f"{type(exc).__name__}: {exc}"
+            result.hung = isinstance(exc, simsync.EventTimeout)
         result.seconds = time.monotonic() - began
         for channel in ("control", "pubsub"):
             result.faults["refused connects"] += (asked[channel]
@@ -436,8 +499,19 @@ class Runner:
         for fault in added:
             name = ("drop in step" if fault.at == "after_continue_received"
                     else f"{fault.channel} {fault.action}")
+            if fault.action == "drop" and fault.on_connection is not None:
+                name = f"drop during a recovery ({fault.how})" if any(
+                    f.on_connection == fault.on_connection - 1 for f in added
+                    if f.action == "drop") else f"control drop then recovery ({fault.how})"
+            elif fault.action == "drop":
+                name += f" ({fault.how})"
+            elif fault.action in ("close", "refuse"):
+                name += f" {fault.close_code if fault.action == 'close' else fault.status}"
+            elif fault.action == "reannounce":
+                name += f" {fault.mode}"
             result.faults[name] += fault.fired
         sim.faults.clear()
+        self.known.update(session.info.session_id for _, _, session in streams)
         stamps = sorted(t for _, s, _ in streams for t in s.stamps)
         result.events = len(stamps)
         result.recoveries = recoveries(self.log.take_fired(sim.port), stamps)
@@ -539,6 +613,7 @@ class Report:
     reconnects: int
     attempts: int
     seconds: float
+    leaked: List[str] = field(default_factory=list)   # threads, sockets, server sessions
 
     @property
     def tally(self) -> Tally:
@@ -570,7 +645,7 @@ class Report:
     def ok(self) -> bool:
         t = self.tally
         return not (self.not_completed or t.lost or t.duplicated or t.unexpected
-                    or t.out_of_order)
+                    or t.out_of_order or self.leaked)
 
     def figures(self) -> List[Tuple[str, str]]:
         kinds = collections.Counter(r.plan.kind for r in self.results)
@@ -590,6 +665,11 @@ class Report:
             ("events duplicated", str(t.duplicated)),
             ("events unexpected / streams out of order", f"{t.unexpected} / {t.out_of_order}"),
             ("sessions not completed", str(len(self.not_completed))),
+            ("sessions hung (a wait ran into its bound)",
+             str(sum(r.hung for r in self.results))),
+            ("left running after the run (threads, sockets, server sessions)",
+             str(len(self.leaked)) + (f" ({', '.join(self.leaked[:5])})" if self.leaked
+                                      else "")),
             ("creates refused after a lost answer (by design)",
              str(sum(r.create_lost for r in self.results))),
             ("worst recovery, drop → next event",
@@ -632,6 +712,8 @@ def run_soak(sessions: int, seed: int, workers: int = 3, only: Optional[int] = N
     watched.addHandler(log)
     watched.setLevel(logging.INFO)
     references = References()
+    before = snapshot()
+    leaked: List[str] = []
     results: List[Optional[SessionResult]] = [None] * len(plans)
     crashes: List[BaseException] = []
     began = time.monotonic()
@@ -645,6 +727,11 @@ def run_soak(sessions: int, seed: int, workers: int = 3, only: Optional[int] = N
                     results[position] = runner.run(plans[position])
                     if progress is not None:
                         progress(results[position])  # type: ignore[arg-type]
+                # a create whose answer was lost leaves a session nobody knows of (by
+                # design: never created twice); every known one must be closed
+                if not wait_until(lambda: not live_sessions(sim, runner.known), 10.0):
+                    leaked.extend(f"server session {sid}"
+                                  for sid in live_sessions(sim, runner.known))
         except BaseException as exc:  # noqa: BLE001 - reported by the caller
             crashes.append(exc)
 
@@ -660,8 +747,21 @@ def run_soak(sessions: int, seed: int, workers: int = 3, only: Optional[int] = N
         watched.setLevel(old_level)
     if crashes:
         raise crashes[0]
+    wait_until(lambda: not leftovers(before), 10.0)
+    leaked += leftovers(before)
     return Report(seed, workers, [r for r in results if r is not None], log.reconnects,
-                  log.attempts, time.monotonic() - began)
+                  log.attempts, time.monotonic() - began, leaked)
+
+
+def live_sessions(sim: LocalSimulator, known: Set[str]) -> List[str]:
+    """Sessions of ``known`` the server holds neither closed nor completed (a close that
+    never reached the server leaves one live for its detach window)."""
+    out = []
+    for sid in sorted(known & set(sim.session_ids())):
+        info = sim.session_info(sid)
+        if info is not None and info["state"] not in ("closed", "completed"):
+            out.append(sid)
+    return out
 
 
 def main(argv: Optional[List[str]] = None) -> int:

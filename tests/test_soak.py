@@ -56,7 +56,9 @@ def test_plans_are_reproducible_and_varied() -> None:
     assert plans == [again.plan(i) for i in range(200)]
     assert plans != [Planner(2).plan(i) for i in range(200)]
     kinds = {f.kind for p in plans for f in p.faults}
-    assert kinds == {"drop", "stall", "delay", "refuse", "step_drop"}
+    assert kinds == {"drop", "stall", "delay", "refuse", "step_drop", "recovery_drop",
+                     "close", "refuse_status", "reannounce", "heartbeat", "duplicate", "late"}
+    assert {f.how for p in plans for f in p.faults if f.kind == "drop"} == {"fin", "rst"}
     channels = {f.channel for p in plans for f in p.faults}
     assert channels == {"control", "pubsub"}
     pubsub_frames = {f.after_frames for p in plans for f in p.faults if f.channel == "pubsub"}
