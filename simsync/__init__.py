@@ -41,6 +41,15 @@ from simsync.protocol import (
     UnknownEvent,
 )
 from simsync.session import Session
+from simsync.sweep import (
+    SweepJob,
+    SweepJobFailed,
+    SweepResult,
+    jobs_for_builds,
+    jobs_for_range,
+    run_job,
+    sweep,
+)
 from simsync.transport import ConnectionStatus, State
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -51,6 +60,7 @@ __all__ = [
     "EventTimeout", "ForkedSessionError", "ParallelSession", "Paused", "ProtocolError",
     "ReadyForContinue", "RpcError", "ServerError", "Session", "SessionClosed",
     "SessionCreateError", "SessionInfo", "SimsyncError", "SlowConsumerError", "Slot", "State",
-    "Status", "SubSession", "SubscriptionFailed", "Summary", "Transaction", "UnknownEvent",
-    "__version__",
+    "Status", "SubSession", "SubscriptionFailed", "Summary", "SweepJob", "SweepJobFailed",
+    "SweepResult", "Transaction", "UnknownEvent", "__version__", "jobs_for_builds",
+    "jobs_for_range", "run_job", "sweep",
 ]
