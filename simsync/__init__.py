@@ -49,6 +49,7 @@ from simsync.sweep import (
     jobs_for_range,
     run_job,
     sweep,
+    sweep_results,
 )
 from simsync.transport import ConnectionStatus, State
 
@@ -62,5 +63,5 @@ __all__ = [
     "SessionCreateError", "SessionInfo", "SimsyncError", "SlowConsumerError", "Slot", "State",
     "Status", "SubSession", "SubscriptionFailed", "Summary", "SweepJob", "SweepJobFailed",
     "SweepResult", "Transaction", "UnknownEvent", "__version__", "jobs_for_builds",
-    "jobs_for_range", "run_job", "sweep",
+    "jobs_for_range", "run_job", "sweep", "sweep_results",
 ]

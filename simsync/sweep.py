@@ -61,7 +61,7 @@ TRANSIENT_ERRORS: Tuple[type, ...] = (ControlFailed, SubscriptionFailed, Connect
 Worker = Callable[["SweepJob"], Any]
 
 
-class _Bar(tqdm):  # type: ignore[misc] # tqdm is untyped
+class ProgressBar(tqdm):  # type: ignore[misc] # tqdm is untyped
     """A tqdm bar without tqdm's process-wide monitor thread (which never ends): the bar is
     refreshed on every job outcome anyway."""
 
@@ -345,7 +345,7 @@ def sweep(jobs: Iterable[SweepJob], worker: Optional[Worker] = None, executor: A
     todo: Deque[int] = collections.deque(range(len(job_list)))
     attempts = [0] * len(job_list)
     running: Dict[concurrent.futures.Future[Any], Tuple[int, int]] = {}
-    bar = _Bar(total=len(job_list), unit="job", desc="simsync sweep", disable=not progress,
+    bar = ProgressBar(total=len(job_list), unit="job", desc="simsync sweep", disable=not progress,
                miniters=1)
     failed = retried = 0
     try:
@@ -399,7 +399,7 @@ def _error_of(future: concurrent.futures.Future[Any]) -> Optional[BaseException]
     return future.exception()
 
 
-def results(outcomes: Iterable[SweepOutcome]) -> List[SweepResult]:
+def sweep_results(outcomes: Iterable[SweepOutcome]) -> List[SweepResult]:
     """Every result in job order; raises the first :class:`SweepJobFailed` (by job index)
     after all jobs ended."""
     done: List[SweepResult] = []
@@ -416,6 +416,6 @@ def results(outcomes: Iterable[SweepOutcome]) -> List[SweepResult]:
 
 __all__ = [
     "API_KEY_ENV", "TRANSIENT_ERRORS", "SweepJob", "SweepJobFailed", "SweepOutcome",
-    "SweepResult", "build_label", "jobs_for_builds", "jobs_for_range", "results", "run_job",
-    "split_range", "sweep",
+    "SweepResult", "build_label", "jobs_for_builds", "jobs_for_range", "run_job",
+    "split_range", "sweep", "sweep_results",
 ]
