@@ -26,6 +26,7 @@ import concurrent.futures
 import io
 import multiprocessing
 import os
+import sys
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import (
@@ -62,10 +63,20 @@ Worker = Callable[["SweepJob"], Any]
 
 
 class ProgressBar(tqdm):  # type: ignore[misc] # tqdm is untyped
-    """A tqdm bar without tqdm's process-wide monitor thread (which never ends): the bar is
-    refreshed on every job outcome anyway."""
+    """A tqdm bar on stderr without tqdm's process-wide monitor thread (which never ends; the
+    bar is refreshed on every job outcome anyway), 100 columns wide on a terminal that reports
+    no size (a fresh pty says 0 x 0, and tqdm would draw nothing)."""
 
     monitor_interval = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            columns, rows = os.get_terminal_size(sys.stderr.fileno())
+        except (OSError, ValueError, AttributeError):
+            columns = rows = 1
+        if not (columns and rows):
+            kwargs.update(ncols=100, nrows=24)
+        super().__init__(*args, file=sys.stderr, **kwargs)
 
 
 @dataclass(frozen=True)

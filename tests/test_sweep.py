@@ -16,11 +16,13 @@ import json
 import multiprocessing
 import os
 import pickle
+import pty
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
+import distributed
 import pytest
 from solders.litesvm import LiteSVM
 from solders.pubkey import Pubkey
@@ -31,8 +33,6 @@ from simsync.localsim import MEMO_PROGRAM_ID, TOKEN_PROGRAM_ID, LocalSimulator
 from simsync.sweep import SweepJob, SweepJobFailed, SweepResult, split_range
 from tests import sweep_workers
 from tests.support import FAST, START
-
-distributed = pytest.importorskip("distributed")
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -353,7 +353,8 @@ def test_the_command_writes_the_same_files_with_local_workers_and_dask(
     address = dask_client.cluster.scheduler_address
     dask = simsync_cmd(*common, "--scheduler", address, "--output-dir", str(tmp_path / "dask"))
     assert dask.returncode == 0, dask.stderr
-    assert f"on Dask scheduler {address}" in dask.stderr and "on 2 local workers" in local.stderr
+    assert f"on Dask scheduler {address}" in dask.stderr
+    assert "on 2 local worker processes" in local.stderr
 
     files = read_outputs(tmp_path / "local")
     assert files == read_outputs(tmp_path / "dask")
@@ -388,10 +389,47 @@ def test_the_command_gives_workers_the_key_and_never_shows_it(tmp_path: Path) ->
     written = "".join(p.read_text() for p in (tmp_path / "out").iterdir())
     assert KEY not in ok.stdout + ok.stderr + written
     assert len(json.loads((tmp_path / "out" / "summary.json").read_text())["jobs"]) == 2
+    plain = sorted(line for line in ok.stderr.splitlines() if " done in " in line)
+    assert [line.split(": job ")[1].split(" [")[0] for line in plain] == [
+        f"0 (slots {START}-{START + 9}) done in 1 attempt: 000-{START}-{START + 9}.json",
+        f"1 (slots {START + 10}-{START + 19}) done in 1 attempt: 001-{START + 10}-{START + 19}"
+        ".json"]
+    assert "\r" not in ok.stderr           # not a terminal: plain lines, no bar
     assert refused.returncode == 1                    # no key in the workers' environment
     assert "2 of 2 jobs failed" in refused.stderr
     summary = json.loads((tmp_path / "refused" / "summary.json").read_text())
     assert [e["status"] for e in summary["jobs"]] == ["failed", "failed"]
+
+
+def test_the_command_shows_a_bar_over_jobs_on_a_terminal(sim: LocalSimulator,
+                                                         tmp_path: Path) -> None:
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "simsync", "sweep", "--url", sim.url, "--start-slot",
+             str(START), "--end-slot", str(START + 29), "--split", "3", "--workers", "2",
+             "--output-dir", str(tmp_path)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+    finally:
+        os.close(slave)
+    chunks = []
+    try:
+        while True:     # until every process holding the terminal ended (EIO on Linux)
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        stdout, _ = proc.communicate(timeout=60)
+    finally:
+        os.close(master)
+    shown = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, shown
+    assert "simsync sweep:" in shown and "3/3" in shown and "job/s" in shown and "\r" in shown
+    assert " done in " not in shown                 # the bar replaces the plain lines
+    assert b"jobs: 3 (3 completed, 0 failed)" in stdout
 
 
 @pytest.mark.parametrize("argv,message", [

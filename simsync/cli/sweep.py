@@ -126,11 +126,13 @@ def cmd_sweep(args: argparse.Namespace, client: simsync.Client) -> int:
     entries: Dict[int, Dict[str, Any]] = {}
     docs: Dict[int, report.Json] = {}
     workers = args.workers or min(len(jobs), os.cpu_count() or 1)
+    bar = sys.stderr.isatty()    # else one plain line per job (logs, pipes)
     with _executor(args) as executor:
-        where = f"Dask scheduler {args.scheduler}" if executor else f"{workers} local workers"
+        where = (f"Dask scheduler {args.scheduler}" if executor else
+                 f"{workers} local worker process{'es' if workers > 1 else ''}")
         print(f"simsync sweep: {len(jobs)} jobs on {where}", file=sys.stderr, flush=True)
         outcomes = sweep(jobs, executor=executor, retries=args.retries,
-                                  workers=None if executor else workers, progress=True)
+                         workers=None if executor else workers, progress=bar)
         for outcome in outcomes:
             entry: Dict[str, Any] = {"index": outcome.index,
                                      "start_slot": outcome.job.start_slot,
@@ -140,14 +142,21 @@ def cmd_sweep(args: argparse.Namespace, client: simsync.Client) -> int:
             if isinstance(outcome, SweepJobFailed):
                 entry.update(status="failed", file=None,
                              error=f"{type(outcome.cause).__name__}: {outcome.cause}")
-                ProgressBar.write(f"simsync sweep: {outcome}", file=sys.stderr)
+                line = f"simsync sweep: {outcome}"
             else:
                 name = file_name(outcome.index, outcome.job)
                 report.write(outcome.value, os.path.join(args.output_dir, name))
                 docs[outcome.index] = outcome.value
                 entry.update(status="ok", file=name, error=None,
                              summary=outcome.value.get("summary"))
+                line = (f"simsync sweep: job {outcome.index} (slots {outcome.job.label}) done "
+                        f"in {outcome.attempts} attempt{'s' if outcome.attempts > 1 else ''}: "
+                        f"{name}")
             entries[outcome.index] = entry
+            if bar and isinstance(outcome, SweepJobFailed):
+                ProgressBar.write(line, file=sys.stderr)
+            elif not bar:
+                print(f"{line} [{len(entries)}/{len(jobs)}]", file=sys.stderr, flush=True)
     failed = [e for e in entries.values() if e["status"] == "failed"]
     summary = {"start_slot": args.start_slot, "end_slot": args.end_slot,
                "program_id": args.program_id, "builds": [os.path.basename(p)
