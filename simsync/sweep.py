@@ -276,11 +276,9 @@ def _executor_lost(exc: BaseException) -> bool:
     """The worker process (or the whole pool) died under the job."""
     if isinstance(exc, (concurrent.futures.BrokenExecutor, BrokenProcessPool)):
         return True
-    try:
-        from distributed import KilledWorker
-    except ImportError:
-        return False
-    return isinstance(exc, KilledWorker)
+    distributed = sys.modules.get("distributed")    # a KilledWorker comes with its module
+    killed = getattr(distributed, "KilledWorker", None)
+    return isinstance(killed, type) and isinstance(exc, killed)
 
 
 class _Pool:
