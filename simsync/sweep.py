@@ -17,6 +17,9 @@ Every job ends exactly once, as a :class:`SweepResult` or a :class:`SweepJobFail
 worker process died (``BrokenProcessPool``, Dask's ``KilledWorker``) or whose session failed
 transiently (``ControlFailed``, ``SubscriptionFailed``, ``ConnectionError``) runs again, on a
 new session, up to ``retries`` more times.
+
+The package exports these names (``simsync.sweep`` is the function, which shadows this module
+as an attribute of the package: import from it with ``from simsync.sweep import ...``).
 """
 from __future__ import annotations
 
@@ -27,7 +30,6 @@ import io
 import multiprocessing
 import os
 import sys
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import (
     Any,
@@ -274,7 +276,7 @@ def _call(worker: Worker, job: SweepJob, index: int, attempt: int) -> Any:
 
 def _executor_lost(exc: BaseException) -> bool:
     """The worker process (or the whole pool) died under the job."""
-    if isinstance(exc, (concurrent.futures.BrokenExecutor, BrokenProcessPool)):
+    if isinstance(exc, concurrent.futures.BrokenExecutor):     # BrokenProcessPool and kin
         return True
     distributed = sys.modules.get("distributed")    # a KilledWorker comes with its module
     killed = getattr(distributed, "KilledWorker", None)
@@ -329,9 +331,10 @@ def sweep(jobs: Iterable[SweepJob], worker: Optional[Worker] = None, executor: A
     :class:`SweepResult` or a :class:`SweepJobFailed` (yielded, not raised), exactly once per
     job.
 
-    * ``worker``: a picklable function ``job -> picklable value`` run in a worker process
-      (importable there: a module-level function, not one defined in ``__main__`` under Dask);
-      default :func:`run_job`.
+    * ``worker``: a picklable function ``job -> picklable value`` run in a worker process: a
+      module-level function the workers can import (a spawn pool also imports the script's
+      ``__main__``, which therefore needs its ``if __name__ == "__main__"`` guard; Dask ships
+      ``__main__`` functions by value); default :func:`run_job`.
     * ``executor``: ``None`` (a spawn ``ProcessPoolExecutor`` of ``workers`` processes, default
       ``os.cpu_count()``, owned and shut down by the sweep), any ``concurrent.futures.Executor``
       (used as is, not shut down), or a ``distributed.Client`` (its ``get_executor(pure=False)``).
