@@ -42,7 +42,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                "--program-so builds compare.txt. Progress (jobs done) goes to stderr. "
                f"With --scheduler the workers read the API key from their own ${API_KEY_ENV}.")
     cli._endpoint(parser)
-    parser.add_argument("--start-slot", type=cli._slot, required=True, metavar="S")
+    parser.add_argument("--start-slot", type=cli._slot, required=True, metavar="S",
+                        help="first slot")
     parser.add_argument("--end-slot", type=cli._slot, required=True, metavar="E",
                         help="last slot (inclusive)")
     parser.add_argument("--split", type=cli._positive, default=1, metavar="N",
@@ -53,7 +54,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--program-so", action="append", default=[], metavar="FILE",
                         help="a build to install at --program-id (repeat for several; the "
                              "first is the baseline of the comparison)")
-    parser.add_argument("--extra-compute-units", type=cli._slot, metavar="N")
+    parser.add_argument("--extra-compute-units", type=cli._slot, metavar="N",
+                        help="added to every transaction's compute-unit limit")
     parser.add_argument("--subscriptions", type=cli._subscriptions, default=["transactions"],
                         metavar="KINDS", help="comma list of transactions,account-diff")
     parser.add_argument("--advance-count", type=cli._positive, default=10, metavar="N",
@@ -62,11 +64,13 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     where.add_argument("--scheduler", metavar="ADDRESS",
                        help="a Dask scheduler (tcp://HOST:8786); needs simsync[dask]")
     where.add_argument("--workers", type=cli._positive, metavar="K",
-                       help="local worker processes (default: the number of CPUs)")
+                       help="local worker processes (default: the number of CPUs, at most "
+                            "one per job)")
     parser.add_argument("--retries", type=cli._slot, default=1, metavar="R",
                         help="further runs of a job whose worker died or whose session failed "
                              "transiently (default: 1)")
-    parser.add_argument("--output-dir", required=True, metavar="DIR")
+    parser.add_argument("--output-dir", required=True, metavar="DIR",
+                        help="where the files go (created if missing; files are replaced)")
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -91,11 +95,11 @@ def build_jobs(args: argparse.Namespace, url: str) -> List[SweepJob]:
                               "advance_count": args.advance_count, "create": create}
     if not args.program_so:
         return jobs_for_range(args.start_slot, args.end_slot, args.split,
-                                       program_id=args.program_id, **common)
+                              program_id=args.program_id, **common)
     # Read here: the workers get the bytes (a Dask worker may be on a machine without them).
     builds = {os.path.basename(path): read_elf(path) for path in args.program_so}
     return jobs_for_builds(args.start_slot, args.end_slot, builds, args.split,
-                                    program_id=args.program_id, **common)
+                           program_id=args.program_id, **common)
 
 
 def file_name(index: int, job: SweepJob) -> str:
@@ -159,8 +163,8 @@ def cmd_sweep(args: argparse.Namespace, client: simsync.Client) -> int:
                 print(f"{line} [{len(entries)}/{len(jobs)}]", file=sys.stderr, flush=True)
     failed = [e for e in entries.values() if e["status"] == "failed"]
     summary = {"start_slot": args.start_slot, "end_slot": args.end_slot,
-               "program_id": args.program_id, "builds": [os.path.basename(p)
-                                                         for p in args.program_so],
+               "program_id": args.program_id,
+               "builds": [os.path.basename(path) for path in args.program_so],
                "jobs": [entries[i] for i in sorted(entries)],
                "totals": report.totals(r for d in docs.values() for r in d["transactions"]),
                "failed_jobs": len(failed)}
