@@ -195,11 +195,13 @@ def test_a_transient_failure_runs_again_and_every_job_ends_once(tmp_path: Path,
     assert failure.job is job_list[4] and "attempt 1 of job" in str(failure.cause)
 
 
-def test_other_failures_end_the_job_at_once(tmp_path: Path) -> None:
+def test_other_failures_end_the_job_at_once(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
     job_list = flaky_jobs(tmp_path, "ValueError", {2: 1})
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        outcomes = list(simsync.sweep(job_list, sweep_workers.flaky, pool, retries=3,
-                                      progress=False))
+        outcomes = list(simsync.sweep(job_list, sweep_workers.flaky, pool, retries=3))
+    bar = capsys.readouterr().err          # the bar over jobs (and no thread of its own left)
+    assert "simsync sweep: 100%" in bar and "6/6" in bar and "failed=1" in bar
     ended = by_index(outcomes, 6)
     assert isinstance(ended[2], SweepJobFailed) and ended[2].attempts == 1
     assert isinstance(ended[2].cause, ValueError)
