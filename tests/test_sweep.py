@@ -289,24 +289,22 @@ def test_a_dask_worker_killed_mid_session_is_retried_by_the_sweep(
     assert os.path.exists(marker)
     assert all(isinstance(o, SweepResult) for o in outcomes), outcomes
     # allowed-failures 0: the scheduler gives up at once (KilledWorker) on every task the dead
-    # worker held (the killed one, and one queued behind it at most), so a second run is the
-    # sweep's retry.
+    # worker held (the killed one and any the scheduler had queued on it: how many depends on
+    # its placement), so each second run is the sweep's retry.
     attempts = [ended[i].attempts for i in range(6)]
-    assert attempts[3] == 2 and set(attempts) == {1, 2} and attempts.count(2) <= 2, attempts
+    assert attempts[3] == 2 and max(attempts) == 2, attempts
     assert [comparable(ended[i].value) for i in range(6)] == one_by_one(job_list)
 
 
 @pytest.mark.parametrize("dask_client", [0], indirect=True, ids=["allowed_failures=0"])
 def test_without_retries_a_killed_dask_job_is_one_typed_failure(
         sim: LocalSimulator, dask_client: Any, tmp_path: Path) -> None:
-    job_list = [dataclasses.replace(j, params={"kill": str(tmp_path / "k")})
-                if i == 0 else j for i, j in enumerate(jobs(sim.url, n=2))]
-    ended = by_index(list(simsync.sweep(job_list, sweep_workers.kill_mid_session,
-                                        executor=dask_client, retries=0,
-                                        progress=False)), 2)
-    assert isinstance(ended[0], SweepJobFailed)
-    assert type(ended[0].cause).__name__ == "KilledWorker"
-    assert isinstance(ended[1], SweepResult)
+    job = dataclasses.replace(jobs(sim.url, n=1)[0], params={"kill": str(tmp_path / "k")})
+    outcomes = list(simsync.sweep([job], sweep_workers.kill_mid_session, executor=dask_client,
+                                  retries=0, progress=False))
+    assert len(outcomes) == 1 and isinstance(outcomes[0], SweepJobFailed), outcomes
+    assert type(outcomes[0].cause).__name__ == "KilledWorker"
+    assert outcomes[0].attempts == 1 and outcomes[0].job == job
 
 
 # ----------------------------------------------------------------------------- the command
