@@ -25,7 +25,14 @@ class SessionCreateError(SimsyncError):
 
 
 class ControlFailed(SimsyncError):
-    """The control connection failed for good (fatal error or reconnect budget spent)."""
+    """The control connection failed for good (fatal error or reconnect budget spent).
+
+    ``server_error`` is the typed ``simsync.ServerError`` (``kind``, ``fields``, ``raw``)
+    when a fatal ``error`` frame ended the session, else ``None``."""
+
+    def __init__(self, message: str, server_error: Any = None) -> None:
+        self.server_error = server_error
+        super().__init__(message)
 
 
 class SubscriptionFailed(SimsyncError):

@@ -68,7 +68,7 @@ class StatusCell:
     def __init__(self, name: str) -> None:
         self._name = name
         self._status = ConnectionStatus(State.CONNECTING)
-        self._changed = threading.Condition()
+        self._changed = threading.Condition(threading.RLock())   # set() from a signal handler
         self._watchers: List[Callable[[ConnectionStatus], None]] = []
 
     @property
@@ -78,6 +78,11 @@ class StatusCell:
     def watch(self, callback: Callable[[ConnectionStatus], None]) -> None:
         """Call ``callback`` (on the setting thread) after every transition."""
         self._watchers.append(callback)
+
+    def unwatch(self, callback: Callable[[ConnectionStatus], None]) -> None:
+        """Stop calling ``callback`` (no error if it was not watching)."""
+        with contextlib.suppress(ValueError):
+            self._watchers.remove(callback)
 
     def set(self, status: ConnectionStatus, delay: Optional[float] = None) -> None:
         """Publish a transition (a final state is never left). Logged at INFO."""
@@ -92,7 +97,7 @@ class StatusCell:
             self._changed.notify_all()
         extra = f" in {delay:.2f}s" if delay is not None else ""
         log.info("%s: %s (attempt %d)%s", self._name, status, status.attempt, extra)
-        for callback in self._watchers:
+        for callback in list(self._watchers):
             callback(status)
 
     def wait_for(self, states: Iterable[State], timeout: Optional[float]) -> ConnectionStatus:
@@ -237,6 +242,16 @@ class ReconnectPolicy:
         self._stop.wait(seconds)
 
 
+def _lock_free(ws: websocket.WebSocket) -> bool:
+    """Whether nobody is writing on ``ws`` right now: a close frame must not wait behind a
+    write (from a signal handler, the interrupted write is this very thread's)."""
+    lock = getattr(ws, "lock", None)
+    if lock is None or not lock.acquire(blocking=False):
+        return lock is None
+    lock.release()
+    return True
+
+
 def describe(exc: BaseException) -> str:
     """A short reason for logs and errors (never headers or URLs with secrets)."""
     text = str(exc) or type(exc).__name__
@@ -335,7 +350,7 @@ class Connection:
             ws = self._ws
         if ws is None:
             return
-        if send_close:
+        if send_close and _lock_free(ws):
             with contextlib.suppress(Exception):   # best effort on a dying socket
                 ws.send_close()
         sock = ws.sock
@@ -473,6 +488,13 @@ class Connection:
             now = time.monotonic()
             if ws is None or self.link.holding_back():
                 self._last_inbound = now
+                if ws is not None and now >= next_ping:
+                    # the reader waits on the user and cannot answer the server's pings:
+                    # an unsolicited pong (RFC 6455 §5.5.3) each second keeps a heartbeat
+                    # server calm
+                    next_ping = now + min(1.0, self.config.ping_interval)
+                    with contextlib.suppress(OSError, websocket.WebSocketException):
+                        ws.pong(b"")
                 continue
             if now - self._last_inbound > self.config.dead_after:
                 log.warning("simsync %s %s: nothing received for %.1fs, reconnecting",

@@ -19,6 +19,10 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXPECTED: Dict[str, List[str]] = {
     "quickstart.py": [r"^session \S+ created for slots", r"^paused at slot \d+; \w+ holds \d+",
                       r"^completed: [1-9]\d* System transactions", r"^session closed$"],
+    "own_transaction.py": [r"^sent \w+ in the step that executed slot (\d+)$",
+                           r"^status at the pause: slot \d+, err=None$",
+                           r"^recipient holds 2000000 lamports, payer 997995000$",
+                           r"^notification: slot \d+, err=None, fee 5000 lamports$"],
     "discovery_stepping.py": [r"^paused before batch \d+ of slot \d+",
                               r"^state at the pause: slot \d+, fee payer \w+ holds \d+",
                               r"^simulated \w+: err=None", r"log: Program log: Memo"],
@@ -32,6 +36,9 @@ EXPECTED: Dict[str, List[str]] = {
     "sweep.py": [r"^job 5 slots \d+-\d+ build memo: ", r"^build deployed: 3 jobs, ([1-9]\d*) token "
                  r"transactions, 0 failed$", r"^build memo: 3 jobs, ([1-9]\d*) token transactions, "
                  r"\1 failed$"],
+    "crash_resume.py": [r"^worker killed after \d+ handled events \(exit code -9\)$",
+                        r"^the new process handled [1-9]\d* more events$",
+                        r"each seen exactly once, in order$"],
     "bot_skeleton.py": [r"RECONNECTING", r"^the control connection was dropped 4 times$",
                         r"^exactly once: every slot and every transfer"],
 }

@@ -436,16 +436,21 @@ def test_the_command_shows_a_bar_over_jobs_on_a_terminal(sim: LocalSimulator,
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--program-so", "a.so"], "needs --program-id"),
+    (["--program-so", "ELF"], "needs --program-id"),
+    (["--program-id", TOKEN_PROGRAM_ID, "--program-so", "ELF", "--program-so", "ELF"],
+     "same name"),
+    (["--program-id", TOKEN_PROGRAM_ID, "--program-so", "missing.so"], "missing.so"),
     (["--scheduler", "tcp://127.0.0.1:1", "--workers", "2"], "not allowed with"),
     (["--scheduler", "tcp://127.0.0.1:1", "--api-key", "k"], "workers' environment"),
     (["--split", "0"], "must be >= 1"),
     (["--end-slot", "1"], "after --end-slot"),
 ])
-def test_usage_errors(argv: List[str], message: str,
+def test_usage_errors(argv: List[str], message: str, tmp_path: Path,
                       capsys: pytest.CaptureFixture[str]) -> None:
+    elf = tmp_path / "a.so"
+    elf.write_bytes(b"\x7fELF" + bytes(60))
     base = ["sweep", "--start-slot", "5", "--end-slot", "9", "--output-dir", "o"]
     with pytest.raises(SystemExit) as exited:
-        parse_args(base + argv)
+        parse_args(base + [str(elf) if arg == "ELF" else arg for arg in argv])
     assert exited.value.code == 2
     assert message in capsys.readouterr().err

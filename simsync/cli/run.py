@@ -36,12 +36,13 @@ class Driver:
         self.completed: Optional[simsync.Completed] = None
 
     def subscribe(self, program_id: str) -> None:
-        if "transactions" in self.args.subscriptions:
-            self.session.subscribe_transactions([program_id])
+        # Entries are transactions (with their outcome), so transactions are always
+        # streamed; account diffs are joined to them when asked for.
+        self.session.subscribe_transactions([program_id])
         if "account-diff" in self.args.subscriptions:
             self.session.subscribe_account_diffs([program_id])
 
-    def handle(self, event: Any) -> None:
+    def handle(self, event: simsync.Event) -> None:
         self.progress.event()
         if isinstance(event, PAUSES):
             overrides = None
@@ -139,7 +140,7 @@ def run_job(client: simsync.Client, create: Dict[str, Any], args: argparse.Names
     ``args.program_id``, ``subscriptions``, ``advance_count``, ``parallel``, ``start_slot``
     and ``end_slot``. Raises what the session raises (``ControlFailed``, ...)."""
     program_id = args.program_id or SYSTEM_PROGRAM_ID
-    collector = report.Collector()
+    collector = report.Collector(program_id)
     drive = _drive_parallel if args.parallel else _drive_one
     with progress.logging():
         drivers = drive(client, create, program_id, args, elf, progress, collector)
@@ -161,11 +162,12 @@ def cmd_run(args: argparse.Namespace, client: simsync.Client) -> int:
     print(f"completed slots {args.start_slot}-{args.end_slot} "
           f"({progress.total} slots) in {time.monotonic() - started:.1f}s")
     print(f"sessions: {', '.join(ids)}")
-    unknown = count["total"] - count["successes"] - count["failures"]
     print(f"transactions of {program_id}: {count['total']} ({count['successes']} succeeded, "
-          f"{count['failures']} failed" + (f", {unknown} seen only in account diffs"
-                                           if unknown else "") +
-          f"); account diffs: {collector.diff_count}")
+          f"{count['failures']} failed); account diffs: {collector.diff_count}")
+    if collector.unmatched_diffs or collector.not_invoking:
+        print(f"left out: {collector.not_invoking} transactions that did not invoke "
+              f"{program_id}, {collector.unmatched_diffs} account diffs of transactions that "
+              "did not invoke it")
     line = _summary_line(drivers)
     if line:
         print(line)

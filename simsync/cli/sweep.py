@@ -51,7 +51,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                              "(default: 1)")
     parser.add_argument("--program-id", type=cli._pubkey, metavar="P",
                         help="program to watch (default: the System program) and to override")
-    parser.add_argument("--program-so", action="append", default=[], metavar="FILE",
+    parser.add_argument("--program-so", action="append", default=[], type=cli._elf_file,
+                        metavar="FILE",
                         help="a build to install at --program-id (repeat for several; the "
                              "first is the baseline of the comparison)")
     parser.add_argument("--extra-compute-units", type=cli._slot, metavar="N",
