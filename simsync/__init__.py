@@ -50,6 +50,16 @@ from simsync.protocol import (
 )
 from simsync.session import Session
 from simsync.subscriptions import ReconnectCoordinator
+from simsync.sweep import (
+    SweepJob,
+    SweepJobFailed,
+    SweepResult,
+    jobs_for_builds,
+    jobs_for_range,
+    run_job,
+    sweep,
+    sweep_results,
+)
 from simsync.transport import ConnectionStatus, State
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -64,6 +74,7 @@ __all__ = [
     "SessionClosed",
     "SessionCreateError", "SessionCursor", "SessionInfo", "SimsyncError",
     "SlowConsumerError", "Slot", "State", "Status", "SubSession", "SubscriptionCursor",
-    "SubscriptionFailed", "Summary", "Transaction", "UnknownEvent",
-    "__version__",
+    "SubscriptionFailed", "Summary", "SweepJob", "SweepJobFailed", "SweepResult", "Transaction",
+    "UnknownEvent", "__version__", "jobs_for_builds", "jobs_for_range", "run_job", "sweep",
+    "sweep_results",
 ]

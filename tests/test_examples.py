@@ -33,6 +33,9 @@ EXPECTED: Dict[str, List[str]] = {
                     r"^all sub-sessions completed: [1-9]\d* slots"],
     "multiprocessing_workers.py": [r"^processes: 4 jobs", r"^threads: 4 jobs",
                                    r"^same results under both executors: True$"],
+    "sweep.py": [r"^job 5 slots \d+-\d+ build memo: ", r"^build deployed: 3 jobs, ([1-9]\d*) token "
+                 r"transactions, 0 failed$", r"^build memo: 3 jobs, ([1-9]\d*) token transactions, "
+                 r"\1 failed$"],
     "crash_resume.py": [r"^worker killed after \d+ handled events \(exit code -9\)$",
                         r"^the new process handled [1-9]\d* more events$",
                         r"each seen exactly once, in order$"],

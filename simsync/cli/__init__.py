@@ -1,4 +1,4 @@
-"""The ``simsync`` command: ``ranges``, ``run``, ``summarize``, ``compare``, ``serve``.
+"""The ``simsync`` command: ``ranges``, ``run``, ``sweep``, ``summarize``, ``compare``, ``serve``.
 
 Exit codes: 0 ok, 1 the command failed (one line ``simsync: error: ...``; a connection
 failure names the URL and a hint; the traceback only with ``--debug``), 2 usage error (every
@@ -23,6 +23,9 @@ from simsync import urls
 from simsync.cli.commands import cmd_compare, cmd_ranges, cmd_serve, cmd_summarize, parse_date
 from simsync.cli.report import KEYS_DECODABLE
 from simsync.cli.run import SUBSCRIPTIONS, cmd_run
+from simsync.cli.sweep import add_parser as add_sweep_parser
+from simsync.cli.sweep import check_args as check_sweep_args
+from simsync.cli.sweep import cmd_sweep
 from simsync.localsim import cli as localsim_cli
 
 API_KEY_ENV = "SIMULATOR_API_KEY"
@@ -222,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--progress-interval", type=_seconds, default=2.0, metavar="SECS",
                      help="seconds between plain progress lines (default: 2)")
 
+    add_sweep_parser(sub, common)
+
     summarize = sub.add_parser("summarize", parents=[common], help="summarize an output file")
     summarize.add_argument("file", metavar="FILE")
     summarize.add_argument("--accounts", type=_pubkeys, default=[], metavar="A,B",
@@ -269,7 +274,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
             run.error(f"--start-slot {args.start_slot} is after --end-slot {args.end_slot}")
         if args.program_so and not args.program_id:
             run.error("--program-so needs --program-id (where to install it)")
-    if args.command in ("ranges", "run"):
+    if args.command == "sweep":
+        check_sweep_args(_subparser(parser, "sweep"), args)
+    if args.command in ("ranges", "run", "sweep"):
         args.api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     return args
 
@@ -339,11 +346,13 @@ def _client(args: argparse.Namespace) -> Iterator[simsync.Client]:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command in ("ranges", "run"):
+    if args.command in ("ranges", "run", "sweep"):
         with _client(args) as client:
             args.target = client.url
-            _connecting(client, args.command)
-            return cmd_ranges(args, client) if args.command == "ranges" else cmd_run(args, client)
+            if args.command != "sweep":       # the sweep's workers connect, not this process
+                _connecting(client, args.command)
+            command = {"ranges": cmd_ranges, "run": cmd_run, "sweep": cmd_sweep}[args.command]
+            return command(args, client)
     if args.command == "summarize":
         return cmd_summarize(args)
     if args.command == "compare":

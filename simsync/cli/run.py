@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import logging
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import simsync
 from simsync.cli import report
@@ -117,23 +117,43 @@ def _summary_line(drivers: List[Driver]) -> Optional[str]:
     return "server summary: " + ", ".join(f"{f.replace('_', ' ')} {v}" for f, v in sums.items())
 
 
-def cmd_run(args: argparse.Namespace, client: simsync.Client) -> int:
-    elf = None
-    if args.program_so:              # checked (readable, ELF) when the arguments were parsed
-        with open(args.program_so, "rb") as source:
-            elf = source.read()
+def read_elf(path: str) -> bytes:
+    """The bytes of an ELF file; ValueError when it has no ELF header."""
+    with open(path, "rb") as source:
+        elf = source.read()
+    if not elf.startswith(b"\x7fELF"):
+        raise ValueError(f"{path} is not an ELF file (no \\x7fELF header)")
+    return elf
+
+
+def create_params(args: argparse.Namespace) -> Dict[str, Any]:
+    """The ``start_session`` fields of a run (``start_slot``, ``end_slot``, ...)."""
+    return {"start_slot": args.start_slot, "end_slot": args.end_slot,
+            "disconnect_timeout_secs": args.disconnect_timeout, "send_summary": True,
+            "extra_compute_units": args.extra_compute_units}
+
+
+def run_job(client: simsync.Client, create: Dict[str, Any], args: argparse.Namespace,
+            elf: Optional[bytes], progress: Progress) -> Tuple[List[Driver], report.Collector]:
+    """Drive one run to ``Completed`` on the calling thread (one session, or a parallel batch
+    with ``args.parallel``) and return its drivers and the collected transactions. Reads
+    ``args.program_id``, ``subscriptions``, ``advance_count``, ``parallel``, ``start_slot``
+    and ``end_slot``. Raises what the session raises (``ControlFailed``, ...)."""
     program_id = args.program_id or SYSTEM_PROGRAM_ID
-    create: Dict[str, Any] = {"start_slot": args.start_slot, "end_slot": args.end_slot,
-                              "disconnect_timeout_secs": args.disconnect_timeout,
-                              "send_summary": True,
-                              "extra_compute_units": args.extra_compute_units}
     collector = report.Collector(program_id)
+    drive = _drive_parallel if args.parallel else _drive_one
+    with progress.logging():
+        drivers = drive(client, create, program_id, args, elf, progress, collector)
+    return drivers, collector
+
+
+def cmd_run(args: argparse.Namespace, client: simsync.Client) -> int:
+    elf = read_elf(args.program_so) if args.program_so else None
+    program_id = args.program_id or SYSTEM_PROGRAM_ID
     progress = Progress(args.start_slot, args.end_slot, args.progress_interval)
     started = time.monotonic()
-    drive = _drive_parallel if args.parallel else _drive_one
     try:
-        with progress.logging():
-            drivers = drive(client, create, program_id, args, elf, progress, collector)
+        drivers, collector = run_job(client, create_params(args), args, elf, progress)
     finally:
         progress.close()
     records = collector.records()
