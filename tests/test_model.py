@@ -1,0 +1,55 @@
+"""Model-based test (issue 16, item 1): user actions interleaved with simulator and network
+faults, checked against the simulator's own record (see tests/model_support.py).
+
+The run under faults is marked ``chaos`` and left out of the default run (today's client
+still fails it; the findings are listed in the issue). Run it with::
+
+    SIMSYNC_MODEL_EXAMPLES=30 SIMSYNC_MODEL_SEED=1 pytest -m chaos tests/test_model.py -s
+
+``SIMSYNC_MODEL_STEPS`` sets the longest rule sequence (default 12). A failure prints the
+minimal schedule as code (``state = SessionModel()`` … ``state.teardown()``): paste it into a
+test function as a regression test. The default run keeps a short fault-free variant.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, Phase, seed, settings
+from hypothesis.stateful import run_state_machine_as_test
+
+from tests.model_support import SessionModel
+
+EXAMPLES = int(os.environ.get("SIMSYNC_MODEL_EXAMPLES", "25"))
+SEED = int(os.environ.get("SIMSYNC_MODEL_SEED", "0"))
+STEPS = int(os.environ.get("SIMSYNC_MODEL_STEPS", "12"))
+
+
+def model_settings(examples: int, steps: int) -> settings:
+    return settings(max_examples=examples, stateful_step_count=steps, deadline=None,
+                    database=None, print_blob=False,
+                    phases=[Phase.explicit, Phase.generate, Phase.shrink],
+                    suppress_health_check=list(HealthCheck))
+
+
+class FaultFreeModel(SessionModel):
+    """The same user actions with no fault rule drawn."""
+
+    FAULTS = False
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(EXAMPLES * 90 + 300)
+def test_model_under_faults() -> None:
+    print(f"\nmodel-based test: {EXAMPLES} examples, seed {SEED}, up to {STEPS} steps "
+          f"(SIMSYNC_MODEL_EXAMPLES={EXAMPLES} SIMSYNC_MODEL_SEED={SEED} "
+          f"SIMSYNC_MODEL_STEPS={STEPS})")
+    run_state_machine_as_test(seed(SEED)(SessionModel),
+                              settings=model_settings(EXAMPLES, STEPS))
+
+
+@pytest.mark.timeout(120)
+def test_model_without_faults() -> None:
+    """A few fault-free examples, derandomized: every invariant holds on a clean network."""
+    run_state_machine_as_test(FaultFreeModel, settings=model_settings(6, 8).__class__(
+        parent=model_settings(6, 8), derandomize=True))
