@@ -30,6 +30,7 @@ from the client is a finding; a non-``SimsyncError`` or one with an empty messag
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from typing import Any, Callable, List, Optional, Tuple, TypeVar
@@ -67,6 +68,9 @@ CLOSE_BOUND = MODEL_CONFIG.close_timeout + 1.5
 SETTLE = 5.0
 PAUSES = (simsync.ReadyForContinue, simsync.Paused)
 OWN_THREADS = ("simsync-localsim-", "simsync-netproxy-")
+#: Invariants to leave unchecked (comma-separated names), to look past a known finding:
+#: ``server-session-after-close``.
+SKIP = frozenset(filter(None, os.environ.get("SIMSYNC_MODEL_SKIP", "").split(",")))
 
 
 class Hung(AssertionError):
@@ -277,7 +281,8 @@ class SessionModel(RuleBasedStateMachine):
         """After close: no client thread or socket, no live server session."""
         session_id = self.session_id
         gone = wait_until(lambda: session_id not in self.sim.session_ids(), SETTLE)
-        assert gone, f"after {what}, the server still has session {session_id} live"
+        assert gone or "server-session-after-close" in SKIP, \
+            f"after {what}, the server still has session {session_id} live"
         if self.abandoned:
             return          # their threads and sockets are still legitimately there
         self._check_client_gone(what)
@@ -475,7 +480,8 @@ class SessionModel(RuleBasedStateMachine):
             known = set(self.known_ids)
             wait_until(lambda: not known & set(self.sim.session_ids()), SETTLE)
             left = known & set(self.sim.session_ids())
-            assert not left, f"after closing everything, live server sessions: {sorted(left)}"
+            assert not left or "server-session-after-close" in SKIP, \
+                f"after closing everything, live server sessions: {sorted(left)}"
             self._check_client_gone("closing everything at the end")
         finally:
             with contextlib.suppress(Exception):
