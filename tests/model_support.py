@@ -29,6 +29,7 @@ from the client is a finding; a non-``SimsyncError`` or one with an empty messag
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import threading
@@ -70,6 +71,9 @@ PAUSES = (simsync.ReadyForContinue, simsync.Paused)
 OWN_THREADS = ("simsync-localsim-", "simsync-netproxy-")
 #: Invariants to leave unchecked (comma-separated names), to look past a known finding:
 #: ``server-session-after-close``.
+#: What the examples of this process did (printed by the test): examples, sessions,
+#: events, faults fired by the simulator, connections the proxy reset, connections made.
+TALLY: collections.Counter[str] = collections.Counter()
 SKIP = frozenset(filter(None, os.environ.get("SIMSYNC_MODEL_SKIP", "").split(",")))
 
 
@@ -204,6 +208,7 @@ class SessionModel(RuleBasedStateMachine):
         self.completed = False
         self.abandoned: List[simsync.Session] = []
         self.known_ids: List[str] = []
+        self.events_seen = 0
         self.blackhole_until = 0.0
 
     # ------------------------------------------------------------------ helpers
@@ -229,6 +234,7 @@ class SessionModel(RuleBasedStateMachine):
                 except simsync.EventTimeout:
                     continue
                 self.events.append(event)
+                self.events_seen += 1
                 if isinstance(event, simsync.Completed):
                     self.completed = True
                     return
@@ -465,7 +471,20 @@ class SessionModel(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ end
 
+    def _tally(self) -> None:
+        stats = self.sim.stats
+        TALLY["examples"] += 1
+        TALLY["sessions"] += len(self.known_ids)
+        TALLY["events delivered"] += self.events_seen
+        TALLY["simulator faults fired"] += self.sim.faults.fired
+        TALLY["connects refused"] += stats.connects_refused
+        TALLY["connections reset by the proxy"] += sum(
+            1 for c in self.proxy.connections() if c.reset)
+        TALLY["control connections"] += stats.control_connections
+        TALLY["pubsub connections"] += stats.pubsub_connections
+
     def teardown(self) -> None:
+        self._tally()
         try:
             self.proxy.clear()
             self.sim.faults.clear()

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, seed, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from tests.model_support import SessionModel
+from tests.model_support import TALLY, SessionModel
 
 EXAMPLES = int(os.environ.get("SIMSYNC_MODEL_EXAMPLES", "25"))
 SEED = int(os.environ.get("SIMSYNC_MODEL_SEED", "0"))
@@ -44,8 +44,13 @@ def test_model_under_faults() -> None:
     print(f"\nmodel-based test: {EXAMPLES} examples, seed {SEED}, up to {STEPS} steps "
           f"(SIMSYNC_MODEL_EXAMPLES={EXAMPLES} SIMSYNC_MODEL_SEED={SEED} "
           f"SIMSYNC_MODEL_STEPS={STEPS})")
-    run_state_machine_as_test(seed(SEED)(SessionModel),
-                              settings=model_settings(EXAMPLES, STEPS))
+    TALLY.clear()
+    try:
+        run_state_machine_as_test(seed(SEED)(SessionModel),
+                                  settings=model_settings(EXAMPLES, STEPS))
+    finally:
+        print("model-based test tally (shrinking runs included): "
+              + ", ".join(f"{name} {count}" for name, count in TALLY.items()))
 
 
 @pytest.mark.timeout(120)
