@@ -403,8 +403,42 @@ class SessionModel(RuleBasedStateMachine):
             bounded("close", CLOSE_BOUND, session.close)
         except BaseException as exc:  # noqa: BLE001 - classified
             check_failure("close", exc)
-        self._check_events(at_rest=self.completed)
-        self._check_nothing_left("close")
+        self._after_close("close")
+
+    @precondition(lambda self: self.live)
+    @rule(advance_count=st.integers(1, 3))
+    def close_mid_step(self, advance_count: int) -> None:
+        """Step, then close at once without waiting for the pause."""
+        session = self.session
+        assert session is not None
+        try:
+            bounded("send_continue", STEP_BOUND, lambda: session.send_continue(
+                advance_count=advance_count, timeout=STEP_BOUND - 1))
+            bounded("close", CLOSE_BOUND, session.close)
+        except BaseException as exc:  # noqa: BLE001 - classified
+            check_failure("close_mid_step", exc)
+        self._after_close("close_mid_step")
+
+    def _after_close(self, what: str) -> None:
+        """A closed session: nothing more comes, RPC fails fast, nothing is left."""
+        session = self.session
+        assert session is not None
+        try:
+            event = bounded("next_event after close", 1.0, lambda: session.next_event(0))
+            raise AssertionError(f"next_event after {what} returned {event!r}")
+        except simsync.SessionClosed:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - classified
+            check_failure(f"next_event after {what}", exc)
+        try:
+            slot = bounded("rpc after close", 1.0, lambda: session.rpc.get_slot())
+            raise AssertionError(f"rpc.get_slot after {what} answered {slot}")
+        except simsync.RpcError:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - classified
+            check_failure(f"rpc.get_slot after {what}", exc)
+        self._check_events(at_rest=False)
+        self._check_nothing_left(what)
         self._forget_session()
 
     @precondition(lambda self: self.session is not None and len(self.abandoned) < 2)
