@@ -38,7 +38,7 @@ from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 import psutil
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
 import simsync
 from simsync.localsim import Fault, LocalSimulator
@@ -325,6 +325,14 @@ class SessionModel(RuleBasedStateMachine):
             lambda: self.sim.registry.sessions.get(self.session_id))
         assert self.server_session is not None, "the server does not know the created session"
         self._read_until_pause("the first pause", STEP_BOUND)
+
+    @initialize(length=st.integers(2, 12), offset=st.integers(0, 40),
+                subscribe=st.booleans())
+    def first_session(self, length: int, offset: int, subscribe: bool) -> None:
+        """Every example starts with a session (later ones come from ``start_session``)."""
+        self.start_session(length, offset)
+        if subscribe:
+            self.subscribe_transactions()
 
     @precondition(lambda self: self.live and not self.stepped and not self.subscribed)
     @rule()
