@@ -1,0 +1,89 @@
+"""Model-based test (issue 16, item 1): user actions interleaved with simulator and network
+faults, checked against the simulator's own record (see tests/model_support.py).
+
+The run under faults is marked ``chaos`` and left out of the default run (today's client
+still fails it: see the strict xfail below for what it found). Run it with::
+
+    SIMSYNC_MODEL_EXAMPLES=30 SIMSYNC_MODEL_SEED=1 pytest -m chaos tests/test_model.py -s
+
+``SIMSYNC_MODEL_STEPS`` sets the longest rule sequence (default 12);
+``SIMSYNC_MODEL_SKIP=server-session-after-close`` looks past the known finding. A failure prints the
+minimal schedule as code (``state = SessionModel()`` … ``state.teardown()``): paste it into a
+test function as a regression test. The default run keeps a short fault-free variant.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, Phase, seed, settings
+from hypothesis.stateful import run_state_machine_as_test
+
+import simsync
+from simsync.localsim import LocalSimulator
+from simsync.localsim.netproxy import FaultProxy
+from tests.leaks import wait_until
+from tests.model_support import MODEL_CONFIG, TALLY, SessionModel
+
+EXAMPLES = int(os.environ.get("SIMSYNC_MODEL_EXAMPLES", "25"))
+SEED = int(os.environ.get("SIMSYNC_MODEL_SEED", "0"))
+STEPS = int(os.environ.get("SIMSYNC_MODEL_STEPS", "12"))
+
+
+def model_settings(examples: int, steps: int) -> settings:
+    return settings(max_examples=examples, stateful_step_count=steps, deadline=None,
+                    database=None, print_blob=False,
+                    phases=[Phase.explicit, Phase.generate, Phase.shrink],
+                    suppress_health_check=list(HealthCheck))
+
+
+class FaultFreeModel(SessionModel):
+    """The same user actions with no fault rule drawn."""
+
+    FAULTS = False
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(EXAMPLES * 90 + 300)
+def test_model_under_faults() -> None:
+    print(f"\nmodel-based test: {EXAMPLES} examples, seed {SEED}, up to {STEPS} steps "
+          f"(SIMSYNC_MODEL_EXAMPLES={EXAMPLES} SIMSYNC_MODEL_SEED={SEED} "
+          f"SIMSYNC_MODEL_STEPS={STEPS})")
+    TALLY.clear()
+    try:
+        run_state_machine_as_test(seed(SEED)(SessionModel),
+                                  settings=model_settings(EXAMPLES, STEPS))
+    finally:
+        print("model-based test tally (shrinking runs included): "
+              + ", ".join(f"{name} {count}" for name, count in TALLY.items()))
+
+
+@pytest.mark.timeout(120)
+def test_model_without_faults() -> None:
+    """A few fault-free examples, derandomized: every invariant holds on a clean network."""
+    run_state_machine_as_test(FaultFreeModel, settings=model_settings(6, 8).__class__(
+        parent=model_settings(6, 8), derandomize=True))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.xfail(strict=True, reason=(
+    "AssertionError: after close, the server still has the session live — Session.close() "
+    "sends closeBacktestSession only when the control connection is UP at that instant; "
+    "during a reconnect it just stops, and the server keeps the session for its detach "
+    "window (found by the model test; the client rewrite under issue 16 fixes it)"))
+def test_close_during_a_reconnect_ends_the_server_session() -> None:
+    with LocalSimulator(bundle_size=100, bundles=2) as sim, \
+            FaultProxy(upstream=("127.0.0.1", sim.port)) as proxy:
+        client = simsync.Client(proxy.url(sim.url), config=MODEL_CONFIG)
+        session = client.start_session(start_slot=400_000_000, end_slot=400_000_004,
+                                       disconnect_timeout_secs=60)
+        try:
+            while not isinstance(session.next_event(10), simsync.ReadyForContinue):
+                pass
+            session_id = session.info.session_id
+            sim.faults.refuse_connects(3)       # the reconnect takes a few attempts
+            proxy.reset(side="both")
+        finally:
+            session.close()
+        assert wait_until(lambda: session_id not in sim.session_ids(), 5.0), \
+            "after close, the server still has the session live"
