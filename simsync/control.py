@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Tuple, Union
 
+import tenacity
 import websocket
 
 from simsync import urls
@@ -567,13 +568,28 @@ class ControlLink(ControlBase):
 
 
     def close_detached(self, deadline: float) -> bool:
-        """One attempt, bounded by ``deadline``, to close the session while its own
-        connection is down (user thread, after the reader stopped): a fresh socket,
-        ``attachBacktestSession`` → ``sessionAttached``, ``closeBacktestSession`` →
-        ``success``. Best effort: returns whether the server acknowledged."""
+        """Close the session while its own connection is down (user thread, after the
+        reader stopped): on a fresh socket, ``attachBacktestSession`` → ``sessionAttached``,
+        ``closeBacktestSession`` → ``success``; connection failures are retried (tenacity,
+        short backoff) until ``deadline``. Best effort: returns whether the server
+        acknowledged."""
         if self.info is None or not self._create.sequenced \
                 or deadline - time.monotonic() < 0.1:
             return False
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_before_delay(max(0.0, deadline - time.monotonic() - 0.1)),
+            wait=tenacity.wait_exponential(multiplier=0.05, max=0.5),
+            retry=tenacity.retry_if_exception_type((OSError, websocket.WebSocketException)),
+            reraise=True)
+        try:
+            retrying(self._close_on_fresh_socket, self.info.session_id, deadline)
+        except (OSError, websocket.WebSocketException, SimsyncError) as exc:
+            log.info("simsync control: could not close the detached session: %s", exc)
+            return False
+        log.info("simsync control: closed the detached session on a fresh connection")
+        return True
+
+    def _close_on_fresh_socket(self, session_id: str, deadline: float) -> None:
         sslopt = {"ca_certs": self._config.ca_bundle} if self._config.ca_bundle else {}
         ws = websocket.WebSocket(sslopt=sslopt)
         watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), ws.shutdown)
@@ -581,16 +597,10 @@ class ControlLink(ControlBase):
         try:
             ws.connect(self._url, header=self.headers,  # type: ignore[no-untyped-call]
                        timeout=max(0.05, deadline - time.monotonic()), suppress_origin=True)
-            ws.send(encode_request(AttachBacktestSession(self.info.session_id,
-                                                         self.gate.last_seq)))
+            ws.send(encode_request(AttachBacktestSession(session_id, self.gate.last_seq)))
             self._read_until(ws, SessionAttached, deadline)
             ws.send(encode_request(CloseBacktestSession()))
             self._read_until(ws, Success, deadline)
-            log.info("simsync control: closed the detached session on a fresh connection")
-            return True
-        except (OSError, websocket.WebSocketException, SimsyncError) as exc:
-            log.info("simsync control: could not close the detached session: %s", exc)
-            return False
         finally:
             watchdog.cancel()
             watchdog.join()

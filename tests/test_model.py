@@ -1,13 +1,14 @@
 """Model-based test (issue 16, item 1): user actions interleaved with simulator and network
 faults, checked against the simulator's own record (see tests/model_support.py).
 
-The run under faults is marked ``chaos`` and left out of the default run (today's client
-still fails it: see the strict xfail below for what it found). Run it with::
+The run under faults is marked ``chaos`` and left out of the default run (it takes minutes);
+``test_close_during_a_reconnect_ends_the_server_session`` is the regression test of what it
+found. Run it with::
 
     SIMSYNC_MODEL_EXAMPLES=30 SIMSYNC_MODEL_SEED=1 pytest -m chaos tests/test_model.py -s
 
 ``SIMSYNC_MODEL_STEPS`` sets the longest rule sequence (default 12);
-``SIMSYNC_MODEL_SKIP=server-session-after-close`` looks past the known finding. A failure prints the
+``SIMSYNC_MODEL_SKIP=server-session-after-close`` looks past that finding. A failure prints the
 minimal schedule as code (``state = SessionModel()`` … ``state.teardown()``): paste it into a
 test function as a regression test. The default run keeps a short fault-free variant.
 """
@@ -66,11 +67,6 @@ def test_model_without_faults() -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason=(
-    "AssertionError: after close, the server still has the session live — Session.close() "
-    "sends closeBacktestSession only when the control connection is UP at that instant; "
-    "during a reconnect it just stops, and the server keeps the session for its detach "
-    "window (found by the model test; the client rewrite under issue 16 fixes it)"))
 def test_close_during_a_reconnect_ends_the_server_session() -> None:
     with LocalSimulator(bundle_size=100, bundles=2) as sim, \
             FaultProxy(upstream=("127.0.0.1", sim.port)) as proxy:

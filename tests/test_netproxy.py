@@ -287,15 +287,14 @@ def test_armed_reset_fires_mid_stream_after_n_bytes(proxy: FaultProxy) -> None:
 
 
 def test_upstream_down_resets_the_client() -> None:
-    spare = socket.socket()
-    spare.bind(("127.0.0.1", 0))
-    port = spare.getsockname()[1]
-    spare.close()                                # nothing listens there now
-    with FaultProxy(upstream=("127.0.0.1", port)) as proxy, connect(proxy) as sock:
-        sock.settimeout(WAIT)
-        with pytest.raises(ConnectionResetError):
-            sock.recv(1)
-        assert proxy.connections()[0].upstream_failed
+    with socket.socket() as spare:
+        spare.bind(("127.0.0.1", 0))             # bound, never listening: refused, and the
+        port = spare.getsockname()[1]            # port cannot be taken by anyone else
+        with FaultProxy(upstream=("127.0.0.1", port)) as proxy, connect(proxy) as sock:
+            sock.settimeout(WAIT)
+            with pytest.raises(ConnectionResetError):
+                sock.recv(1)
+            assert proxy.connections()[0].upstream_failed
 
 
 def test_url_rewrites_host_and_port(proxy: FaultProxy, echo: EchoServer) -> None:
