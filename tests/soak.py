@@ -54,6 +54,7 @@ from simsync.localsim.history import (
     TOKEN_PROGRAM_ID,
     History,
 )
+from simsync.localsim.netproxy import FaultProxy
 from simsync.transport import ConnectionStatus, State
 from tests.leaks import leftovers, snapshot, wait_until
 
@@ -111,6 +112,14 @@ class FaultSpec:
             return f"{self.channel} {self.kind} {self.code} after {self.after_frames}"
         if self.kind in ("reannounce", "heartbeat", "duplicate", "late", "zstd_corrupt"):
             return f"{self.channel} {self.kind} {self.mode}".rstrip()
+        if self.kind == "net_reset":
+            return f"proxy reset ({self.how}) at pause {self.at_pause}"
+        if self.kind == "net_blackhole":
+            return f"proxy blackhole {self.delay_secs:.1f}s at pause {self.at_pause}"
+        if self.kind == "net_latency":
+            return f"proxy latency {self.delay_secs * 1000:.0f}ms"
+        if self.kind == "net_slicing":
+            return f"proxy slicing {self.count} bytes"
         extra = f" x{self.times}" if self.times > 1 else ""
         delay = f" {self.delay_secs * 1000:.0f}ms" if self.kind == "delay" else ""
         how = " rst" if self.how == "rst" else ""
@@ -212,7 +221,8 @@ class Planner:
     def _fault(self, rng: random.Random, kind: str, subscribe: bool, start: int, end: int,
                produced: List[int], program: str) -> FaultSpec:
         menu = ["drop", "drop", "stall", "delay", "refuse", "step_drop", "recovery_drop",
-                "close", "refuse_status", "reannounce", "heartbeat", "duplicate", "late"]
+                "close", "refuse_status", "reannounce", "heartbeat", "duplicate", "late",
+                "net_reset", "net_blackhole", "net_latency", "net_slicing"]
         channel = "pubsub" if subscribe and rng.random() < 0.45 else "control"
         action = rng.choice(menu)
         if channel == "pubsub" and action in ("step_drop", "recovery_drop", "reannounce"):
@@ -224,6 +234,11 @@ class Planner:
             action = "drop"         # the batch's connection numbering and rule differ
         frames = (self._control_frames(kind, start, end, produced) if channel == "control"
                   else self._pubsub_frames(produced, program))
+        if action.startswith("net_"):       # the network between client and server
+            return FaultSpec(action, "network", at_pause=rng.randrange(0, max(1, len(produced))),
+                             how=rng.choice(["client", "upstream", "both"]),
+                             delay_secs=rng.uniform(0.002, 0.02) if action == "net_latency"
+                             else rng.uniform(0.2, 2.5), count=rng.choice([1, 7, 64]))
         if action == "refuse":
             return FaultSpec("refuse", channel, count=rng.randint(1, 4))
         if action == "refuse_status":
@@ -441,6 +456,7 @@ class Runner:
         self.references = references
         self.log = log
         self.known: Set[str] = set()    # server sessions the client was told about
+        self.url = sim.url              # the session's way in (through a proxy or not)
 
     def run(self, plan: SessionPlan) -> SessionResult:
         result = SessionResult(plan)
@@ -453,10 +469,21 @@ class Runner:
         self.log.take_fired(sim.port)
         added: List[Fault] = []
         refused: Dict[str, int] = {"control": 0, "pubsub": 0}
+        net = [spec for spec in plan.faults if spec.channel == "network"]
+        proxy = FaultProxy(upstream=("127.0.0.1", sim.port)) if net else None
+        self.url = sim.url if proxy is None else proxy.start().url(sim.url)
+        for spec in net:
+            if spec.kind == "net_latency":
+                proxy.set_latency(spec.delay_secs)            # type: ignore[union-attr]
+                result.faults["proxy latency"] += 1
+            elif spec.kind == "net_slicing":
+                proxy.set_slicing(spec.count)                 # type: ignore[union-attr]
+                result.faults["proxy slicing"] += 1
         for spec in plan.faults:
             if spec.kind == "refuse":
                 refused[spec.channel] += spec.count
-            elif spec.kind != "step_drop":
+            elif spec.kind not in ("step_drop", "net_reset", "net_blackhole", "net_latency",
+                                   "net_slicing"):
                 for fault in spec.faults(sim.faults.connections("control") + 1,
                                          sim.faults.connections("pubsub") + 1):
                     added.append(sim.faults.add(fault))
@@ -467,6 +494,14 @@ class Runner:
         asked = dict(refused)
 
         def at_pause(index: int) -> None:
+            for spec in net:
+                if spec.at_pause != index or proxy is None:
+                    continue
+                if spec.kind == "net_reset":
+                    result.faults["proxy reset"] += bool(proxy.reset(spec.how))
+                elif spec.kind == "net_blackhole":     # half-open, both ways, then released
+                    proxy.blackhole("both", duration=spec.delay_secs)
+                    result.faults["proxy blackhole"] += 1
             for spec in step_specs:
                 if spec.at_pause == index:
                     consumed = asked["control"] - sim.faults.refusals_left("control")
@@ -493,6 +528,8 @@ class Runner:
             result.error = f"{type(exc).__name__}: {exc}"
             result.hung = isinstance(exc, simsync.EventTimeout)
         result.seconds = time.monotonic() - began
+        if proxy is not None:
+            proxy.close()
         for channel in ("control", "pubsub"):
             result.faults["refused connects"] += (asked[channel]
                                                   - sim.faults.refusals_left(channel))
@@ -531,7 +568,7 @@ class Runner:
     def _single(self, plan: SessionPlan, result: SessionResult,
                 streams: List[Tuple[str, Stream, Any]], reference: List[Tuple[Any, ...]],
                 at_pause: Callable[[int], None]) -> None:
-        client = simsync.Client(self.sim.url, config=SOAK_CONFIG)
+        client = simsync.Client(self.url, config=SOAK_CONFIG)
         stream = Stream()
         with client.start_session(start_slot=plan.start, end_slot=plan.end,
                                   disconnect_timeout_secs=DETACH_WINDOW) as session:
@@ -549,7 +586,7 @@ class Runner:
     def _parallel(self, plan: SessionPlan, result: SessionResult,
                   streams: List[Tuple[str, Stream, Any]], at_pause: Callable[[int], None]
                   ) -> None:
-        client = simsync.Client(self.sim.url, config=SOAK_CONFIG)
+        client = simsync.Client(self.url, config=SOAK_CONFIG)
         batch = client.start_parallel(start_slot=plan.start, end_slot=plan.end,
                                       disconnect_timeout_secs=DETACH_WINDOW)
         with batch:

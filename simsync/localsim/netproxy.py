@@ -586,7 +586,12 @@ class FaultProxy:
         link = _Link(self, index, reader, writer)
         with self._lock:
             self._links[index] = link
-        await link.run()
+        try:
+            await link.run()
+        except asyncio.CancelledError:
+            # closing: end quietly (Python 3.11's stream callback would log a cancelled
+            # handler task as an error)
+            return
 
 
 __all__ = ["DIRECTIONS", "SIDES", "FaultProxy", "ProxiedConnection"]
