@@ -338,6 +338,7 @@ class ConnectionProblem(Exception):
         self.close_code = close_code
         self.close_reason = close_reason
         self.retry_after = retry_after
+        self.by_budget = False          # a connect cut short by the outage's budget
 
 
 class Transient(ConnectionProblem):
@@ -546,6 +547,7 @@ class Connection:
         self._ever_up = False
         self._outage_started = time.monotonic()
         self._attempts = 0
+        self._last_cause: Optional[str] = None
         self._pong_owed: Optional[bytes] = None
         self._last_inbound = time.monotonic()
         self._policy = ReconnectPolicy(config, self._stop)
@@ -738,6 +740,7 @@ class Connection:
     def _serve_outages(self) -> None:
         while not self._stop.is_set():
             self._outage_started = time.monotonic()
+            self._last_cause = None
             try:
                 for retry in self._policy.retrying(self._before_sleep, self._budget):
                     with retry:
@@ -750,6 +753,8 @@ class Connection:
     def _before_sleep(self, state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         delay = state.next_action.sleep if state.next_action else None
+        if exc is not None and not (isinstance(exc, ConnectionProblem) and exc.by_budget):
+            self._last_cause = describe(exc)
         if not self._ever_up and exc is not None:
             log.warning("%s: connecting to %s failed (attempt %d): %s; retrying in %.2fs",
                         self._name, urls.shown(self.link.url()), state.attempt_number,
@@ -892,8 +897,12 @@ class Connection:
         if isinstance(exc, (TimeoutError, websocket.WebSocketTimeoutException)):
             what = ("the outage's budget ran out" if by_budget else
                     f"connect_timeout={self.config.connect_timeout:g}s ran out")
-            return Transient(f"connecting to {url} timed out after {elapsed:.1f}s during "
-                             f"{phase} ({what})")
+            before = (f"; the attempt before failed with: {self._last_cause}"
+                      if by_budget and self._last_cause else "")
+            problem = Transient(f"connecting to {url} timed out after {elapsed:.1f}s during "
+                                f"{phase} ({what}){before}")
+            problem.by_budget = by_budget
+            return problem
         if isinstance(exc, websocket.WebSocketException) and phase == "the WebSocket upgrade" \
                 and "Invalid WebSocket Header" in str(exc):
             return Fatal(f"the server at {url} answered 101 without a valid WebSocket "
