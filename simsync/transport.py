@@ -256,13 +256,16 @@ class DeadlineSocket:
             self._sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
-        """Abort, then close the descriptor once no write is in progress (reader thread)."""
+        """Close the descriptor once no write is in progress (reader thread): a writer is
+        woken first (``abort``) and leaves at once; with none, a plain close."""
         if self._closed_flag:
             return
-        self.abort()
-        locked = self.write_lock.acquire(timeout=SLICE)   # a woken writer leaves at once
+        locked = self.write_lock.acquire(blocking=False)
+        if not locked:
+            self.abort()
+            locked = self.write_lock.acquire(timeout=SLICE)
         try:
-            self._closed_flag = True
+            self._aborted = self._closed_flag = True
             with contextlib.suppress(OSError):
                 self._sock.close()
         finally:
