@@ -194,6 +194,7 @@ class DeadlineSocket:
         """TCP connect by ``deadline`` (reader thread)."""
         err = self._sock.connect_ex(address)
         if err in (0, errno.EISCONN):
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return
         if err not in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY):
             raise OSError(err, os.strerror(err))
@@ -201,6 +202,7 @@ class DeadlineSocket:
         err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             raise OSError(err, os.strerror(err))
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def start_tls(self, context: ssl.SSLContext, hostname: str, deadline: float) -> None:
         """TLS handshake by ``deadline`` (reader thread, before any other thread sees it)."""
@@ -844,7 +846,6 @@ class Connection:
                     sock = None
             if sock is None:
                 raise error or OSError(f"no address for {host}")
-            sock._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if secure:
                 phase = "the TLS handshake"
                 sock.start_tls(self._tls_context(), host, deadline)
