@@ -5,8 +5,17 @@ Threads (per connection, no more):
 
 * the **reader** owns the socket's reads, is the only thread that closes the socket, and runs
   the connect → handshake → read loop → backoff → reconnect cycle;
-* the **keepalive** pings every ``ping_interval``; when nothing at all arrived within
-  ``dead_after`` it aborts the socket (``shutdown``), which wakes the reader.
+* the **keepalive** pings every ``ping_interval`` (skipping a ping while a send is in
+  progress: it never waits for one); when nothing at all arrived within ``dead_after`` it
+  aborts the socket (``shutdown``), which wakes the reader and any sender.
+
+No wait is unbounded and no lock is held across a write without a deadline: the socket is
+non-blocking underneath (``DeadlineSocket``); receives wait until the reader's deadline
+(handshake replies, the whole connect), sends until their own deadline and never longer than
+``dead_after`` without progress, and a send that fails or times out aborts the socket, so the
+connection reconnects. The whole connect (TCP, TLS, upgrade) is bounded by
+``connect_timeout`` and by the outage's budget; ``close()`` cuts every phase short.
+Upgrade answers and close codes are classified transient or fatal (README, failure table).
 """
 from __future__ import annotations
 
