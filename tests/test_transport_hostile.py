@@ -510,3 +510,29 @@ def test_start_session_against_a_closed_port_names_url_and_cause() -> None:
             start_slot=START, end_slot=START)
     assert url in str(info.value) and "refused" in str(info.value)
     assert SECRET not in str(info.value)
+
+
+# ------------------------------------------------------------------ what the user sees
+
+def test_start_session_against_a_wrong_url_fails_at_once_naming_status_and_url() -> None:
+    with HostileServer(lambda peer: peer.answer(404, "Not Found")) as server:
+        with pytest.raises(simsync.SessionCreateError) as info:
+            simsync.Client(server.url(), api_key=SECRET, config=CONFIG).start_session(
+                start_slot=START, end_slot=START)
+        assert server.connections == 1
+    text = str(info.value)
+    assert "HTTP 404 Not Found" in text and server.url() in text and SECRET not in text
+
+
+def test_start_session_closed_with_a_fatal_code_names_code_and_reason() -> None:
+    def behaviour(peer: Peer) -> None:
+        peer.upgrade()
+        peer.recv_text()                                    # createBacktestSession
+        peer.send_close(1009, "step too large")
+        peer.drain()
+    with HostileServer(behaviour) as server:
+        with pytest.raises(simsync.SessionCreateError) as info:
+            simsync.Client(server.url(), config=CONFIG).start_session(start_slot=START,
+                                                                      end_slot=START)
+        assert server.connections == 1
+    assert "1009 (message too big): 'step too large'" in str(info.value)
