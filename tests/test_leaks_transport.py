@@ -72,9 +72,15 @@ def upgrade_and_idle(peer: Peer) -> None:
     peer.idle()
 
 
+#: Set by the "sending a large frame" server once the frame has started to arrive (so the
+#: sender is inside its write), cleared by the test before it starts.
+FRAME_ARRIVING = threading.Event()
+
+
 def upgrade_read_a_little_then_idle(peer: Peer) -> None:
     peer.upgrade()
-    peer.sock.recv(65536)
+    if peer.sock.recv(65536):
+        FRAME_ARRIVING.set()
     peer.idle()
 
 
@@ -101,6 +107,7 @@ def test_close_in_every_state_returns_in_time_and_leaves_nothing(state: str) -> 
     server = HostileServer(case.behaviour, rcvbuf=case.rcvbuf, backlog=case.backlog,
                            accept=case.accept)
     sender: Optional[threading.Thread] = None
+    FRAME_ARRIVING.clear()
     try:
         if state == "connecting":
             for _ in range(8):          # fill the accept queue: later SYNs are dropped
@@ -133,8 +140,8 @@ def test_close_in_every_state_returns_in_time_and_leaves_nothing(state: str) -> 
                     errors.append(exc)
             sender = threading.Thread(target=send, name="test-big-send")
             sender.start()
-            assert wait_until(lambda: server.connections == 1 and sender is not None
-                              and sender.is_alive(), 10)
+            assert FRAME_ARRIVING.wait(10)
+            assert sender.is_alive()
         began = time.monotonic()
         assert connection.close(CLOSE_TIMEOUT), "close() abandoned a thread"
         assert time.monotonic() - began < CLOSE_TIMEOUT + SLACK
