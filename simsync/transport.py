@@ -529,15 +529,17 @@ _NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_L
             "record layer failure", "packet length too long")
 
 
-def close_problem(code: Optional[int], reason: str) -> ConnectionProblem:
-    """What a close frame from the server means: ``Fatal`` or ``Transient``, naming both."""
+def close_problem(code: Optional[int], reason: str, url: str = "") -> ConnectionProblem:
+    """What a close frame from the server means: ``Fatal`` or ``Transient``, naming both
+    (and ``url``, as shown in errors, when the close is fatal)."""
     if code is None:
         code = 1005
     fatal = code in FATAL_CLOSE_CODES or 4000 <= code <= 4999
     name = FATAL_CLOSE_CODES.get(code) or TRANSIENT_CLOSE_CODES.get(code) or (
         "application code" if 4000 <= code <= 4999 else "close code")
     said = f": {reason!r}" if reason else " (no reason given)"
-    text = f"the server closed the connection with code {code} ({name}){said}"
+    server = f"the server at {url}" if fatal and url else "the server"
+    text = f"{server} closed the connection with code {code} ({name}){said}"
     kind = Fatal if fatal else Transient
     return kind(text, close_code=code, close_reason=reason)
 
@@ -693,7 +695,7 @@ class Connection:
             with contextlib.suppress(Exception):
                 sock.sendall(_close_frame(code or 1000), time.monotonic() + SLICE,
                              blocking=False)
-        return close_problem(code, reason)
+        return close_problem(code, reason, urls.shown(self.link.url()))
 
     def _answer_ping(self, payload: bytes) -> None:
         """Pong at once if no send is in progress, else leave it to the keepalive."""
@@ -813,7 +815,8 @@ class Connection:
             raise LinkDone() from exc
         self.link.on_down(describe(exc))
         if not self.link.reconnectable:
-            raise Fatal(f"connection lost: {describe(exc)}", close_code=exc.close_code,
+            raise Fatal(f"connection to {urls.shown(self.link.url())} lost: {describe(exc)}",
+                        close_code=exc.close_code,
                         close_reason=exc.close_reason) from exc
         if stable:
             self.status.set(ConnectionStatus(State.RECONNECTING, describe(exc), attempt))
@@ -891,7 +894,7 @@ class Connection:
             if status in TRANSIENT_UPGRADE_STATUSES:
                 retry_after = retry_after_seconds(headers.get("retry-after"))
                 after = f", Retry-After {retry_after:g}s" if retry_after is not None else ""
-                return Transient(f"upgrade refused (HTTP {message}{after}) at {url}",
+                return Transient(f"upgrade refused (HTTP {message}{after})",
                                  http_status=status, retry_after=retry_after)
             return Fatal(f"the server at {url} answered the WebSocket upgrade with HTTP "
                          f"{message}; check the URL (a simulator serves ws(s)://HOST/backtest)",
@@ -912,8 +915,8 @@ class Connection:
                     f"connect_timeout={self.config.connect_timeout:g}s ran out")
             before = (f"; the attempt before failed with: {self._last_cause}"
                       if by_budget and self._last_cause else "")
-            problem = Transient(f"connecting to {url} timed out after {elapsed:.1f}s during "
-                                f"{phase} ({what}){before}")
+            problem = Transient(f"connect timed out after {elapsed:.1f}s during {phase} "
+                                f"({what}){before}")
             problem.by_budget = by_budget
             return problem
         if isinstance(exc, websocket.WebSocketException) and phase == "the WebSocket upgrade" \
@@ -921,7 +924,7 @@ class Connection:
             return Fatal(f"the server at {url} answered 101 without a valid WebSocket "
                          "handshake (not a simulator?)")
         if isinstance(exc, (OSError, websocket.WebSocketException, ValueError)):
-            return Transient(f"connect to {url} failed during {phase}: {describe(exc)}")
+            return Transient(f"connect failed during {phase}: {describe(exc)}")
         return exc
 
     def _tls_context(self) -> ssl.SSLContext:
