@@ -46,6 +46,7 @@ from wsproto.frame_protocol import FrameProtocol
 
 CONTROL = "control"
 DATA = "data"
+DATA_ZSTD = "data+zstd"     # the data stream as binary frames of one streaming zstd context
 SUBSCRIPTION = 5
 FIRST_SLOT = 400_000_000
 TX_PER_SLOT = 20
@@ -113,6 +114,18 @@ def encode_each(texts: List[str]) -> List[bytes]:
     return [bytes(proto.send_data(text, fin=True)) for text in texts]
 
 
+def encode_zstd(texts: List[str]) -> List[bytes]:
+    """Server→client binary frames: each text compressed by ONE streaming zstd context and
+    flushed to a block boundary (what a PubSub connection with ``compression: zstd`` gets)."""
+    import zstandard
+
+    context = zstandard.ZstdCompressor().compressobj()
+    proto = FrameProtocol(client=False, extensions=[])
+    return [bytes(proto.send_data(context.compress(text.encode("utf-8"))
+                                  + context.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK), fin=True))
+            for text in texts]
+
+
 def encode_frames(texts: List[str]) -> bytes:
     """``encode_each``, joined into one buffer."""
     return b"".join(encode_each(texts))
@@ -128,7 +141,7 @@ class _Server:
         self.kind = kind
         self.count = count
         texts = control_frames(count) if kind == CONTROL else transaction_frames(count)
-        encoded = encode_each(texts)
+        encoded = encode_zstd(texts) if kind == DATA_ZSTD else encode_each(texts)
         self.offsets = [0]
         for frame in encoded:
             self.offsets.append(self.offsets[-1] + len(frame))
@@ -331,10 +344,16 @@ def baseline_run(server: FrameServer, end_method: str, count: Optional[int] = No
     """The baseline: a reader thread doing websocket-client ``recv`` → ``json.loads`` →
     ``queue.Queue``, this thread consuming until the frame whose method is ``end_method``.
     Streams the first ``count`` frames (default all). Returns (seconds from the request to
-    the end frame consumed, messages consumed before it)."""
+    the end frame consumed, messages consumed before it). On a ``DATA_ZSTD`` server the
+    reader decompresses binary frames with one streaming context first."""
     ws = _connect(server.raw_url)
     ws.settimeout(None)
     messages: queue.Queue[Any] = queue.Queue()
+    inflate: Any = None
+    if server.kind == DATA_ZSTD:
+        import zstandard
+
+        inflate = zstandard.ZstdDecompressor().decompressobj()
 
     def reader() -> None:
         try:
@@ -342,6 +361,8 @@ def baseline_run(server: FrameServer, end_method: str, count: Optional[int] = No
                 text = ws.recv()
                 if not text:
                     return
+                if inflate is not None and isinstance(text, bytes):
+                    text = inflate.decompress(text)
                 messages.put(json.loads(text))
         except (OSError, websocket.WebSocketException):
             return

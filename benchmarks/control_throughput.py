@@ -97,8 +97,8 @@ def breakdown(count: int = 30_000, repeat: int = 9) -> None:
     thread without sockets: where simsync spends more than the baseline. Uses simsync
     internals (``ControlLink``, ``Session``) exactly as ``start_session`` wires them."""
     from simsync.control import ControlLink
-    from simsync.protocol import Continue, CreateSessionParams
-    from simsync.session import Session
+    from simsync.protocol import Continue, CreateSessionParams, ReadyForContinue
+    from simsync.session import Inbox
 
     texts = control_frames(count)
     config = simsync.ClientConfig()
@@ -123,10 +123,11 @@ def breakdown(count: int = 30_000, repeat: int = 9) -> None:
 
     def pipeline(consume: bool, decoded: bool) -> Callable[[], Callable[[], None]]:
         def make() -> Callable[[], None]:
-            session = Session("ws://127.0.0.1:1/backtest", create, config)
+            inbox = Inbox(config, create.start_slot)
             link = ControlLink("ws://127.0.0.1:1/backtest", None, create, config,
-                               session._on_control_event)
-            link.gate.begin_step(Continue())
+                               inbox.on_control_event)
+            link.gate.admit(None, ReadyForContinue(), 1)
+            link.gate.begin_step(Continue(), Continue(), lambda remaining: None, None)
             frames = [decode_response(t) for t in texts] if decoded else None
 
             def run() -> None:
@@ -138,7 +139,7 @@ def breakdown(count: int = 30_000, repeat: int = 9) -> None:
                         link.on_frame(text)
                 if consume:
                     for _ in texts:
-                        session.next_event(0)
+                        inbox.mailbox.get(0)
             return run
         return make
 
@@ -151,7 +152,7 @@ def breakdown(count: int = 30_000, repeat: int = 9) -> None:
     print(f"  baseline: json.loads {loads_us:.2f} + Queue.put/get {queue_us:.2f} "
           f"= {loads_us + queue_us:.2f}")
     print(f"  simsync:  decode_response {decode_us:.2f} + ControlLink._route (StepGate, "
-          f"Session._on_control_event, Mailbox.put) {route_us:.2f} + next_event "
+          f"Inbox.on_control_event, Mailbox.put) {route_us:.2f} + Mailbox.get "
           f"{total_us - reader_us:.2f} = {total_us:.2f}")
     print(f"  reader thread alone: baseline {loads_us + queue_us / 2:.2f} (put ~ half of "
           f"put/get), simsync {reader_us:.2f}")

@@ -38,6 +38,7 @@ from typing import Any, List, Optional, Tuple
 import psutil
 from _frameserver import (
     DATA,
+    DATA_ZSTD,
     FrameServer,
     Run,
     baseline_run,
@@ -127,6 +128,10 @@ def main(argv: Any = None) -> int:
     parser.add_argument("--repeat", type=int, default=7, help="runs of each (default 7)")
     parser.add_argument("--rss-events", type=int, default=100_000,
                         help="notifications in the RSS run (default 100000; 0: skip)")
+    parser.add_argument("--zstd", action="store_true",
+                        help="the notifications as one streaming zstd context (binary frames); "
+                             "simsync with ClientConfig(pubsub_compression='zstd'), the "
+                             "baseline decompressing before json.loads")
     args = parser.parse_args(argv)
     count = args.events
     held = max(count, args.rss_events)
@@ -134,12 +139,14 @@ def main(argv: Any = None) -> int:
     print(f"simsync {simsync.__version__}, Python {platform.python_version()} "
           f"({platform.python_implementation()}), {platform.machine()}, "
           f"{os.cpu_count()} CPUs, loopback")
-    with FrameServer(DATA, held) as server:
+    kind = DATA_ZSTD if args.zstd else DATA
+    with FrameServer(kind, held) as server:
         print(f"server: {held} transactionNotification frames pre-built by the server process "
               f"({server.frame_bytes / held:,.0f} bytes of JSON each on average, "
               f"{server.stream_bytes / 1e6:.1f} MB on the wire); a run streams the first N "
               "with one sendall")
-        client = simsync.Client(server.url)
+        client = simsync.Client(server.url, config=simsync.ClientConfig(
+            pubsub_compression="zstd" if args.zstd else None))
         # The RSS run comes first, in a process that has not run a session yet.
         memory = (simsync_run(client, args.rss_events, sample_rss=True)[1]
                   if args.rss_events else None)
@@ -159,8 +166,10 @@ def main(argv: Any = None) -> int:
 
     print(f"throughput: N = {count} notifications per run")
     report(count, min(drains), held, server.stream_bytes,
-           [("baseline: ws recv -> json.loads -> Queue -> thread", base),
-            ("simsync: subscribe_transactions + next_event", mine)],
+           [("baseline: ws recv -> " + ("zstd -> " if args.zstd else "") + "json.loads -> "
+             "Queue -> thread", base),
+            ("simsync: subscribe_transactions + next_event" + (" (zstd)" if args.zstd else ""),
+             mine)],
            "notifications", TARGET)
     if memory is not None:
         before, peak, at_completed, after_close, after_gc = memory

@@ -10,6 +10,7 @@ from simsync._version import __version__
 from simsync.client import Client
 from simsync.config import ClientConfig
 from simsync.control import SessionInfo
+from simsync.cursor import SessionCursor, SubscriptionCursor
 from simsync.errors import (
     ControlFailed,
     EventTimeout,
@@ -22,35 +23,47 @@ from simsync.errors import (
     SlowConsumerError,
     SubscriptionFailed,
 )
+from simsync.overrides import AccountOverrideError, AccountOverrideTypeError
 from simsync.parallel import ParallelSession, SubSession
 from simsync.protocol import (
     AccountData,
     AccountDiff,
+    AccountUpdate,
     AvailableRange,
     Completed,
     CreateSessionParams,
     DiscoveryBatch,
+    EncodedData,
     Event,
+    Logs,
     Paused,
+    ProgramAccountUpdate,
     ReadyForContinue,
     ServerError,
+    SignatureResult,
     Slot,
+    SlotUpdate,
     Status,
     Summary,
     Transaction,
     UnknownEvent,
 )
 from simsync.session import Session
+from simsync.subscriptions import ReconnectCoordinator
 from simsync.transport import ConnectionStatus, State
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
-    "AccountData", "AccountDiff", "AvailableRange", "Client", "ClientConfig", "Completed",
-    "ConnectionStatus", "ControlFailed", "CreateSessionParams", "DiscoveryBatch", "Event",
+    "AccountData", "AccountDiff", "AccountUpdate", "Logs", "ProgramAccountUpdate",
+    "SignatureResult", "SlotUpdate", "AccountOverrideError", "AccountOverrideTypeError",
+    "AvailableRange", "Client", "ClientConfig", "Completed", "ConnectionStatus",
+    "ControlFailed", "CreateSessionParams", "DiscoveryBatch", "EncodedData", "Event",
     "EventTimeout", "ForkedSessionError", "ParallelSession", "Paused", "ProtocolError",
-    "ReadyForContinue", "RpcError", "ServerError", "Session", "SessionClosed",
-    "SessionCreateError", "SessionInfo", "SimsyncError", "SlowConsumerError", "Slot", "State",
-    "Status", "SubSession", "SubscriptionFailed", "Summary", "Transaction", "UnknownEvent",
+    "ReadyForContinue", "ReconnectCoordinator", "RpcError", "ServerError", "Session",
+    "SessionClosed",
+    "SessionCreateError", "SessionCursor", "SessionInfo", "SimsyncError",
+    "SlowConsumerError", "Slot", "State", "Status", "SubSession", "SubscriptionCursor",
+    "SubscriptionFailed", "Summary", "Transaction", "UnknownEvent",
     "__version__",
 ]

@@ -11,15 +11,18 @@ import tenacity
 
 from simsync import urls
 from simsync.config import ClientConfig
-from simsync.control import ControlLink, SingleControl
+from simsync.control import ControlLink, SessionInfo, SingleControl
+from simsync.cursor import SessionCursor
 from simsync.errors import RpcError, SessionCreateError
 from simsync.parallel import ParallelSession
 from simsync.protocol import AvailableRange, CreateSessionParams, decode_available_ranges
 from simsync.rpc import CallWatch, close_http, timed_request, watched_http
-from simsync.session import Session
+from simsync.session import Inbox, Session, next_label
+from simsync.subscriptions import ReconnectCoordinator
 from simsync.transport import (
     TRANSIENT_UPGRADE_STATUSES,
     ReconnectPolicy,
+    State,
     Transient,
     retry_after_seconds,
 )
@@ -71,8 +74,9 @@ class Client:
                 with attempt:
                     content = self._get_ranges(http, url, headers)
         except Transient as exc:
-            raise RpcError(f"GET {url} failed for initial_connect_budget="
-                           f"{config.initial_connect_budget:g}s; last cause: {exc}",
+            raise RpcError(f"{urls.shown(self.url)}: GET {url} failed for "
+                           f"initial_connect_budget={config.initial_connect_budget:g}s; "
+                           f"last cause: {exc}",
                            http_status=exc.http_status) from None
         finally:
             close_http(http)
@@ -97,22 +101,77 @@ class Client:
             raise RpcError(f"GET {url} answered HTTP {status}", http_status=status)
         return content
 
-    def start_session(self, params: Optional[CreateSessionParams] = None,
+    def start_session(self, params: Optional[CreateSessionParams] = None, *,
+                      coordinator: Optional[ReconnectCoordinator] = None,
                       **fields: Any) -> Session:
         """Create a session and return it once the server confirmed it (blocks through the
         start-up statuses). Takes a ``CreateSessionParams`` or its fields as keywords
         (``start_slot=``, ``end_slot=``, ``disconnect_timeout_secs=``, ...).
 
+        ``coordinator``: a ``ReconnectCoordinator`` shared with other sessions, so that
+        their subscriptions, after a few quick attempts each, reconnect (and replay) one at
+        a time, as a parallel batch's do.
+
         Raises ``SessionCreateError`` with the server's reason when it refuses."""
         create = _create_params(params, fields)
         if create.parallel:
             raise ValueError("parallel=True needs Client.start_parallel(...)")
-        session = Session(self.url, create, self.config)
+        inbox = Inbox(self.config, create.start_slot)
         link = ControlLink(self.url, self._api_key, create, self.config,
-                           session._on_control_event, session._before_resume)
-        session._bind(SingleControl(link, self.config, session._label))
+                           inbox.on_control_event, inbox.before_resume)
+        label = next_label()
+        control = SingleControl(link, self.config, label)
+        inbox.watch_control(control.status, lambda: control.failure)
+        control.start()
+        session = Session(control, inbox, self.url, create, self.config, label, coordinator)
+        try:
+            session.check_rpc_host()
+        except BaseException:
+            session.close()
+            raise
         return session
 
+    def attach_session(self, session_id: str, cursor: Optional[SessionCursor] = None
+                       ) -> Session:
+        """A ``Session`` bound to a session created elsewhere (another process, a worker
+        that crashed), within its detach window (user thread; blocks until attached).
+
+        With ``cursor`` (``Session.cursor``, persisted after each handled event) the user
+        sees every event after it exactly once, and its subscriptions are opened again and
+        replayed from where they stood; without it, the server replays the session's whole
+        record (its pauses that were already answered are left out: they are history). A
+        pause the user had handled is announced again when the server is idle there (its
+        step never arrived). Raises ``SessionCreateError`` when the server does
+        not know the session (or it has no detach window), ``ValueError`` for a cursor of
+        another session."""
+        if cursor is not None and cursor.session_id != session_id:
+            raise ValueError(f"the cursor belongs to session {cursor.session_id!r}, "
+                             f"not {session_id!r}")
+        start = cursor.start_slot if cursor is not None else 0
+        create = CreateSessionParams(start, start, disconnect_timeout_secs=1)  # sequenced
+        info = SessionInfo(session_id, cursor.rpc_endpoint if cursor is not None
+                           else f"/backtest/{session_id}")
+        inbox = Inbox(self.config, cursor.slot if cursor is not None else start)
+        link = ControlLink(self.url, self._api_key, create, self.config,
+                           inbox.on_control_event, inbox.before_resume,
+                           attach=(info, cursor.control_seq if cursor is not None else None))
+        label = next_label()
+        control = SingleControl(link, self.config, label)
+        inbox.watch_control(control.status, lambda: control.failure)
+        session = Session(control, inbox, self.url, create, self.config, label, resume=cursor)
+        try:
+            session.check_rpc_host()
+            for subscription in cursor.subscriptions if cursor is not None else ():
+                session.open_subscription(subscription.spec, subscription)
+            control.start()
+            status = control.status.value
+            if status.state is State.FAILED:
+                raise SessionCreateError(f"could not attach to session {session_id}: "
+                                         f"{status.reason}")
+        except BaseException:
+            session.close()
+            raise
+        return session
 
     def start_parallel(self, params: Optional[CreateSessionParams] = None,
                        **fields: Any) -> ParallelSession:

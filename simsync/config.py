@@ -41,6 +41,12 @@ class ClientConfig:
     """A connection up this long resets the reconnect budget and the backoff."""
     drain_timeout: float = 60.0
     """After ``completed``, the longest a subscription may stay silent before its end-of-stream."""
+    replay_window_slots: int = 100
+    """Slots of notifications the server keeps for a re-subscribe's ``replayFromSlot``; a
+    subscription down for longer fails with ``SubscriptionFailed`` (never a silent gap)."""
+    pubsub_compression: Optional[str] = None
+    """``"zstd"``: ask for PubSub notifications as one streaming zstd context per
+    connection (needs ``pip install 'simsync[zstd]'``); ``None``: plain text frames."""
     rpc_timeout: float = 30.0
     """Bound on one whole JSON-RPC HTTP call (connect, send, headers, body) and on each
     ``/available-ranges`` request."""
@@ -81,6 +87,17 @@ class ClientConfig:
                              f"({self.dead_after} <= {self.ping_interval})")
         if self.backoff_max < self.backoff_initial:
             raise ValueError("ClientConfig.backoff_max must be >= backoff_initial")
+        if self.pubsub_compression not in (None, "zstd"):
+            raise ValueError("ClientConfig.pubsub_compression must be None or 'zstd', got "
+                             f"{self.pubsub_compression!r}")
+        if self.pubsub_compression == "zstd":
+            try:
+                import zstandard  # noqa: F401
+            except ImportError:
+                raise ValueError("ClientConfig.pubsub_compression='zstd' needs the zstandard "
+                                 "package: pip install 'simsync[zstd]'") from None
+        if self.replay_window_slots < 1:
+            raise ValueError("ClientConfig.replay_window_slots must be >= 1")
         if self.max_buffered_events < 1:
             raise ValueError("ClientConfig.max_buffered_events must be >= 1")
         if self.coordinator_quick_attempts < 0:

@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Tuple, Union
 
+import websocket
+
 from simsync import urls
 from simsync.config import ClientConfig
 from simsync.errors import ProtocolError, SessionClosed, SessionCreateError, SimsyncError
@@ -17,6 +19,7 @@ from simsync.protocol import (
     AttachBacktestSession,
     CloseBacktestSession,
     Completed,
+    ContinueTo,
     CreateBacktestSession,
     CreateSessionParams,
     Paused,
@@ -62,96 +65,194 @@ class Verdict(enum.Enum):
     RESEND = "resend"
 
 
+class StepState(enum.Enum):
+    """Where one session stands between the user's steps and the server's pauses."""
+
+    #: No pause to step from: start-up, or a rejected step whose pause is re-sent.
+    AWAITING_PAUSE = "awaiting pause"
+    #: The user holds a pause (``ReadyForContinue``/``Paused``) and may step.
+    HOLDING_PAUSE = "holding pause"
+    #: A step is recorded but not written on a live connection yet (or it must be resent).
+    STEP_UNSENT = "step unsent"
+    #: The step was written on connection generation ``Step.sent_gen``; nothing answered yet.
+    STEP_SENT = "step sent"
+    #: A frame belonging to the step arrived: the server has it; its pause will follow.
+    STEP_RUNNING = "step running"
+    #: ``completed`` arrived; nothing follows.
+    COMPLETED = "completed"
+
+
+@dataclass
+class Step:
+    """One step: the user's request, what goes on the wire (a parallel sub-session wraps
+    it), the pause it was sent from, and the connection generation it was last written on."""
+
+    request: Request
+    wire: Request
+    origin: Any
+    sent_gen: Optional[int] = None
+
+
+def _answers(request: Request, pause: Any) -> bool:
+    """Whether ``pause`` is the target a ``continueTo`` asked for (a bare ``paused`` may be
+    the whole answer when the target is where the session stands)."""
+    return (type(pause) is Paused and isinstance(request, ContinueTo)
+            and (request.slot, request.batch_index) == (pause.slot, pause.batch_index))
+
+
 class StepGate:
-    """Decides, frame by frame, what the user sees so that each pause is seen once and each
-    step executes once (PROTOCOL.md §2 sequencing and §13). Thread-safe: the reader calls
-    ``admit``/``reattached``, the user's thread ``begin_step``."""
+    """The step state machine of one session (PROTOCOL.md §2 sequencing and §13): each pause
+    is shown once, and each step executes at least once and at most once across any number
+    of reconnects. Thread-safe: readers call ``admit``, the user's thread ``begin_step``,
+    the link ``take_unsent``/``unsent``.
+
+    A step is resent only on evidence that the server never got it: after a re-attach
+    (a newer connection generation than the one the step was written on), the server
+    announces again the very pause the step was sent from, with no frame of the step
+    before it. A pause that is the same as the step's origin on the generation the step
+    was written on is the server's re-announcement raced by a quick step: absorbed."""
 
     _STEP_FRAMES = frozenset({Status, Slot, ServerError, Paused, Completed})
     _PAUSES = frozenset({ReadyForContinue, Paused})
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
         self.last_seq: Optional[int] = None
-        self.completed = False
-        self._holding_pause = False
-        self._outstanding: Optional[Request] = None
-        self._step_seen = False
-        self._reattached = False
-        self._expect_reannounce = False
+        self.state = StepState.AWAITING_PAUSE
+        self.pause: Any = None              # the last pause delivered
+        self.step: Optional[Step] = None
 
-    def admit(self, seq: Optional[int], event: Any) -> Tuple[Verdict, Optional[Request]]:
-        """What to do with one event (reader thread)."""
-        with self._lock:
-            if seq is not None:
-                if self.last_seq is not None and seq <= self.last_seq:
-                    return Verdict.DROP, None
-                self.last_seq = seq
-            return self._admit_locked(event)
-
-    def _admit_locked(self, event: Any) -> Tuple[Verdict, Optional[Request]]:
-        kind = type(event)                  # exact types: isinstance on ABCs is slow
-        if kind in self._PAUSES:
-            return self._pause()
-        if kind is Completed:
-            self.completed, self._outstanding, self._holding_pause = True, None, False
-            return Verdict.DELIVER, None
-        if self._outstanding is not None and kind in self._STEP_FRAMES:
-            self._step_seen, self._expect_reannounce = True, False
-            if kind is ServerError and event.rejects_request:
-                self._outstanding, self._holding_pause = None, True
-        return Verdict.DELIVER, None
-
-    def _pause(self) -> Tuple[Verdict, Optional[Request]]:
-        if self._outstanding is None:
-            if self._holding_pause:
-                self._expect_reannounce = False
-                return Verdict.DROP, None            # rule 1: a pause the user already holds
-            self._holding_pause = True
-            return Verdict.DELIVER, None
-        if not self._step_seen:
-            if self._reattached:
-                self._reattached = False             # rule 2: the step never reached the server
-                return Verdict.RESEND, self._outstanding
-            if self._expect_reannounce:
-                self._expect_reannounce = False      # rule 1, raced by a quick step: the
-                return Verdict.DROP, None            # server's re-announcement of the old pause
-        self._outstanding, self._holding_pause = None, True
-        return Verdict.DELIVER, None
-
-    def begin_step(self, request: Request) -> None:
-        """Record a step about to be sent (user thread). Raises if one is outstanding."""
-        with self._lock:
-            if self.completed:
-                raise SessionClosed("the session has completed; no step can follow")
-            if self._outstanding is not None:
-                raise SimsyncError(
-                    f"a step ({self._outstanding.METHOD}) is still running: wait for its "
-                    "ReadyForContinue/Paused before sending the next one")
-            self._outstanding, self._step_seen = request, False
-            self._reattached, self._holding_pause = False, False
-
-    def reattached(self) -> None:
-        """A re-attach happened (reader thread): an outstanding step may have been lost, and
-        a pause the user holds may be announced again after the resume."""
-        with self._lock:
-            if self._outstanding is not None:
-                self._reattached = True
-            elif self._holding_pause:
-                self._expect_reannounce = True
+    @property
+    def completed(self) -> bool:
+        return self.state is StepState.COMPLETED
 
     @property
     def step_outstanding(self) -> bool:
-        return self._outstanding is not None
+        return self.step is not None
+
+    def see(self, seq: Optional[int]) -> bool:
+        """Advance the cursor; False for a replayed frame at or below it."""
+        with self._lock:
+            if seq is not None:
+                if self.last_seq is not None and seq <= self.last_seq:
+                    return False
+                self.last_seq = seq
+            return True
+
+    def admit(self, seq: Optional[int], event: Any, gen: int) -> Verdict:
+        """What to do with one session frame that arrived on connection ``gen`` (reader)."""
+        with self._lock:
+            if not self.see(seq) or self.state is StepState.COMPLETED:
+                return Verdict.DROP
+            kind = type(event)              # exact types: isinstance on ABCs is slow
+            if kind in self._PAUSES:
+                return self._pause(event, gen)
+            if kind is Completed:
+                self._settle(StepState.COMPLETED, None)
+                return Verdict.DELIVER
+            if self.step is not None and kind in self._STEP_FRAMES:
+                if kind is ServerError and event.rejects_request:
+                    # the step did not run; the server announces its pause again
+                    self._settle(StepState.AWAITING_PAUSE, None)
+                else:
+                    self.state = StepState.STEP_RUNNING
+            elif self.state is StepState.HOLDING_PAUSE and (kind is Status or kind is Slot):
+                # the server runs a step this gate did not send (another process's, seen
+                # in the replay of an attach): the pause held is spent
+                self._settle(StepState.AWAITING_PAUSE, None)
+            return Verdict.DELIVER
+
+    def _pause(self, pause: Any, gen: int) -> Verdict:
+        state, step = self.state, self.step
+        if state is StepState.HOLDING_PAUSE:
+            return Verdict.DROP                 # rule 1: a pause the user already holds
+        if step is not None and state is not StepState.STEP_RUNNING \
+                and not _answers(step.request, pause) and pause == step.origin:
+            if state is StepState.STEP_SENT and (step.sent_gen or 0) < gen:
+                step.sent_gen = None            # rule 2: it never reached the server
+                self.state = StepState.STEP_UNSENT
+                return Verdict.RESEND
+            return Verdict.DROP                 # the origin re-announced, the step on its way
+        self.pause = pause
+        self._settle(StepState.HOLDING_PAUSE, None)
+        return Verdict.DELIVER
+
+    def _settle(self, state: StepState, step: Optional[Step]) -> None:
+        self.state, self.step = state, step
+        self._changed.notify_all()
+
+    def begin_step(self, request: Request, wire: Request, ready: Callable[[float], None],
+                   deadline: Optional[float]) -> Step:
+        """Record a step (user thread). Waits (sliced, until ``deadline``) while no pause has
+        arrived yet, calling ``ready(remaining)`` each slice (it raises to stop the wait);
+        raises ``SessionClosed`` after ``completed`` and ``SimsyncError`` while a step runs."""
+        with self._changed:
+            while self.state is StepState.AWAITING_PAUSE:
+                remaining = SLICE if deadline is None else deadline - time.monotonic()
+                ready(remaining)
+                self._changed.wait(min(SLICE, max(0.0, remaining)))
+            if self.state is StepState.COMPLETED:
+                raise SessionClosed("the session has completed; no step can follow")
+            if self.step is not None:
+                raise SimsyncError(
+                    f"a step ({self.step.request.METHOD}) is still running: wait for its "
+                    "ReadyForContinue/Paused before sending the next one")
+            step = Step(request, wire, self.pause)
+            self._settle(StepState.STEP_UNSENT, step)
+            return step
+
+    def take_unsent(self, gen: int) -> Optional[Step]:
+        """The step to write now on connection ``gen``, marked sent there (link)."""
+        with self._lock:
+            step = self.step
+            if self.state is not StepState.STEP_UNSENT or step is None:
+                return None
+            step.sent_gen, self.state = gen, StepState.STEP_SENT
+            return step
+
+    def unsent(self, step: Step, gen: int) -> None:
+        """Writing ``step`` on ``gen`` failed: it is unsent again (unless already answered)."""
+        with self._lock:
+            if self.step is step and self.state is StepState.STEP_SENT \
+                    and step.sent_gen == gen:
+                step.sent_gen, self.state = None, StepState.STEP_UNSENT
 
 
-Deliver = Callable[[Any], None]
+Deliver = Callable[[Any, Optional[int]], None]   # (event, its seqId)
+
+
+def _answered_pauses(events: List[Any]) -> set[int]:
+    """Indexes of the pauses that a later frame of the same record shows were answered
+    (a status or slot of the next step follows them)."""
+    answered: set[int] = set()
+    executed_after = False
+    for index in range(len(events) - 1, -1, -1):
+        kind = type(events[index])
+        if (kind is ReadyForContinue or kind is Paused) and executed_after:
+            answered.add(index)
+        executed_after = executed_after or kind is Status or kind is Slot
+    return answered
+
+
+class SessionEnded(Fatal):
+    """A fatal ``error`` frame ended the session; ``server_error`` is the typed error."""
+
+    def __init__(self, message: str, server_error: ServerError) -> None:
+        super().__init__(message)
+        self.server_error = server_error
 
 
 class ControlBase(Link):
-    """What the single and the parallel control links share: URL and key, the sender, the
-    create-or-attach handshake, the bounded handshake receive loop, frame decoding, and what
-    a lost connection means. Subclasses create, attach and route (reader thread)."""
+    """What the single and the parallel control links share: URL and key, the create-or-
+    attach handshake, the bounded handshake receive loop, frame decoding, what a lost
+    connection means, and the step sender.
+
+    Each connection that completes its handshake is a new *generation*. Steps are written
+    only on a connection whose handshake is complete (``_live``): a step begun while the
+    link is down (or between connect and resume) stays ``STEP_UNSENT`` and is written right
+    after the next resume. Sending holds no lock (the link decides under its lock, then
+    writes)."""
 
     def __init__(self, url: str, api_key: Optional[str], create: CreateSessionParams,
                  config: ClientConfig, before_resume: Callable[[float], None]) -> None:
@@ -162,7 +263,12 @@ class ControlBase(Link):
         self._create = create
         self._config = config
         self._before_resume = before_resume
-        self._send: Callable[[str], None] = self._not_connected
+        self._lock = threading.RLock()
+        self._gen = 0                           # generation of the current connection
+        self._channel: Optional[Channel] = None  # the current connection's channel
+        self._live: Optional[Channel] = None    # set once its handshake completed
+        self._create_sent = False
+        self._writing = threading.local()       # set while this thread writes a frame
 
     def url(self) -> str:
         return self._url
@@ -177,18 +283,80 @@ class ControlBase(Link):
     def finished(self) -> bool:
         """Whether nothing more is expected (completed or closing): a drop ends the link."""
 
+    @abc.abstractmethod
+    def gates(self) -> List[StepGate]:
+        """The step gates of the session(s) this link carries."""
+
     @property
     def reconnectable(self) -> bool:  # type: ignore[override]
         return not self.created or self._create.sequenced
 
     def handshake(self, channel: Channel, attempt: int) -> None:
         """Create (first time) or attach + resume (reader thread; each reply waited for at
-        most the handshake timeout)."""
-        self._send = channel.send
+        most the handshake timeout), then write any step that is waiting to be sent."""
+        with self._lock:
+            self._gen += 1
+            self._channel, self._live = channel, None
         if self.created:
             self._attach(channel)
+        elif self._create_sent:
+            raise Fatal(self._create_lost("the connection was lost"))
         else:
-            self._create_session(channel)
+            self._create_sent = True
+            try:
+                self._create_session(channel)
+            except Transient as exc:
+                raise Fatal(self._create_lost(str(exc))) from exc
+        with self._lock:
+            if self._channel is channel:
+                self._live = channel
+        self.flush_steps()
+
+    def _create_lost(self, cause: str) -> str:
+        return (f"no answer to createBacktestSession ({cause}); simsync does not create "
+                "twice, and a session may exist on the server until its detach window ends")
+
+    def flush_steps(self) -> None:
+        """Write every step that waits to be sent, if a live connection exists (any thread).
+        A failed write leaves the step unsent; the next resume writes it."""
+        with self._lock:
+            channel, gen = self._live, self._gen
+            if channel is None:
+                return
+            gates = self.gates()
+            steps = [step for step in (gate.take_unsent(gen) for gate in gates)
+                     if step is not None]
+        for step in steps:
+            try:
+                self._write(channel, encode_request(step.wire))
+            except Transient as exc:
+                log.info("simsync %s: step not sent (%s); it is sent after the reconnect",
+                         self.name, exc)
+                for gate in gates:
+                    gate.unsent(step, gen)
+                return
+            log.debug("simsync %s: step %s written on generation %d", self.name,
+                      step.wire.METHOD, gen)
+
+    def send_request(self, request: Request) -> bool:
+        """Write a non-step request on the live connection (best effort): False if none, or
+        if this thread is itself in the middle of a write (a signal handler that closes
+        while its thread was sending: waiting for that write would deadlock)."""
+        channel = self._live
+        if channel is None or getattr(self._writing, "active", False):
+            return False
+        try:
+            self._write(channel, encode_request(request))
+        except Transient:
+            return False
+        return True
+
+    def _write(self, channel: Channel, text: str) -> None:
+        self._writing.active = True
+        try:
+            channel.send(text)
+        finally:
+            self._writing.active = False
 
     @abc.abstractmethod
     def _create_session(self, channel: Channel) -> None:
@@ -202,28 +370,31 @@ class ControlBase(Link):
     def _route(self, seq: Optional[int], event: Any) -> None:
         """Route one decoded frame."""
 
-    def _resume(self, channel: Channel) -> None:
+    def _resume(self, channel: Channel,
+                other: Optional[Callable[[Tuple[Optional[int], Any]], None]] = None) -> None:
         """Rebuild the data plane (bounded), then ``resumeAttachedSession`` → ``success``."""
         self._before_resume(self._config.handshake_timeout)
         channel.send(encode_request(ResumeAttachedSession()))
-        self._await(channel, Success, "success (resume)")
+        self._await(channel, Success, "success (resume)", other)
 
     def _await(self, channel: Channel, wanted: type, what: str,
                other: Optional[Callable[[Tuple[Optional[int], Any]], None]] = None,
                timeout: Optional[float] = None) -> Tuple[Optional[int], Any]:
         """Receive until a ``wanted`` frame; the rest goes to ``other`` (default: routed).
-        Errors are fatal here, except ``sessionOwnershipBusy`` which is worth a retry."""
+        An ``error`` without ``seqId`` answers the handshake and is fatal here (except
+        ``sessionOwnershipBusy``, worth a retry); one with a ``seqId`` is the session's own
+        frame (a replay) and is routed like any other."""
         while True:
             seq, event = self._decode(channel.recv(timeout or self._config.handshake_timeout))
             if event is None:
                 continue
             if isinstance(event, wanted):
                 return seq, event
-            if isinstance(event, ServerError):
+            if isinstance(event, ServerError) and seq is None:
                 if event.retryable_on_attach:
                     raise Transient(f"server busy: {event.message}")
-                raise Fatal(f"the server refused the session while waiting for {what}: "
-                            f"{event.message}")
+                raise SessionEnded(f"the server refused the session while waiting for "
+                                   f"{what}: {event.message}", event)
             if other is not None:
                 other((seq, event))
             else:
@@ -242,17 +413,23 @@ class ControlBase(Link):
             log.warning("simsync %s: ignoring a malformed frame: %s", self.name, exc)
             return None, None
 
+    def _admit(self, gate: StepGate, seq: Optional[int], event: Any) -> bool:
+        """Run one session frame through ``gate``; True when it is to be delivered. A lost
+        step (rule 2) is written again at once when the connection is live."""
+        verdict = gate.admit(seq, event, self._gen)
+        if verdict is Verdict.RESEND:
+            log.info("simsync %s: the step was lost in the drop; sending it again", self.name)
+            self.flush_steps()
+        return verdict is Verdict.DELIVER
+
     def on_down(self, reason: str) -> None:
-        self._send = self._not_connected
+        with self._lock:
+            self._channel = self._live = None
         if self.finished:
             raise LinkDone()
         if not self.reconnectable:
             raise Fatal(f"the connection was lost ({reason}) and the session had no detach "
                         "window (disconnect_timeout_secs=0), so the server has ended it")
-
-    @staticmethod
-    def _not_connected(text: str) -> None:
-        raise Transient("not connected")
 
 
 class ControlLink(ControlBase):
@@ -263,11 +440,16 @@ class ControlLink(ControlBase):
 
     def __init__(self, url: str, api_key: Optional[str], create: CreateSessionParams,
                  config: ClientConfig, deliver: Deliver,
-                 before_resume: Callable[[float], None] = lambda timeout: None) -> None:
+                 before_resume: Callable[[float], None] = lambda timeout: None,
+                 attach: Optional[Tuple[SessionInfo, Optional[int]]] = None) -> None:
+        """``attach``: bind to an existing session (its info and the cursor's ``seqId``):
+        the first connection then attaches instead of creating."""
         super().__init__(url, api_key, create, config, before_resume)
         self._deliver = deliver
         self.gate = StepGate()
         self.info: Optional[SessionInfo] = None
+        if attach is not None:
+            self.info, self.gate.last_seq = attach
         self._closing = False
         self.close_acked = threading.Event()
 
@@ -282,27 +464,44 @@ class ControlLink(ControlBase):
     def finished(self) -> bool:
         return self.gate.completed or self._closing
 
+    def gates(self) -> List[StepGate]:
+        return [self.gate]
+
     # ------------------------------------------------------------------ reader thread
 
     def _create_session(self, channel: Channel) -> None:
-        """Events before ``sessionCreated`` are held back and routed only once the session
-        exists: if this attempt dies, a retried create would announce them again."""
+        """Events before ``sessionCreated`` are routed once the session exists."""
         early: List[Tuple[Optional[int], Any]] = []
         channel.send(encode_request(CreateBacktestSession(self._create)))
         seq, created = self._await(channel, SessionCreated, "sessionCreated", early.append)
-        self.gate.admit(seq, created)
+        self.gate.see(seq)
         self.info = SessionInfo(created.session_id, created.rpc_endpoint, created.task_id)
         for early_seq, event in early:
             self._route(early_seq, event)
 
     def _attach(self, channel: Channel) -> None:
+        """Attach with the cursor, then resume. Without a cursor (``attach_session`` with
+        none) the server replays the whole record: its pauses that later frames show were
+        already answered (by the process that drove the session) are history, not pauses
+        to step from, and are not delivered."""
         assert self.info is not None
+        whole: Optional[List[Tuple[Optional[int], Any]]] = (
+            [] if self.gate.last_seq is None else None)
+        collect = None if whole is None else whole.append
         channel.send(encode_request(AttachBacktestSession(self.info.session_id,
                                                           self.gate.last_seq)))
-        seq, attached = self._await(channel, SessionAttached, "sessionAttached")
-        self.gate.admit(seq, attached)
-        self._resume(channel)
-        self.gate.reattached()      # the replay (sent before the ack) has been routed
+        seq, attached = self._await(channel, SessionAttached, "sessionAttached", collect)
+        self.gate.see(seq)
+        self.info = SessionInfo(attached.session_id, attached.rpc_endpoint, attached.task_id)
+        self._resume(channel, collect)
+        if whole is None:
+            return
+        answered = _answered_pauses([event for _, event in whole])
+        for index, (seq, event) in enumerate(whole):
+            if index in answered:
+                self.gate.see(seq)
+            else:
+                self._route(seq, event)
 
     def _route(self, seq: Optional[int], event: Any) -> None:
         kind = type(event)
@@ -312,35 +511,70 @@ class ControlLink(ControlBase):
             return
         if kind is SessionCreated or kind is SessionAttached:
             return
-        verdict, request = self.gate.admit(seq, event)
-        if verdict is Verdict.DELIVER:
+        if self._admit(self.gate, seq, event):
             if kind is ServerError and event.fatal:
-                raise Fatal(f"the server ended the session: {event.message}")
+                raise SessionEnded(f"the server ended the session: {event.message}", event)
             log.debug("simsync control: event %s seq=%s", kind.__name__, seq)
-            self._deliver(event)
-        elif verdict is Verdict.RESEND and request is not None:
-            log.info("simsync control: the step was lost in the drop; sending it again")
-            self._send(encode_request(request))
+            self._deliver(event, seq)
 
     # ------------------------------------------------------------------ user thread
 
-    def send_step(self, request: Request) -> None:
-        """Send a step (user thread). If the send fails the step stays outstanding and is
-        sent again after the re-attach (PROTOCOL.md §13 rule 2)."""
-        self.gate.begin_step(request)
-        try:
-            self._send(encode_request(request))
-        except Transient as exc:
-            log.info("simsync control: step not sent (%s); it will be sent after reconnect", exc)
+    def send_step(self, request: Request, ready: Callable[[float], None],
+                  deadline: Optional[float]) -> None:
+        """Record a step and write it if the connection is live (user thread); otherwise
+        it is written after the next resume (PROTOCOL.md §13)."""
+        self.gate.begin_step(request, request, ready, deadline)
+        self.flush_steps()
 
-    def send_close(self) -> None:
+    def send_close(self) -> bool:
         """Ask the server to close the session (user thread); ``close_acked`` is set on its
-        ``success``. Best effort: a dead socket is fine here."""
+        ``success``. Returns whether the request was written (best effort)."""
         self._closing = True
+        return self.send_request(CloseBacktestSession())
+
+
+    def close_detached(self, deadline: float) -> bool:
+        """One attempt, bounded by ``deadline``, to close the session while its own
+        connection is down (user thread, after the reader stopped): a fresh socket,
+        ``attachBacktestSession`` → ``sessionAttached``, ``closeBacktestSession`` →
+        ``success``. Best effort: returns whether the server acknowledged."""
+        if self.info is None or not self._create.sequenced \
+                or deadline - time.monotonic() < 0.1:
+            return False
+        sslopt = {"ca_certs": self._config.ca_bundle} if self._config.ca_bundle else {}
+        ws = websocket.WebSocket(sslopt=sslopt)
+        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), ws.shutdown)
+        watchdog.start()                         # cuts a trickling server off at the deadline
         try:
-            self._send(encode_request(CloseBacktestSession()))
-        except Transient:
-            self.close_acked.set()
+            ws.connect(self._url, header=self.headers,  # type: ignore[no-untyped-call]
+                       timeout=max(0.05, deadline - time.monotonic()), suppress_origin=True)
+            ws.send(encode_request(AttachBacktestSession(self.info.session_id,
+                                                         self.gate.last_seq)))
+            self._read_until(ws, SessionAttached, deadline)
+            ws.send(encode_request(CloseBacktestSession()))
+            self._read_until(ws, Success, deadline)
+            log.info("simsync control: closed the detached session on a fresh connection")
+            return True
+        except (OSError, websocket.WebSocketException, SimsyncError) as exc:
+            log.info("simsync control: could not close the detached session: %s", exc)
+            return False
+        finally:
+            watchdog.cancel()
+            watchdog.join()
+            ws.shutdown()  # type: ignore[no-untyped-call]
+
+    @staticmethod
+    def _read_until(ws: websocket.WebSocket, wanted: type, deadline: float) -> None:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SimsyncError("out of time")
+            ws.settimeout(remaining)
+            _, event = decode_response(ws.recv())
+            if isinstance(event, wanted):
+                return
+            if isinstance(event, ServerError) and event.fatal:
+                raise SimsyncError(event.message)
 
 
 class ControlSide(abc.ABC):
@@ -354,13 +588,19 @@ class ControlSide(abc.ABC):
     def info(self) -> SessionInfo:
         """The server's description of the session."""
 
+    @property
+    @abc.abstractmethod
+    def failure(self) -> Optional[BaseException]:
+        """What ended the control connection, once it failed."""
+
     @abc.abstractmethod
     def start(self) -> None:
         """Block until the session exists (or raise); for sub-sessions it already does."""
 
     @abc.abstractmethod
-    def send_step(self, request: Request) -> None:
-        """Send one step (gated: one outstanding at a time)."""
+    def send_step(self, request: Request, ready: Callable[[float], None],
+                  deadline: Optional[float]) -> None:
+        """Record one step and write it when the link is live (one outstanding at a time)."""
 
     @abc.abstractmethod
     def close(self, deadline: float) -> None:
@@ -378,29 +618,52 @@ class SingleControl(ControlSide):
 
     @property
     def info(self) -> SessionInfo:
-        assert self.link.info is not None, "the session has not been created"
+        if self.link.info is None:
+            raise SimsyncError("the session has not been created")
         return self.link.info
+
+    @property
+    def failure(self) -> Optional[BaseException]:
+        return self.connection.failure
 
     def start(self) -> None:
         """Connect and create (user thread); blocks through the start-up statuses."""
         self.connection.start()
-        status = self.status.wait_for({State.UP}, None)
+        try:
+            status = self.status.wait_for({State.UP}, None)
+        except BaseException:
+            self.close(time.monotonic() + self._config.close_timeout)
+            raise
         if status.state is not State.UP and not self.link.created:
             self.connection.close(self._config.close_timeout)
             raise SessionCreateError(f"could not create the session: {status.reason}")
         # Created, even if it already failed since: next_event raises the failure.
 
-    def send_step(self, request: Request) -> None:
-        self.link.send_step(request)
+    def send_step(self, request: Request, ready: Callable[[float], None],
+                  deadline: Optional[float]) -> None:
+        self.link.send_step(request, ready, deadline)
 
     def close(self, deadline: float) -> None:
-        """``closeBacktestSession`` → ``success`` (if up), then close the connection."""
-        if self.status.value.state is State.UP:
-            self.link.send_close()
-            while not self.link.close_acked.wait(SLICE) and time.monotonic() < deadline:
-                pass
-        self.connection.close(max(0.0, deadline - time.monotonic()))
+        """``closeBacktestSession`` → ``success`` (if created and up), then close the
+        connection; a session whose connection is down gets one bounded attempt on a fresh
+        socket (``close_detached``), so it does not live on for its detach window. Bounded
+        by ``deadline``."""
+        link = self.link
+        state = self.status.value.state
+        if not link.created or self.status.value.final:
+            self.connection.close(max(0.0, deadline - time.monotonic()))
+            return
+        try:
+            if state is State.UP and link.send_close():
+                while not link.close_acked.wait(SLICE) and time.monotonic() < deadline:
+                    pass
+        finally:            # an interrupt above still stops the connection
+            self.connection.close(max(0.0, deadline - time.monotonic()))
+        if not link.close_acked.is_set() and not link.gate.completed:
+            # down, or the close could not be written (a signal handler that interrupted
+            # this thread's own write): one attempt on a fresh connection
+            link.close_detached(deadline)
 
 
-__all__: List[str] = ["ControlBase", "ControlLink", "ControlSide", "SessionInfo",
-                      "SingleControl", "StepGate", "Verdict"]
+__all__: List[str] = ["ControlBase", "ControlLink", "ControlSide", "SessionEnded", "SessionInfo",
+                      "SingleControl", "Step", "StepGate", "StepState", "Verdict"]

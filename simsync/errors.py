@@ -40,7 +40,17 @@ class SessionCreateError(ConnectionFailedError):
 
 
 class ControlFailed(ConnectionFailedError):
-    """The control connection failed for good (fatal error or reconnect budget spent)."""
+    """The control connection failed for good (fatal error or reconnect budget spent).
+
+    ``server_error`` is the typed ``simsync.ServerError`` (``kind``, ``fields``, ``raw``)
+    when a fatal ``error`` frame ended the session, else ``None``."""
+
+    def __init__(self, message: str, server_error: Any = None, *,
+                 http_status: Optional[int] = None, close_code: Optional[int] = None,
+                 close_reason: Optional[str] = None) -> None:
+        self.server_error = server_error
+        super().__init__(message, http_status=http_status, close_code=close_code,
+                         close_reason=close_reason)
 
 
 class SubscriptionFailed(ConnectionFailedError):

@@ -3,16 +3,26 @@ demultiplexes ``sessionEventV2`` into one mailbox per sub-session, and re-attach
 with per-session cursors."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import queue
 import threading
 import time
+import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from simsync import urls
 from simsync.config import ClientConfig
-from simsync.control import ControlBase, ControlSide, SessionInfo, StepGate, Verdict
-from simsync.errors import ControlFailed, EventTimeout, SessionCreateError
-from simsync.mailbox import Mailbox
+from simsync.control import ControlBase, ControlSide, SessionEnded, SessionInfo, StepGate
+from simsync.errors import (
+    ControlFailed,
+    EventTimeout,
+    ForkedSessionError,
+    SessionClosed,
+    SessionCreateError,
+    SimsyncError,
+)
 from simsync.protocol import (
     AttachParallelControlSessionV2,
     CloseSessionV1,
@@ -23,6 +33,7 @@ from simsync.protocol import (
     ContinueToSessionV1,
     CreateBacktestSession,
     CreateSessionParams,
+    Event,
     ParallelSessionAttachedV2,
     Request,
     ServerError,
@@ -34,7 +45,7 @@ from simsync.protocol import (
     Success,
     encode_request,
 )
-from simsync.session import Session
+from simsync.session import Inbox, Session, failure_of, next_label
 from simsync.subscriptions import ReconnectCoordinator
 from simsync.transport import (
     SLICE,
@@ -43,7 +54,6 @@ from simsync.transport import (
     ConnectionStatus,
     Fatal,
     State,
-    Transient,
 )
 
 log = logging.getLogger(__name__)
@@ -52,14 +62,14 @@ SlotRange = Tuple[int, int]
 
 
 class _Sub:
-    """The parallel link's view of one sub-session: its gate and where its events go."""
+    """The parallel link's view of one sub-session: its gate and its inbox."""
 
-    def __init__(self, deliver: Callable[[Any], None], fail: Callable[[str], None]) -> None:
+    def __init__(self, inbox: Inbox) -> None:
         self.gate = StepGate()
-        self.deliver = deliver
-        self.fail = fail
+        self.inbox = inbox
         self.close_acked = threading.Event()
         self.closing = False
+        self.failed = False
 
 
 def check_created(reply: SessionsCreatedV2) -> List[SlotRange]:
@@ -100,8 +110,11 @@ class ParallelControlLink(ControlBase):
 
     @property
     def finished(self) -> bool:
-        return bool(self.subs) and all(s.gate.completed or s.closing
+        return bool(self.subs) and all(s.gate.completed or s.closing or s.failed
                                        for s in self.subs.values())
+
+    def gates(self) -> List[StepGate]:
+        return [sub.gate for sub in self.subs.values()]
 
     # ------------------------------------------------------------------ handshakes
 
@@ -139,13 +152,12 @@ class ParallelControlLink(ControlBase):
 
     def _attach(self, channel: Channel) -> None:
         assert self.control_session_id is not None
-        cursors = {sid: sub.gate.last_seq for sid, sub in self.subs.items()}
+        cursors = {sid: sub.gate.last_seq for sid, sub in self.subs.items()
+                   if sub.gate.last_seq is not None}
         channel.send(encode_request(AttachParallelControlSessionV2(self.control_session_id,
                                                                    cursors)))
         self._await(channel, ParallelSessionAttachedV2, "parallelSessionAttachedV2")
         self._resume(channel)
-        for sub in self.subs.values():
-            sub.gate.reattached()   # the replays (sent before the ack) have been routed
 
     # ------------------------------------------------------------------ routing
 
@@ -157,7 +169,8 @@ class ParallelControlLink(ControlBase):
                 return
             self._route_sub(sub, getattr(event, "seq_id", None), event.event)
         elif isinstance(event, ServerError) and event.fatal:
-            raise Fatal(f"the server ended the parallel session: {event.message}")
+            raise SessionEnded(f"the server ended the parallel session: {event.message}",
+                               event)
         else:
             log.debug("simsync parallel: control-level %s", type(event).__name__)
 
@@ -165,43 +178,37 @@ class ParallelControlLink(ControlBase):
         if isinstance(event, Success):
             sub.close_acked.set()
             return
-        verdict, request = sub.gate.admit(seq, event)
-        if verdict is Verdict.RESEND and request is not None:
-            self._send(encode_request(request))
-        elif verdict is Verdict.DELIVER:
-            if isinstance(event, ServerError) and event.fatal:
-                sub.gate.completed = True
-                sub.fail(f"the server ended the sub-session: {event.message}")
-                return
-            sub.deliver(event)
+        if not self._admit(sub.gate, seq, event):
+            return
+        if isinstance(event, ServerError) and event.fatal:
+            sub.failed = True
+            sub.inbox.fail(ControlFailed(f"the server ended the sub-session: {event.message}",
+                                         event))
+            return
+        sub.inbox.on_control_event(event, seq)
 
     # ------------------------------------------------------------------ user threads
 
-    def send_step(self, session_id: str, request: Request) -> None:
-        """Wrap a step as ``…SessionV1`` and send it (gated per sub-session)."""
+    def send_step(self, session_id: str, request: Request, ready: Callable[[float], None],
+                  deadline: Optional[float]) -> None:
+        """Record a step of one sub-session (wrapped as ``…SessionV1``) and write it when
+        the shared connection is live (user thread)."""
         if isinstance(request, Continue):
             wrapped: Request = ContinueSessionV1(session_id, request.step)
         elif isinstance(request, ContinueTo):
             wrapped = ContinueToSessionV1(session_id, request.slot, request.batch_index)
         else:
             raise TypeError(f"not a step: {request!r}")
-        self.subs[session_id].gate.begin_step(wrapped)
-        try:
-            self._send(encode_request(wrapped))
-        except Transient as exc:
-            log.info("simsync parallel: step not sent (%s); sent again after reconnect", exc)
+        self.subs[session_id].gate.begin_step(request, wrapped, ready, deadline)
+        self.flush_steps()
 
     def close_sub(self, session_id: str) -> threading.Event:
         """Send ``closeSessionV1``; the returned event is set on its ``success``."""
         sub = self.subs[session_id]
         sub.closing = True
-        if sub.gate.completed:
+        if sub.gate.completed or sub.failed or not self.send_request(
+                CloseSessionV1(session_id)):
             sub.close_acked.set()
-        else:
-            try:
-                self._send(encode_request(CloseSessionV1(session_id)))
-            except Transient:
-                sub.close_acked.set()
         return sub.close_acked
 
 
@@ -209,34 +216,110 @@ class SubControl(ControlSide):
     """A sub-session's slice of the shared parallel control connection."""
 
     def __init__(self, link: ParallelControlLink, connection: Connection,
-                 info: SessionInfo) -> None:
+                 info: SessionInfo, released: Callable[[], None]) -> None:
         self._link = link
+        self._connection = connection
         self._info = info
+        self._released = released
         self.status = connection.status
 
     @property
     def info(self) -> SessionInfo:
         return self._info
 
+    @property
+    def failure(self) -> Optional[BaseException]:
+        return self._connection.failure
+
     def start(self) -> None:
         """Nothing to do: the parallel create already made this sub-session."""
 
-    def send_step(self, request: Request) -> None:
-        self._link.send_step(self._info.session_id, request)
+    def send_step(self, request: Request, ready: Callable[[float], None],
+                  deadline: Optional[float]) -> None:
+        self._link.send_step(self._info.session_id, request, ready, deadline)
 
     def close(self, deadline: float) -> None:
-        """``closeSessionV1`` → ``success`` (bounded); the shared connection stays."""
-        if self.status.value.state is State.UP:
+        """``closeSessionV1`` → ``success`` (bounded); the shared connection closes once
+        every sub-session is closed or completed."""
+        try:
             acked = self._link.close_sub(self._info.session_id)
-            while not acked.wait(SLICE) and time.monotonic() < deadline:
+            while not acked.wait(SLICE) and time.monotonic() < deadline \
+                    and self.status.value.state is State.UP:
                 pass
+        finally:
+            self._released()
 
 
 class SubSession(Session):
     """One sub-session of a ``ParallelSession``: the ``Session`` surface plus ``range``
-    (the server's authoritative ``(start_slot, end_slot)``)."""
+    (the server's authoritative ``(start_slot, end_slot)``). Drive each from one thread,
+    or the whole batch with ``ParallelSession.events()`` (one style per batch)."""
 
-    range: SlotRange
+    def __init__(self, control: ControlSide, inbox: Inbox, control_url: str,
+                 create: CreateSessionParams, config: ClientConfig, label: str,
+                 coordinator: ReconnectCoordinator, slot_range: SlotRange,
+                 on_direct_use: Callable[[], None]) -> None:
+        super().__init__(control, inbox, control_url, create, config, label, coordinator)
+        self.range = slot_range
+        self._on_direct_use = on_direct_use
+
+    def next_event(self, timeout: Optional[float] = None) -> Event:
+        """As ``Session.next_event``; using it makes the batch one-thread-per-sub-session
+        (``ParallelSession.events()`` then raises)."""
+        self._on_direct_use()
+        return super().next_event(timeout)
+
+    def _take(self) -> Event:
+        """The next ready event for ``ParallelSession.events()`` (never waits)."""
+        return super().next_event(0)
+
+
+class _Batch:
+    """What the readers of a batch reach: the sub-sessions' inboxes, the arrival order for
+    ``events()``, and which sub-sessions were released. It never refers to the
+    ``ParallelSession``, so an abandoned batch can be collected (and close itself)."""
+
+    def __init__(self, config: ClientConfig) -> None:
+        self.config = config
+        self.pending: List[Tuple[SessionInfo, SlotRange, Inbox]] = []
+        self.arrivals: Optional[queue.SimpleQueue[Optional[SubSession]]] = queue.SimpleQueue()
+        self.connection: Optional[Connection] = None
+        self.released: set[str] = set()
+
+    def make_sub(self, info: SessionInfo, slot_range: SlotRange) -> _Sub:
+        """Reader thread, during the create: the inbox of one sub-session (the
+        ``SubSession`` itself is built on the user's thread once the create is done)."""
+        inbox = Inbox(self.config, slot_range[0])
+        self.pending.append((info, slot_range, inbox))
+        return _Sub(inbox)
+
+    def arrived(self, sub_session: SubSession) -> None:
+        arrivals = self.arrivals
+        if arrivals is not None:
+            arrivals.put(sub_session)
+
+    def direct_use(self) -> None:
+        """A sub-session is driven by its own ``next_event``: stop keeping arrivals."""
+        self.arrivals = None
+
+    def on_status(self, status: ConnectionStatus) -> None:
+        """Reader thread: a failed shared connection fails every sub-session in band, with
+        one and the same error (``events()`` raises it once)."""
+        if status.state is State.FAILED and self.connection is not None:
+            error = failure_of(status, self.connection.failure, "parallel control connection")
+            for _, _, inbox in self.pending:
+                inbox.fail(error)
+
+    def before_resume(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for _, _, inbox in self.pending:
+            inbox.before_resume(max(0.0, deadline - time.monotonic()))
+
+    def sub_released(self, session_id: str) -> None:
+        """A sub-session closed or completed: the last one closes the shared connection."""
+        self.released.add(session_id)
+        if self.connection is not None and len(self.released) >= len(self.pending):
+            self.connection.close(self.config.close_timeout)
 
 
 class ParallelSession:
@@ -246,55 +329,59 @@ class ParallelSession:
 
     def __init__(self, url: str, api_key: Optional[str], create: CreateSessionParams,
                  config: ClientConfig) -> None:
+        self._pid = os.getpid()
         self._url = urls.control_url(url)
         self._config = config
         self._create = create
-        self._arrivals: Mailbox = Mailbox(1, config.slow_consumer_timeout)
+        self._label = next_label()
+        self._batch = _Batch(config)
         self.coordinator = ReconnectCoordinator(config.coordinator_quick_attempts)
         self.sub_sessions: List[SubSession] = []
-        self._link = ParallelControlLink(self._url, api_key, create, config, self._make_sub,
-                                         self._before_resume)
-        self._connection = Connection(self._link, config, "p")
-        self._completed: set[str] = set()       # sub-sessions whose Completed was yielded
+        self._link = ParallelControlLink(self._url, api_key, create, config,
+                                         self._batch.make_sub, self._batch.before_resume)
+        self._connection = Connection(self._link, config, f"p{self._label}")
+        self._batch.connection = self._connection
+        self._connection.status.watch(self._batch.on_status)
+        self._done: set[str] = set()        # sub-sessions events() has finished with
+        self._close_lock = threading.RLock()
         self._closed = False
 
     def _start(self) -> None:
-        """Create the batch (user thread); blocks through the whole parallel create."""
+        """Create the batch (user thread); blocks through the whole parallel create.
+        Raises ``SessionCreateError``; an interrupt closes what was created."""
         self._connection.start()
-        status = self._connection.status.wait_for({State.UP}, None)
-        if status.state is not State.UP and not self._link.created:
-            self._connection.close(self._config.close_timeout)
-            raise SessionCreateError(f"could not create the parallel session: {status.reason}")
         try:
+            status = self._connection.status.wait_for({State.UP}, None)
+            if status.state is not State.UP and not self._link.created:
+                raise SessionCreateError(
+                    f"could not create the parallel session: {status.reason}")
+            for info, slot_range, inbox in self._batch.pending:
+                self._bind(info, slot_range, inbox)
             for sub_session in self.sub_sessions:
-                sub_session._check_rpc_host()
-        except SessionCreateError:
+                sub_session.check_rpc_host()
+        except BaseException:
             self.close()
             raise
 
-    def _make_sub(self, info: SessionInfo, slot_range: SlotRange) -> _Sub:
-        """Reader thread, during the create: build and bind one ``SubSession``."""
+    def _bind(self, info: SessionInfo, slot_range: SlotRange, inbox: Inbox) -> None:
         create = CreateSessionParams(slot_range[0], slot_range[1],
                                      disconnect_timeout_secs=self._create.disconnect_timeout_secs)
-        sub_session = SubSession(self._url, create, self._config)
-        sub_session.range = slot_range
-        sub_session._coordinator = self.coordinator
-        sub_session._mailbox = Mailbox(self._config.max_buffered_events,
-                                       self._config.slow_consumer_timeout,
-                                       lambda: self._arrivals.put(sub_session))
-        sub_session._attach_control(SubControl(self._link, self._connection, info))
+        batch, sub_id = self._batch, info.session_id
+        control = SubControl(self._link, self._connection, info,
+                             lambda: batch.sub_released(sub_id))
+        sub_session = SubSession(control, inbox, self._url, create, self._config,
+                                 f"{self._label}.{len(self.sub_sessions) + 1}",
+                                 self.coordinator, slot_range, batch.direct_use)
+        inbox.mailbox.set_on_put(lambda: batch.arrived(sub_session))
+        for _ in range(inbox.mailbox.buffered):
+            batch.arrived(sub_session)      # what came during the create
         self.sub_sessions.append(sub_session)
-        return _Sub(sub_session._on_control_event,
-                    lambda reason: sub_session._mailbox.fail(ControlFailed(reason)))
-
-    def _before_resume(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        for sub_session in self.sub_sessions:
-            sub_session._before_resume(max(0.0, deadline - time.monotonic()))
 
     @property
     def control_session_id(self) -> str:
-        assert self._link.control_session_id is not None
+        """The id of the batch's control session (raises ``SimsyncError`` before creation)."""
+        if self._link.control_session_id is None:
+            raise SimsyncError("the parallel session has not been created")
         return self._link.control_session_id
 
     @property
@@ -306,34 +393,88 @@ class ParallelSession:
         return (f"ParallelSession({self._link.control_session_id!r}, "
                 f"{len(self.sub_sessions)} sub-sessions, status={self.status})")
 
-    def events(self, timeout: Optional[float] = None) -> Iterator[Tuple[SubSession, Any]]:
+    def events(self, timeout: Optional[float] = None) -> Iterator[Tuple[SubSession, Event]]:
         """``(sub_session, event)`` pairs in arrival order until every sub-session has
-        delivered ``Completed``. ``timeout`` bounds each wait (``EventTimeout``); calling
-        ``events()`` again afterwards resumes where it stopped."""
-        done = self._completed
+        delivered ``Completed``, failed, or been closed (user thread). ``timeout`` bounds
+        each wait (``EventTimeout``); calling ``events()`` again resumes where it stopped.
+
+        A sub-session's failure is raised (``ControlFailed`` with its typed server error)
+        after that sub-session's earlier events; the others go on when ``events()`` is
+        called again. Raises ``ForkedSessionError`` in a forked child, ``SimsyncError``
+        when sub-sessions are driven by their own ``next_event``."""
+        self._check_process()
+        done = self._done
         while len(done) < len(self.sub_sessions):
-            sub_session = self._arrivals.get(timeout)
+            arrivals = self._batch.arrivals
+            if arrivals is None:
+                raise SimsyncError("the sub-sessions of this batch are driven by their own "
+                                   "next_event(): events() cannot be used as well")
+            sub_session = self._next_arrival(arrivals, timeout)
+            if sub_session is None:
+                raise SessionClosed("the parallel session was closed")
+            sub_id = sub_session.info.session_id
+            if sub_id in done:
+                continue
             try:
-                event = sub_session.next_event(0)
+                event = sub_session._take()
             except EventTimeout:
-                continue        # already taken through the sub-session's own next_event
+                continue
+            except SessionClosed:
+                done.add(sub_id)
+                continue
+            except SimsyncError as exc:
+                done.update(s.info.session_id for s in self.sub_sessions
+                            if s._inbox.failure is exc)     # a shared failure: raised once
+                done.add(sub_id)
+                raise
             if isinstance(event, Completed):
-                done.add(sub_session.info.session_id)
+                done.add(sub_id)
             yield sub_session, event
 
+    def _next_arrival(self, arrivals: queue.SimpleQueue[Optional[SubSession]],
+                      timeout: Optional[float]) -> Optional[SubSession]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = SLICE if deadline is None else min(SLICE, deadline - time.monotonic())
+            try:
+                return arrivals.get(timeout=max(0.001, wait))
+            except queue.Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise EventTimeout(f"no event within {timeout:g}s") from None
+
     def close(self, timeout: Optional[float] = None) -> None:
-        """Close every sub-session, then the control connection (idempotent; bounded)."""
-        if self._closed:
-            return
-        self._closed = True
+        """Close every sub-session, then the control connection (idempotent; any thread;
+        bounded by ``timeout``, default ``ClientConfig.close_timeout``)."""
+        self._check_process()
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
         deadline = time.monotonic() + (timeout or self._config.close_timeout)
-        for sub_session in self.sub_sessions:
-            sub_session.close(max(SLICE, deadline - time.monotonic()))
-        self._connection.close(max(0.0, deadline - time.monotonic()))
-        self._arrivals.close("the parallel session was closed")
+        try:
+            for sub_session in self.sub_sessions:
+                sub_session.close(max(SLICE, deadline - time.monotonic()))
+        finally:
+            self._connection.close(max(0.0, deadline - time.monotonic()))
+            arrivals = self._batch.arrivals
+            if arrivals is not None:
+                arrivals.put(None)
 
     def __enter__(self) -> ParallelSession:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_closed", True) or getattr(self, "_pid", None) != os.getpid():
+            return
+        warnings.warn(f"unclosed {self!r}: closing it", ResourceWarning, stacklevel=2)
+        with contextlib.suppress(Exception):     # never raise from a finalizer
+            self.close(min(1.0, self._config.close_timeout))
+
+    def _check_process(self) -> None:
+        if os.getpid() != self._pid:
+            raise ForkedSessionError(
+                "this parallel session was created in another process (before a fork); "
+                "create sessions inside the worker process instead")

@@ -1,17 +1,33 @@
-"""``Session``: the blocking face of one backtest session — the mailbox, ``next_event``,
-step gating, the helpers built on steps, and the close order."""
+"""``Session``: the blocking face of one backtest session — ``next_event``, step gating, the
+helpers built on steps, and the close order — and ``Inbox``, where a session's readers put
+what arrives (control events, data-plane events, failures), in order."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
+import queue
 import threading
 import time
-from typing import Any, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+import warnings
+from typing import (
+    Any,
+    Callable,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Tuple,
+    Union,
+    cast,
+)
 
 from simsync import urls
 from simsync.config import ClientConfig
-from simsync.control import ControlSide, SessionInfo
+from simsync.control import ControlSide, SessionEnded, SessionInfo
+from simsync.cursor import SessionCursor, StreamPosition, SubscriptionCursor
 from simsync.errors import (
     ControlFailed,
     EventTimeout,
@@ -39,8 +55,8 @@ from simsync.protocol import (
     Slot,
 )
 from simsync.rpc import SessionRpc, to_base64
-from simsync.subscriptions import ReconnectCoordinator, SubscriptionLink
-from simsync.transport import SLICE, Connection, ConnectionStatus, Fatal, State
+from simsync.subscriptions import ReconnectCoordinator, SubscriptionLink, SubscriptionSpec
+from simsync.transport import SLICE, Connection, ConnectionStatus, Fatal, State, StatusCell
 
 log = logging.getLogger(__name__)
 
@@ -50,120 +66,237 @@ AccountOverrides = Mapping[Any, Union[AccountData, Mapping[str, Any]]]
 PAUSES = (ReadyForContinue, Paused)
 
 
+def next_label() -> str:
+    """A short unique label for thread names (``simsync-control-reader-<label>``)."""
+    return str(next(_labels))
+
+
 def _account_overrides(accounts: Optional[AccountOverrides]) -> dict[str, AccountData]:
-    """Normalise overrides: keys to base58 text, values to ``AccountData``."""
-    out: dict[str, AccountData] = {}
-    for key, value in (accounts or {}).items():
-        out[str(key)] = value if isinstance(value, AccountData) else AccountData.from_dict(
-            dict(value))
-    return out
+    """Check and normalise overrides (``simsync.overrides``): keys to base58 text, values to
+    ``AccountData``; raises ``AccountOverrideError`` naming the field at fault."""
+    from simsync.overrides import account_overrides
+
+    return account_overrides(accounts)
+
+
+def _key_filter(program_ids: Iterable[Any], account_keys: Iterable[Any]) -> dict[str, Any]:
+    """``{"programIds": [...], "accountKeys": [...]}`` (empty lists left out)."""
+    flt = {name: [str(k) for k in keys] for name, keys in
+           (("programIds", program_ids), ("accountKeys", account_keys))}
+    flt = {name: keys for name, keys in flt.items() if keys}
+    if not flt:
+        raise ValueError("subscribe needs at least one program id or account key")
+    return flt
+
+
+def failure_of(status: ConnectionStatus, cause: Optional[BaseException],
+               what: str = "control connection") -> SimsyncError:
+    """The user-facing error for a FAILED control connection (typed when a server error
+    frame ended it)."""
+    if isinstance(cause, SessionEnded):
+        return ControlFailed(str(cause), cause.server_error)
+    return ControlFailed(f"the {what} failed: {status.reason}")
+
+
+class Inbox:
+    """Where one session's readers put what arrives; the user's thread takes it through
+    the ``Mailbox`` in order. It holds ``Completed`` back until every subscription has
+    ended (the completion drain), knows the slot the control link last announced, and
+    records the session's first failure, which travels in band behind earlier events.
+
+    Reader threads call ``on_control_event``/``deliver_data``/``fail``; the user's thread
+    ``check_drain`` and the rest."""
+
+    def __init__(self, config: ClientConfig, start_slot: int,
+                 on_put: Optional[Callable[[], None]] = None) -> None:
+        self.mailbox = Mailbox(config.max_buffered_events, config.slow_consumer_timeout, on_put)
+        self._config = config
+        self._lock = threading.RLock()
+        self.subscriptions: List[Tuple[SubscriptionLink, Connection]] = []
+        self.positions: List[StreamPosition] = []       # what each delivered to the user
+        self._held_completed: Optional[Tuple[Optional[int], Completed]] = None  # held back
+        self.current_slot = start_slot                      # the last slot announced
+        self.failure: Optional[BaseException] = None
+        self.closing = False
+
+    # ------------------------------------------------------------------ readers
+
+    def on_control_event(self, event: Any, seq: Optional[int] = None) -> None:
+        """Control reader: note the slot; hold ``Completed`` back while subscriptions run.
+        Queued as ``(seq, event)`` (the cursor follows what the user has read)."""
+        kind = type(event)
+        if kind is Slot:
+            self.current_slot = event.slot
+        elif kind is Completed and self.subscriptions:
+            with self._lock:
+                self._held_completed = (seq, event)
+            self.release_completed()
+            return
+        self.mailbox.put((seq, event))
+
+    def deliver_data(self, event: Any, position: StreamPosition) -> None:
+        """Subscription reader: enqueue ``(position, event)``, waiting while the user is too
+        far behind."""
+        try:
+            self.mailbox.put_data((position, event), lambda: self.closing)
+        except SlowConsumerError as exc:
+            self.fail(exc)
+            raise Fatal(str(exc)) from exc
+
+    def release_completed(self) -> None:
+        """Any reader: deliver the held ``Completed`` once no subscription is open."""
+        with self._lock:
+            if self._held_completed is None or self.open_subscriptions():
+                return
+            item, self._held_completed = self._held_completed, None
+        self.mailbox.put(item)
+
+    def fail(self, error: BaseException) -> BaseException:
+        """Record the session's failure (the first one wins) behind every event so far;
+        returns the failure that is recorded. Any thread."""
+        with self._lock:
+            if self.failure is None:
+                self.failure = error
+                self.mailbox.fail(error)
+            return self.failure
+
+    def before_resume(self, timeout: float) -> None:
+        """Control reader, during a re-attach: wait (bounded) until every open subscription
+        is back, so the resumed session streams into live subscriptions."""
+        deadline = time.monotonic() + timeout
+        for connection in self.open_subscriptions():
+            connection.status.wait_for({State.UP}, max(0.0, deadline - time.monotonic()))
+
+    # ------------------------------------------------------------------ wiring
+
+    def watch_control(self, status: StatusCell, cause: Callable[[], Optional[BaseException]]
+                      ) -> None:
+        """Fail the session when its control connection fails (before it starts)."""
+        def on_status(value: ConnectionStatus) -> None:
+            if value.state is State.FAILED:
+                self.fail(failure_of(value, cause()))
+        status.watch(on_status)
+
+    def add_subscription(self, link: SubscriptionLink, connection: Connection,
+                         position: StreamPosition) -> None:
+        """Track a subscription that is up; its failure fails the session (in band)."""
+        def on_status(value: ConnectionStatus) -> None:
+            if value.state is State.FAILED:
+                self.fail(SubscriptionFailed(f"the {link.kind} subscription failed: "
+                                             f"{value.reason}"))
+        connection.status.watch(on_status)
+        with self._lock:
+            self.subscriptions.append((link, connection))
+            self.positions.append(position)
+        if connection.status.value.state is State.FAILED:
+            on_status(connection.status.value)
+
+    def open_subscriptions(self) -> List[Connection]:
+        """Subscriptions still streaming: not at their end-of-stream, not failed or closed."""
+        return [connection for link, connection in self.subscriptions
+                if not link.complete and not connection.status.value.final]
+
+    # ------------------------------------------------------------------ user thread
+
+    def check_drain(self) -> None:
+        """Fail the session when ``Completed`` is held and the server has sent nothing on
+        an open subscription for ``drain_timeout`` (time a reader spends waiting on the
+        user does not count: only the server's silence)."""
+        if self._held_completed is None:
+            return
+        open_links = [link for link, connection in self.subscriptions
+                      if not link.complete and not connection.status.value.final]
+        if not open_links or any(link.holding_back() for link in open_links):
+            return
+        silent = time.monotonic() - max(link.last_frame_at for link in open_links)
+        if silent > self._config.drain_timeout:
+            self.fail(SubscriptionFailed(
+                f"the session completed but a subscription sent nothing for {silent:.1f}s "
+                "before its end of stream: the stream is incomplete"))
+
+    def close(self, reason: str) -> None:
+        self.closing = True
+        self.mailbox.close(reason)
 
 
 class Session:
-    """One backtest session. Create it with ``Client.start_session``; use it from the thread
-    that drives it (``next_event`` may be called from one thread at a time)."""
+    """One backtest session. Create it with ``Client.start_session``. ``next_event`` may be
+    called from any thread (each event goes to one caller); steps from one thread at a
+    time. A session belongs to the process that created it."""
 
-    def __init__(self, control_url: str, create: CreateSessionParams,
-                 config: ClientConfig) -> None:
+    def __init__(self, control: ControlSide, inbox: Inbox, control_url: str,
+                 create: CreateSessionParams, config: ClientConfig, label: str,
+                 coordinator: Optional[ReconnectCoordinator] = None,
+                 resume: Optional[SessionCursor] = None) -> None:
         self._pid = os.getpid()
-        self._config = config
+        self._control = control
+        self._inbox = inbox
         self._control_url = urls.control_url(control_url)
         self._create = create
-        self._mailbox = Mailbox(config.max_buffered_events, config.slow_consumer_timeout)
-        self._label = str(next(_labels))
-        self._control: Optional[ControlSide] = None
-        self._coordinator: Optional[ReconnectCoordinator] = None
-        self._subscriptions: List[Tuple[SubscriptionLink, Connection]] = []
-        self._drain_lock = threading.Lock()
-        self._held_completed: Optional[Completed] = None   # waiting for the data plane
-        self._last_data_at = time.monotonic()
+        self._config = config
+        self._label = label
+        self._coordinator = coordinator
         self._rpc: Optional[SessionRpc] = None
         self._finished: Optional[str] = None    # why no more events will come
         self._discovery: Optional[DiscoveryBatch] = None   # announced, not yet reached
-        self._current_slot = create.start_slot            # the last slot announced
+        self._control_seq = None if resume is None else resume.control_seq  # last read
+        self._slot = create.start_slot if resume is None else resume.slot  # the last slot read
+        self._close_lock = threading.RLock()
         self._closed = False
 
-    # ------------------------------------------------------------------ start-up
-
-    def _bind(self, control: ControlSide) -> None:
-        """Attach the control side (built with this session's hooks) and start it: blocks
-        until the session exists; raises ``SessionCreateError`` otherwise."""
-        self._attach_control(control)
-        control.start()
-        try:
-            self._check_rpc_host()
-        except BaseException:
-            self.close()
-            raise
-
-    def _attach_control(self, control: ControlSide) -> None:
-        """Take ``control`` as this session's control side (any thread, once)."""
-        self._control = control
-        control.status.watch(self._on_status)
-
-    @property
-    def _side(self) -> ControlSide:
-        if self._control is None:
-            raise SimsyncError("the session has no control channel yet")
-        return self._control
-
-    def _check_rpc_host(self) -> None:
-        """Refuse an untrusted ``rpc_endpoint`` unless the config allows it (user thread)."""
+    def check_rpc_host(self) -> None:
+        """Refuse an untrusted ``rpc_endpoint`` unless the config allows it (user thread).
+        Raises ``SessionCreateError``."""
         rpc = urls.rpc_url(self._control_url, self.info.rpc_endpoint)
         problem = urls.rpc_endpoint_problem(self._control_url, rpc)
         if problem and not self._config.allow_foreign_rpc_host:
             raise SessionCreateError(f"{problem}; refusing it (set "
                                      "ClientConfig.allow_foreign_rpc_host=True to trust it)")
 
-    def _on_status(self, status: ConnectionStatus) -> None:
-        """Reader thread: a failed control connection fails the mailbox."""
-        if status.state is State.FAILED:
-            self._mailbox.fail(ControlFailed(f"the control connection failed: {status.reason}"))
-
-    def _before_resume(self, timeout: float) -> None:
-        """Control reader, during a re-attach: wait (bounded) until every open subscription
-        is back, so the resumed session streams into live subscriptions."""
-        deadline = time.monotonic() + timeout
-        for connection in self._open_subscriptions():
-            connection.status.wait_for({State.UP}, max(0.0, deadline - time.monotonic()))
-
-    def _on_control_event(self, event: Any) -> None:
-        """Control reader: note the slot; hold ``Completed`` back until every subscription
-        has ended."""
-        if type(event) is Slot:
-            self._current_slot = event.slot
-        elif type(event) is Completed and self._subscriptions:
-            with self._drain_lock:
-                self._held_completed = event
-                self._last_data_at = time.monotonic()
-            self._release_completed()
-            return
-        self._mailbox.put(event)
-
-    def _release_completed(self) -> None:
-        """Any reader: deliver the held ``Completed`` once no subscription is open."""
-        with self._drain_lock:
-            if self._held_completed is None or self._open_subscriptions():
-                return
-            event, self._held_completed = self._held_completed, None
-        self._mailbox.put(event)
-
-    def _open_subscriptions(self) -> List[Connection]:
-        """Subscriptions still streaming: not at their end-of-stream, not failed or closed."""
-        return [connection for link, connection in self._subscriptions
-                if not link.complete and not connection.status.value.final]
-
     # ------------------------------------------------------------------ properties
 
     @property
     def info(self) -> SessionInfo:
         """The server's ``SessionInfo`` (session id, rpc endpoint, task id)."""
-        return self._side.info
+        return self._control.info
 
     @property
     def status(self) -> ConnectionStatus:
         """The control connection's current ``ConnectionStatus``."""
-        return self._side.status.value
+        return self._control.status.value
+
+    def wait_for_status(self, *states: State, timeout: Optional[float] = None
+                        ) -> ConnectionStatus:
+        """Block (any thread, sliced) until the control connection is in one of ``states``
+        or final (FAILED/CLOSED), or ``timeout`` seconds passed; returns the status then
+        (check its ``state``: a timeout is not an error)."""
+        return self._control.status.wait_for(states, timeout)
+
+    def status_changes(self, timeout: Optional[float] = None) -> Iterator[ConnectionStatus]:
+        """Every transition of the control connection from now on, in order, until a final
+        state (included): CONNECTING → UP ⇄ RECONNECTING → FAILED/CLOSED, each with its
+        ``reason``, ``attempt`` and running ``reconnects`` count (any thread; like the
+        reference client's watch channel). ``timeout`` bounds each wait
+        (``EventTimeout``)."""
+        changes: queue.SimpleQueue[ConnectionStatus] = queue.SimpleQueue()
+        cell = self._control.status
+        cell.watch(changes.put)
+        try:
+            status = cell.value
+            while not status.final:
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while True:
+                    wait = SLICE if deadline is None else deadline - time.monotonic()
+                    if wait <= 0:
+                        raise EventTimeout(f"no status change within {timeout:g}s")
+                    try:
+                        status = changes.get(timeout=min(SLICE, wait))
+                        break
+                    except queue.Empty:
+                        continue
+                yield status
+        finally:
+            cell.unwatch(changes.put)
 
     @property
     def rpc(self) -> SessionRpc:
@@ -177,50 +310,97 @@ class Session:
     def __repr__(self) -> str:
         try:
             return f"{type(self).__name__}(id={self.info.session_id!r}, status={self.status})"
-        except (AssertionError, SimsyncError):
+        except SimsyncError:
             return f"{type(self).__name__}(not created)"
 
     # ------------------------------------------------------------------ data plane
 
-    def subscribe_transactions(self, program_ids: Iterable[Any]) -> None:
-        """Stream every executed transaction that touches ``program_ids`` as ``Transaction``
-        events (user thread; blocks until the server acknowledged, bounded by the
-        handshake timeout and the reconnect budget). Subscribe before the first step."""
-        self._subscribe("transactionSubscribe", program_ids)
+    def subscribe_transactions(self, program_ids: Iterable[Any] = (),
+                               account_keys: Iterable[Any] = ()) -> None:
+        """Stream every executed transaction that invokes one of ``program_ids`` or
+        references one of ``account_keys`` (base58 text or ``Pubkey``) as ``Transaction``
+        events (user thread; blocks until the server acknowledged, bounded by the handshake
+        timeout and the reconnect budget). Subscribe before the first step. Replays after
+        a reconnect; deduplicated by signature. Raises ``ValueError`` (no key given),
+        ``SubscriptionFailed``, ``SessionClosed``."""
+        self._subscribe(SubscriptionSpec("transactionSubscribe",
+                                         _key_filter(program_ids, account_keys)))
 
-    def subscribe_account_diffs(self, program_ids: Iterable[Any]) -> None:
-        """Stream every account change made by ``program_ids`` as ``AccountDiff`` events."""
-        self._subscribe("accountDiffSubscribe", program_ids)
+    def subscribe_account_diffs(self, program_ids: Iterable[Any] = (),
+                                account_keys: Iterable[Any] = ()) -> None:
+        """Stream every account change made by a transaction of ``program_ids`` (or to one
+        of ``account_keys``) as ``AccountDiff`` events; deduplicated by slot, signature and
+        account. Blocks and raises like ``subscribe_transactions``."""
+        self._subscribe(SubscriptionSpec("accountDiffSubscribe",
+                                         _key_filter(program_ids, account_keys)))
 
-    def _subscribe(self, kind: str, program_ids: Iterable[Any]) -> None:
+    def subscribe_logs(self, mentions: Optional[Iterable[Any]] = None) -> None:
+        """Stream the logs of every executed transaction (``mentions``: only those that
+        reference one of these keys) as ``Logs`` events; deduplicated by signature."""
+        flt: Any = "all" if mentions is None else {"mentions": [str(k) for k in mentions]}
+        self._subscribe(SubscriptionSpec("logsSubscribe", flt))
+
+    def subscribe_account(self, pubkey: Any, encoding: str = "base64") -> None:
+        """Stream every new state of one account as ``AccountUpdate`` events."""
+        self._subscribe(SubscriptionSpec("accountSubscribe", str(pubkey),
+                                         {"encoding": encoding}))
+
+    def subscribe_program(self, program_id: Any, encoding: str = "base64") -> None:
+        """Stream every new state of the accounts a program owns as
+        ``ProgramAccountUpdate`` events."""
+        self._subscribe(SubscriptionSpec("programSubscribe", str(program_id),
+                                         {"encoding": encoding}))
+
+    def subscribe_signature(self, signature: Any) -> None:
+        """One ``SignatureResult`` event when the transaction with this signature has
+        executed; the subscription then ends by itself."""
+        self._subscribe(SubscriptionSpec("signatureSubscribe", str(signature)))
+
+    def subscribe_slots(self) -> None:
+        """A ``SlotUpdate`` event for each processed slot. Not replayed after a reconnect
+        (the slot stream resumes with the slots after it); deduplicated by slot."""
+        self._subscribe(SubscriptionSpec("slotSubscribe"))
+
+    def _subscribe(self, spec: SubscriptionSpec,
+                   resume: Optional[SubscriptionCursor] = None) -> None:
+        """Open one subscription (user thread) and wait until it is up; ``resume``
+        continues one from a cursor (its first subscribe already replays)."""
         self._check_usable()
-        ids = [str(p) for p in program_ids]
-        if not ids:
-            raise ValueError("subscribe needs at least one program id")
-        link = SubscriptionLink(self.rpc.url, kind, ids, self._config, self._deliver_data,
-                                self._release_completed, self._current_slot,
-                                self._coordinator)
+        self.open_subscription(spec, resume)
+
+    def open_subscription(self, spec: SubscriptionSpec,
+                          resume: Optional[SubscriptionCursor] = None) -> None:
+        inbox = self._inbox
+        since = inbox.current_slot if resume is None else resume.last_slot
+        position = StreamPosition(spec, since, () if resume is None
+                                  else resume.keys_at_last_slot)
+        link = SubscriptionLink(self.rpc.url, spec, self._config,
+                                lambda event: inbox.deliver_data(event, position),
+                                inbox.release_completed, since, lambda: inbox.current_slot,
+                                self._coordinator,
+                                None if resume is None else resume.keys_at_last_slot)
         connection = Connection(link, self._config,
-                                f"{self._label}-{len(self._subscriptions) + 1}")
+                                f"{self._label}-{len(inbox.subscriptions) + 1}")
         connection.start()
-        status = connection.status.wait_for({State.UP}, None)
+        try:
+            status = connection.status.wait_for({State.UP}, None)
+        except BaseException:
+            connection.close(self._config.close_timeout)
+            raise
         if status.state is not State.UP:
             connection.close(self._config.close_timeout)
-            raise SubscriptionFailed(f"{kind} failed: {status.reason}")
-        connection.status.watch(self._on_subscription_status)
-        self._subscriptions.append((link, connection))
+            raise SubscriptionFailed(f"{spec.method} failed: {status.reason}")
+        inbox.add_subscription(link, connection, position)
 
-    def _deliver_data(self, event: Any) -> None:
-        """Subscription reader: enqueue, waiting while the user is too far behind."""
-        try:
-            self._mailbox.put_data(event, lambda: self._closed)
-        except SlowConsumerError as exc:
-            raise Fatal(str(exc)) from exc
-        self._last_data_at = time.monotonic()
-
-    def _on_subscription_status(self, status: ConnectionStatus) -> None:
-        if status.state is State.FAILED:
-            self._mailbox.fail(SubscriptionFailed(f"a subscription failed: {status.reason}"))
+    @property
+    def cursor(self) -> SessionCursor:
+        """Where the user stands: persist it after handling each event (``to_json()`` or
+        pickle) and ``Client.attach_session(session_id, cursor)`` resumes from there, in
+        another process too, with every later event exactly once (user thread)."""
+        return SessionCursor(
+            self.info.session_id, self.info.rpc_endpoint, self._create.start_slot,
+            self._control_seq, self._slot,
+            tuple(position.cursor() for position in self._inbox.positions))
 
     def modify_program(self, program_id: Any, elf: bytes) -> dict[str, AccountData]:
         """The account overrides that install ``elf`` as ``program_id`` (ProgramData of the
@@ -230,19 +410,29 @@ class Session:
     # ------------------------------------------------------------------ events
 
     def next_event(self, timeout: Optional[float] = None) -> Event:
-        """The next event, in order, exactly once (user thread). Blocks up to ``timeout``
-        (``None``: until something happens), in short slices so Ctrl-C gets through.
+        """The next event, in order, exactly once (any thread). Blocks up to ``timeout``
+        seconds (``None``: until something happens), in short slices so Ctrl-C gets
+        through.
 
-        Raises ``EventTimeout`` when nothing came, ``SessionClosed`` after ``Completed`` or
-        ``close()``, ``ControlFailed``/``SubscriptionFailed``/``SlowConsumerError`` when
-        the session failed."""
+        Raises ``EventTimeout`` when nothing came; ``ControlFailed``/``SubscriptionFailed``
+        /``SlowConsumerError`` once, after every event that arrived before the failure;
+        ``SessionClosed`` after ``Completed``, after a failure, or after ``close()``.
+        Delivering ``Completed`` closes the session's connections."""
         self._check_process()
         if self._finished is not None:
             raise SessionClosed(self._finished)
-        event: Event = self._get(timeout)
+        tag, event = self._get(timeout)
+        event = cast(Event, event)
+        if type(tag) is StreamPosition:
+            tag.delivered(event)
+        elif tag is not None:
+            self._control_seq = tag
         kind = type(event)                  # exact types: isinstance on ABCs is slow
+        if isinstance(event, Slot):
+            self._slot = event.slot
         if kind is Completed:
             self._finished = "the session has completed"
+            self._release()
         if kind is DiscoveryBatch or self._discovery is not None:
             self._track_discovery(event)
         return event
@@ -264,24 +454,18 @@ class Session:
         """Take from the mailbox. With subscriptions open the wait is sliced, so that once
         ``Completed`` is held back a data plane silent past ``drain_timeout`` fails the
         session instead of leaving the user waiting for ever."""
-        if not self._subscriptions:
-            return self._mailbox.get(timeout)
+        inbox = self._inbox
+        if not inbox.subscriptions:
+            return inbox.mailbox.get(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            self._check_drain()
+            inbox.check_drain()
             wait = SLICE if deadline is None else min(SLICE, deadline - time.monotonic())
             try:
-                return self._mailbox.get(max(0.0, wait))
+                return inbox.mailbox.get(max(0.0, wait))
             except EventTimeout:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise EventTimeout(f"no event within {timeout:g}s") from None
-
-    def _check_drain(self) -> None:
-        silent = time.monotonic() - self._last_data_at
-        if self._held_completed is not None and silent > self._config.drain_timeout:
-            self._mailbox.fail(SubscriptionFailed(
-                f"the session completed but a subscription sent nothing for {silent:.1f}s "
-                "before its end of stream: the stream is incomplete"))
 
     def events(self) -> Iterator[Event]:
         """Every event until and including ``Completed`` (user thread)."""
@@ -296,9 +480,15 @@ class Session:
     def send_continue(self, advance_count: int = 1, transactions: Iterable[Any] = (),
                       modify_account_states: Optional[AccountOverrides] = None,
                       timeout: Optional[float] = None) -> None:
-        """Execute ``advance_count`` blocks, with ``transactions`` (bytes, base64 or solders
-        transactions) and account overrides applied first. Waits (up to ``timeout``) until
-        the connection is up; one step may be outstanding at a time."""
+        """Execute ``advance_count`` blocks, with ``transactions`` (bytes, base64 text or
+        solders transactions) run after the block's historical ones and account overrides
+        applied first (user thread).
+
+        Waits (up to ``timeout`` seconds; ``None``: no limit) until the control link and
+        every open subscription are up and the session stands at a pause; one step may be
+        outstanding at a time. Raises ``EventTimeout`` (nothing sent), ``ControlFailed``/
+        ``SubscriptionFailed`` (the session failed), ``SessionClosed``, ``SimsyncError``
+        (a step is still running)."""
         step = ContinueParams(advance_count, tuple(to_base64(tx) for tx in transactions),
                               _account_overrides(modify_account_states))
         self._send_step(Continue(step), timeout)
@@ -306,42 +496,63 @@ class Session:
     def send_continue_to(self, slot: int, batch_index: Optional[int] = None,
                          timeout: Optional[float] = None) -> None:
         """Execute up to (not including) batch ``batch_index`` of ``slot``; answered by
-        ``Paused``. ``batch_index=None`` stops at the block boundary."""
+        ``Paused``. ``batch_index=None`` stops at the block boundary. Blocks and raises
+        like ``send_continue``."""
         self._send_step(ContinueTo(int(slot), batch_index), timeout)
 
     def _send_step(self, request: Request, timeout: Optional[float]) -> None:
         self._check_usable()
-        self._wait_up(timeout)
-        self._side.send_step(request)
-
-    def _wait_up(self, timeout: Optional[float]) -> None:
-        """Wait until the control link and every open subscription are up."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for connection in self._open_subscriptions():
-            connection.status.wait_for(
-                {State.UP}, None if deadline is None else max(0.0, deadline - time.monotonic()))
-        status = self._side.status.wait_for(
-            {State.UP}, None if deadline is None else max(0.0, deadline - time.monotonic()))
+        self._wait_up(deadline, timeout)
+        self._control.send_step(request, lambda remaining: self._check_step_wait(
+            remaining, timeout), deadline)
+
+    def _check_step_wait(self, remaining: float, timeout: Optional[float]) -> None:
+        """While a step waits for the session's pause: stop on failure, close or timeout."""
+        self._check_usable()
+        if self._inbox.failure is not None:
+            raise self._inbox.failure
+        if remaining <= 0:
+            raise EventTimeout(f"the session reached no pause within {timeout:g}s; "
+                               "nothing was sent")
+
+    def _wait_up(self, deadline: Optional[float], timeout: Optional[float]) -> None:
+        """Wait until the control link and every open subscription are up (user thread).
+        Raises the session's failure, or ``EventTimeout`` (nothing is sent)."""
+        def left() -> Optional[float]:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        for _, connection in self._inbox.subscriptions:
+            status = connection.status.wait_for({State.UP}, left())
+            if status.state is State.FAILED:
+                raise self._inbox.fail(SubscriptionFailed(
+                    f"a subscription failed: {status.reason}"))
+            if status.state is not State.UP and not status.final:   # CLOSED: it ended
+                raise EventTimeout(f"a subscription was not back within {timeout:g}s "
+                                   f"({status}); the step was not sent")
+        status = self._control.status.wait_for({State.UP}, left())
         if status.state is State.UP:
             return
+        if status.state is State.FAILED:
+            raise self._inbox.fail(failure_of(status, self._control.failure))
         if status.final:
-            self.next_event(0)      # raises the failure
-            raise ControlFailed(f"the control connection is {status}")
-        raise EventTimeout(f"the connection was not back within {timeout:g}s ({status})")
+            raise SessionClosed(f"the control connection is {status}")
+        raise EventTimeout(f"the connection was not back within {timeout:g}s ({status}); "
+                           "the step was not sent")
 
     def continue_until_ready(self, advance_count: int = 1, transactions: Iterable[Any] = (),
                              modify_account_states: Optional[AccountOverrides] = None,
-                             timeout: Optional[float] = None) -> List[Any]:
+                             timeout: Optional[float] = None) -> List[Event]:
         """Step, then return every event up to and including the next pause (or
         ``Completed``). ``timeout`` bounds each wait for an event."""
         self.send_continue(advance_count, transactions, modify_account_states, timeout)
         return self._until(PAUSES + (Completed,), timeout)
 
-    def advance_to_discovery(self, timeout: Optional[float] = None) -> List[Any]:
+    def advance_to_discovery(self, timeout: Optional[float] = None) -> List[Event]:
         """From a pause, step block by block until a ``DiscoveryBatch`` is announced, then
         ``continueTo`` it; returns the events seen, ending with the ``Paused`` just before
         the batch (or with ``Completed`` when no batch came before the end)."""
-        seen: List[Any] = self._drain_ready()
+        seen: List[Event] = self._drain_ready()
         while self._discovery is None:
             if seen and isinstance(seen[-1], Completed):
                 return seen
@@ -350,15 +561,18 @@ class Session:
         self.send_continue_to(batch.slot, batch.batch_index, timeout)
         return seen + self._until((Paused, Completed), timeout)
 
-    def _drain_ready(self) -> List[Any]:
+    def _drain_ready(self) -> List[Event]:
         """Events already waiting (none block), to catch a discovery announced early."""
-        out: List[Any] = []
-        while self._mailbox.buffered:
-            out.append(self.next_event(0))
+        out: List[Event] = []
+        while self._inbox.mailbox.buffered:
+            try:
+                out.append(self.next_event(0))
+            except EventTimeout:
+                break
         return out
 
-    def _until(self, kinds: tuple[type, ...], timeout: Optional[float]) -> List[Any]:
-        out: List[Any] = []
+    def _until(self, kinds: Tuple[type, ...], timeout: Optional[float]) -> List[Event]:
+        out: List[Event] = []
         while not out or not isinstance(out[-1], kinds):
             out.append(self.next_event(timeout))
         return out
@@ -366,28 +580,42 @@ class Session:
     # ------------------------------------------------------------------ close
 
     def close(self, timeout: Optional[float] = None) -> None:
-        """Close the session (idempotent; user thread): ``closeBacktestSession`` → ``success``
-        → WebSocket close, then join every internal thread. Blocks at most ``timeout``
-        (default ``ClientConfig.close_timeout``). Waiters get ``SessionClosed``."""
+        """Close the session (idempotent; any thread, also a signal handler):
+        ``closeBacktestSession`` → ``success`` → WebSocket close, then join every internal
+        thread. Blocks at most ``timeout`` seconds (default ``ClientConfig.close_timeout``).
+        Waiters get ``SessionClosed``."""
         self._check_process()
-        if self._closed:
-            return
-        self._closed = True
-        deadline = time.monotonic() + (timeout or self._config.close_timeout)
-        if self._control is not None:
-            self._control.close(deadline)
-        for _, connection in self._subscriptions:
-            connection.close(max(0.0, deadline - time.monotonic()))
-        if self._rpc is not None:
-            self._rpc.close()
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
         self._finished = self._finished or "the session was closed"
-        self._mailbox.close("the session was closed")
+        self._inbox.close("the session was closed")
+        self._release(timeout)
+
+    def _release(self, timeout: Optional[float] = None) -> None:
+        """Close the control side, the subscriptions and the RPC client, within ``timeout``."""
+        deadline = time.monotonic() + (timeout or self._config.close_timeout)
+        try:
+            self._control.close(deadline)
+        finally:
+            for _, connection in self._inbox.subscriptions:
+                connection.close(max(0.0, deadline - time.monotonic()))
+            if self._rpc is not None:
+                self._rpc.close()
 
     def __enter__(self) -> Session:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_closed", True) or getattr(self, "_pid", None) != os.getpid():
+            return
+        warnings.warn(f"unclosed {self!r}: closing it", ResourceWarning, stacklevel=2)
+        with contextlib.suppress(Exception):     # never raise from a finalizer
+            self.close(min(1.0, self._config.close_timeout))
 
     # ------------------------------------------------------------------ guards
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Union
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Set, Union
 
 from simsync import urls
 from simsync.config import ClientConfig
 from simsync.errors import ProtocolError
 from simsync.protocol import (
     AccountDiff,
+    Notification,
     Subscribe,
     SubscriptionAck,
     SubscriptionComplete,
@@ -20,15 +23,57 @@ from simsync.protocol import (
     decode_response,
     encode_request,
 )
-from simsync.transport import SLICE, Channel, Fatal, Link, LinkDone
+from simsync.transport import SLICE, Channel, Fatal, Link, LinkDone, Transient
 
 log = logging.getLogger(__name__)
 
-#: The subscription kinds simsync drives, with the config each sends (PROTOCOL.md §10).
+#: The subscription kinds simsync drives (PROTOCOL.md §10): the config each sends, and
+#: whether a re-subscribe asks for a replay (``slotSubscribe`` does not: a slot stream
+#: resumes with the slots after the reconnect).
 KINDS: Dict[str, Dict[str, Any]] = {
     "transactionSubscribe": {"commitment": "confirmed"},
     "accountDiffSubscribe": {},
+    "logsSubscribe": {"commitment": "confirmed"},
+    "accountSubscribe": {"commitment": "confirmed", "encoding": "base64"},
+    "programSubscribe": {"commitment": "confirmed", "encoding": "base64"},
+    "signatureSubscribe": {"commitment": "confirmed"},
+    "slotSubscribe": {},
 }
+NO_REPLAY = frozenset({"slotSubscribe"})
+#: Kinds whose subscription ends after its first notification (Solana's auto-unsubscribe).
+ONE_SHOT = frozenset({"signatureSubscribe"})
+_DATA = (Transaction, AccountDiff, Notification)
+
+
+@dataclass(frozen=True)
+class SubscriptionSpec:
+    """What to subscribe to: the ``<kind>Subscribe`` method, its first parameter (a filter
+    object, a base58 pubkey or signature, or ``None``) and extra config. JSON-able."""
+
+    method: str
+    filter: Any = None
+    config: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.method not in KINDS:
+            raise ValueError(f"unknown subscription kind {self.method!r}; one of "
+                             f"{sorted(KINDS)}")
+
+    def request(self, request_id: int, replay_from: Optional[int],
+                compression: Optional[str] = None) -> Subscribe:
+        config = {**KINDS[self.method], **self.config}
+        if replay_from is not None and self.method not in NO_REPLAY:
+            config["replayFromSlot"] = replay_from
+        if compression is not None:
+            config["compression"] = compression
+        return Subscribe(request_id, self.method, self.filter, config)
+
+
+def _decompressor() -> Any:
+    """A fresh streaming zstd decompression context (one per connection)."""
+    import zstandard
+
+    return zstandard.ZstdDecompressor().decompressobj()
 
 
 class ReplayFilter:
@@ -39,9 +84,9 @@ class ReplayFilter:
     subscription lost before its first notification replays from there, not from "now"
     (which would silently skip what was executed while it was down)."""
 
-    def __init__(self, since: int) -> None:
+    def __init__(self, since: int, keys: Iterable[Any] = ()) -> None:
         self.last_slot = since
-        self._keys: Set[Any] = set()
+        self._keys: Set[Any] = set(keys)
 
     def fresh(self, slot: int, key: Any) -> bool:
         """Whether a notification is new (and remember it). Reader thread only."""
@@ -55,11 +100,13 @@ class ReplayFilter:
 
 
 class ReconnectCoordinator:
-    """Shared by the subscriptions of sessions that share one link (a parallel batch): a
-    dropped subscription makes ``quick_attempts`` attempts on its own, then waits for its
-    turn, so that a crowd of subscriptions reconnects (and replays) one at a time."""
+    """Shared by the subscriptions of a parallel batch, or of independent sessions given
+    the same one (``Client.start_session(coordinator=...)``): a dropped subscription makes
+    ``quick_attempts`` attempts on its own, then waits until no sibling holds a turn and
+    reconnects (and replays) in its own turn, so a crowd reconnects one at a time.
+    ``turns_taken``/``most_in_turn`` count what happened (for tests and logs)."""
 
-    def __init__(self, quick_attempts: int) -> None:
+    def __init__(self, quick_attempts: int = 3) -> None:
         self.quick_attempts = quick_attempts
         self._turn = threading.Lock()
         self._count_lock = threading.Lock()
@@ -94,28 +141,32 @@ class SubscriptionLink(Link):
 
     name = "pubsub"
 
-    def __init__(self, rpc_url: str, kind: str, program_ids: List[str], config: ClientConfig,
+    def __init__(self, rpc_url: str, spec: SubscriptionSpec, config: ClientConfig,
                  deliver: Callable[[Any], None], finished: Callable[[], None],
-                 since_slot: int, coordinator: Optional[ReconnectCoordinator] = None) -> None:
-        if kind not in KINDS:
-            raise ValueError(f"unknown subscription kind {kind!r}")
-        self.kind = kind
+                 since_slot: int, executed_slot: Callable[[], int],
+                 coordinator: Optional[ReconnectCoordinator] = None,
+                 resume_keys: Optional[Iterable[Any]] = None) -> None:
+        self.spec = spec
+        self.kind = spec.method
         self._url = urls.pubsub_url(rpc_url)
-        self._filter = {"programIds": list(program_ids)}
         self._config = config
         self._deliver = deliver
         self._finished = finished
-        self._replay = ReplayFilter(since_slot)
-        self._subscribed_once = False
+        self._replay = ReplayFilter(since_slot, resume_keys or ())
+        self._executed_slot = executed_slot
+        self.last_frame_at = time.monotonic()   # the server's last word (drain silence)
+        # resumed from a cursor: the very first subscribe already replays
+        self._subscribed_once = resume_keys is not None
         self._subscription: Optional[int] = None
         self._request_id = 0
         self._waiting_on_user = False
+        self._inflate: Any = None       # this connection's zstd context, when compressed
         self._coordinator = coordinator
         self.complete = False
         self.delivered = 0
 
     def __repr__(self) -> str:
-        return f"SubscriptionLink({self.kind}, {self._filter['programIds']})"
+        return f"SubscriptionLink({self.kind}, {self.spec.filter!r})"
 
     def url(self) -> str:
         return self._url
@@ -133,12 +184,15 @@ class SubscriptionLink(Link):
 
     def handshake(self, channel: Channel, attempt: int) -> None:
         """Subscribe (again) and wait for the ack (reader thread; bounded per frame)."""
-        config = dict(KINDS[self.kind])
-        if self._subscribed_once:
-            config["replayFromSlot"] = self._replay.last_slot
+        replay_from = None
+        if self._subscribed_once and self.kind not in NO_REPLAY:
+            self._check_replay_reach()
+            replay_from = self._replay.last_slot
         self._request_id += 1
-        channel.send(encode_request(Subscribe(self._request_id, self.kind, self._filter,
-                                              config)))
+        compression = self._config.pubsub_compression
+        self._inflate = _decompressor() if compression == "zstd" else None   # per connection
+        channel.send(encode_request(self.spec.request(self._request_id, replay_from,
+                                                      compression)))
         while True:
             event = self._decode(channel.recv(self._config.handshake_timeout))
             if isinstance(event, SubscriptionAck) and event.id == self._request_id:
@@ -150,13 +204,30 @@ class SubscriptionLink(Link):
             if event is not None:
                 self._route(event)
 
+    def _check_replay_reach(self) -> None:
+        """Fail (never a silent gap) when the server's replay window cannot reach back to
+        the last slot this subscription delivered: the session has executed further than
+        ``ClientConfig.replay_window_slots`` past it while the subscription was down."""
+        since, executed = self._replay.last_slot, self._executed_slot()
+        oldest_kept = executed - self._config.replay_window_slots + 1
+        if since < oldest_kept:
+            raise Fatal(f"{self.kind} was down too long: the server replays only slots "
+                        f"{oldest_kept}..{executed}, so notifications of slots "
+                        f"{since}..{oldest_kept - 1} may be lost")
+
     def on_frame(self, data: Union[str, bytes]) -> None:
         """Route one notification (reader thread)."""
+        self.last_frame_at = time.monotonic()
         event = self._decode(data)
         if event is not None:
             self._route(event)
 
     def _decode(self, data: Union[str, bytes]) -> Any:
+        if self._inflate is not None and isinstance(data, bytes):
+            try:
+                data = self._inflate.decompress(data)
+            except Exception as exc:        # zstandard.ZstdError: the stream is broken
+                raise Transient(f"corrupt zstd stream on {self.kind}: {exc}") from exc
         try:
             return decode_response(data)[1]
         except ProtocolError as exc:
@@ -164,17 +235,23 @@ class SubscriptionLink(Link):
             return None
 
     def _route(self, event: Any) -> None:
-        kind = type(event)                  # exact types: isinstance on ABCs is slow
-        if kind is Transaction or kind is AccountDiff:
-            if event.subscription == self._subscription and self._replay.fresh(
-                    event.slot, event.dedup_key):
+        if isinstance(event, _DATA):
+            if event.subscription != self._subscription:
+                return
+            slot = event.slot
+            if slot is None or self._replay.fresh(slot, event.dedup_key):
                 self._waiting_on_user = True
                 try:
                     self._deliver(event)
                 finally:
                     self._waiting_on_user = False
                 self.delivered += 1
-        elif kind is SubscriptionComplete and event.subscription == self._subscription:
-            self.complete = True
-            self._finished()
-            raise LinkDone()
+            if self.kind in ONE_SHOT:
+                self._end()
+        elif type(event) is SubscriptionComplete and event.subscription == self._subscription:
+            self._end()
+
+    def _end(self) -> None:
+        self.complete = True
+        self._finished()
+        raise LinkDone()

@@ -85,7 +85,7 @@ class StatusCell:
     def __init__(self, name: str) -> None:
         self._name = name
         self._status = ConnectionStatus(State.CONNECTING)
-        self._changed = threading.Condition()
+        self._changed = threading.Condition(threading.RLock())   # set() from a signal handler
         self._watchers: List[Callable[[ConnectionStatus], None]] = []
 
     @property
@@ -95,6 +95,11 @@ class StatusCell:
     def watch(self, callback: Callable[[ConnectionStatus], None]) -> None:
         """Call ``callback`` (on the setting thread) after every transition."""
         self._watchers.append(callback)
+
+    def unwatch(self, callback: Callable[[ConnectionStatus], None]) -> None:
+        """Stop calling ``callback`` (no error if it was not watching)."""
+        with contextlib.suppress(ValueError):
+            self._watchers.remove(callback)
 
     def set(self, status: ConnectionStatus, delay: Optional[float] = None) -> None:
         """Publish a transition (a final state is never left). Logged at INFO."""
@@ -109,7 +114,7 @@ class StatusCell:
             self._changed.notify_all()
         extra = f" in {delay:.2f}s" if delay is not None else ""
         log.info("%s: %s (attempt %d)%s", self._name, status, status.attempt, extra)
-        for callback in self._watchers:
+        for callback in list(self._watchers):
             callback(status)
 
     def wait_for(self, states: Iterable[State], timeout: Optional[float]) -> ConnectionStatus:
@@ -401,6 +406,16 @@ class Channel:
         finally:
             self._sock.recv_deadline = None
 
+    def poll(self, timeout: float) -> Optional[Union[str, bytes]]:
+        """The next data frame, or ``None`` when none came within ``timeout`` (the
+        connection is fine then); other failures raise ``Transient`` (reader thread)."""
+        try:
+            return self.recv(timeout)
+        except Transient as exc:
+            if isinstance(exc.__cause__, websocket.WebSocketTimeoutException):
+                return None
+            raise
+
 
 class Link(abc.ABC):
     """What a connection serves: the URL, the handshake, and where frames go.
@@ -558,7 +573,7 @@ class Connection:
         self._stop = threading.Event()
         self._ws: Optional[websocket.WebSocket] = None
         self._sock: Optional[DeadlineSocket] = None    # the socket of the attempt or link
-        self._sock_lock = threading.Lock()
+        self._sock_lock = threading.RLock()     # close() may run in a signal handler
         self._live = False                               # UP: the keepalive watches it
         self._ever_up = False
         self._outage_started = time.monotonic()
@@ -971,8 +986,16 @@ class Connection:
     def _keep_alive_once(self, next_ping: float) -> float:
         sock = self._sock
         now = time.monotonic()
-        if sock is None or not self._live or self.link.holding_back():
+        if sock is None or not self._live:
             self._last_inbound = now
+            return next_ping
+        if self.link.holding_back():
+            # the reader waits on the user and cannot answer the server's pings: an
+            # unsolicited pong (RFC 6455 §5.5.3) each second keeps a heartbeat server calm
+            self._last_inbound = now
+            if now >= next_ping:
+                next_ping = now + min(1.0, self.config.ping_interval)
+                self._send_control(sock, ABNF.OPCODE_PONG, b"")
             return next_ping
         silent = now - self._last_inbound
         if silent > self.config.dead_after:

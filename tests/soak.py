@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Counter, Dict, List, Optional, Sequence, Tuple
 
 import simsync
+from simsync import SessionCreateError
 from simsync.localsim import Fault, LocalSimulator
 from simsync.localsim.history import (
     SYSTEM_PROGRAM_ID,
@@ -275,6 +276,7 @@ def diff_key(diff: simsync.AccountDiff) -> Tuple[Any, ...]:
 class SessionResult:
     plan: SessionPlan
     completed: bool = False
+    create_lost: bool = False   # the create's answer was lost to a fault: refused, as designed
     error: Optional[str] = None
     events: int = 0
     streams: Dict[str, Tally] = field(default_factory=dict)
@@ -419,6 +421,12 @@ class Runner:
             else:
                 self._single(plan, result, streams, reference, at_pause)
             result.completed = True
+        except SessionCreateError as exc:
+            # simsync creates at most once: a fault before the create's answer must end in
+            # this error (a session may exist), never in a second create
+            result.error = f"{type(exc).__name__}: {exc}"
+            result.completed = result.create_lost = (
+                "does not create twice" in str(exc) and self._hits_create(plan))
         except Exception as exc:  # noqa: BLE001 - a failed session is a figure, not a crash
             result.error = f"{type(exc).__name__}: {exc}"
         result.seconds = time.monotonic() - began
@@ -434,6 +442,16 @@ class Runner:
         result.events = len(stamps)
         result.recoveries = recoveries(self.log.take_fired(sim.port), stamps)
         return result
+
+    @staticmethod
+    def _hits_create(plan: SessionPlan) -> bool:
+        """Whether a control drop or stall may fire before the create was answered (the
+        parallel create answers with one frame per sub-session, then one more; the soak's
+        batches have at most 16)."""
+        create_frames = 18 if plan.kind == "parallel" else 1
+        return any(spec.channel == "control" and spec.kind in ("drop", "stall")
+                   and spec.after_frames is not None and spec.after_frames < create_frames
+                   for spec in plan.faults)
 
     # -- kinds ------------------------------------------------------------------------------
     def _single(self, plan: SessionPlan, result: SessionResult,
@@ -572,6 +590,8 @@ class Report:
             ("events duplicated", str(t.duplicated)),
             ("events unexpected / streams out of order", f"{t.unexpected} / {t.out_of_order}"),
             ("sessions not completed", str(len(self.not_completed))),
+            ("creates refused after a lost answer (by design)",
+             str(sum(r.create_lost for r in self.results))),
             ("worst recovery, drop → next event",
              "–" if worst_drop is None else
              f"{worst_drop:.2f} s (of {self.recoveries('drop')} drops)"),

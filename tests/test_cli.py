@@ -9,13 +9,14 @@ import os
 import pty
 import re
 import signal
+import socket
 import struct
 import subprocess
 import sys
 import termios
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 import requests
@@ -108,6 +109,126 @@ def test_usage_errors_exit_2(args: List[str]) -> None:
     assert "Traceback" not in result.stderr
 
 
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    """A loopback port that accepts TCP connections into its backlog (never answered), so a
+    test can tell whether the command connected at all."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        server.setblocking(False)
+        yield server
+
+
+def connected(server: socket.socket) -> bool:
+    """Whether any connection is waiting in ``server``'s backlog (one is taken and closed)."""
+    try:
+        client, _ = server.accept()
+    except BlockingIOError:
+        return False
+    client.close()
+    return True
+
+
+def bad_run_arguments(tmp_path: Path) -> List[Tuple[List[str], str]]:
+    """(extra ``run`` arguments, the words the error must name) for each bad argument."""
+    not_elf, folder = tmp_path / "x.so", tmp_path / "a-folder"
+    not_elf.write_text("text")
+    folder.mkdir()
+    cases = [
+        (["--output-file", str(tmp_path / "missing" / "out.json")], "--output-file"),
+        (["--output-file", str(folder)], "is a directory"),
+        (["--program-id", TOKEN_PROGRAM_ID, "--program-so", str(tmp_path / "nope.so")],
+         "--program-so: cannot read"),
+        (["--program-id", TOKEN_PROGRAM_ID, "--program-so", str(not_elf)], "not an ELF file"),
+        (["--program-id", "1" * 31 + "O"], "not a base58 public key"),
+        (["--program-id", "1" * 20], "not a base58 public key"),
+        (["--disconnect-timeout", "-3"], "--disconnect-timeout: must be >= 0, got -3"),
+        (["--url", "http://127.0.0.1:1/"], "--url"),
+    ]
+    if os.geteuid() != 0:              # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        cases.append((["--output-file", str(locked / "out.json")], "not writable"))
+    return cases
+
+
+def test_every_run_argument_is_checked_before_any_connection(
+        tmp_path: Path, listener: socket.socket) -> None:
+    url = f"ws://127.0.0.1:{listener.getsockname()[1]}"
+    for extra, words in bad_run_arguments(tmp_path):
+        args = run_args(url, START, START + 1, *extra)
+        if "--url" in extra:
+            args = ["run", "--start-slot", str(START), "--end-slot", str(START + 1), *extra]
+        result = simsync_cmd(*args, timeout=30)
+        assert result.returncode == 2, (extra, result.stderr)
+        assert words in one_error_line(result.stderr), (extra, result.stderr)
+        assert "usage: simsync run" in result.stderr
+        assert "Traceback" not in result.stderr and result.stdout == ""
+        assert not connected(listener), f"{extra}: connected before checking its arguments"
+
+
+def test_argument_errors_print_the_subcommands_usage_and_name_the_field() -> None:
+    swapped = simsync_cmd("run", "--start-slot", "10", "--end-slot", "5")
+    assert swapped.returncode == 2
+    assert swapped.stderr.startswith("usage: simsync run ")
+    assert "--start-slot 10 is after --end-slot 5" in one_error_line(swapped.stderr)
+    window = simsync_cmd("run", "--start-slot", "1", "--end-slot", "5",
+                         "--disconnect-timeout", "-3")
+    line = one_error_line(window.stderr)
+    assert "--disconnect-timeout" in line and "slot" not in line
+    count = simsync_cmd("run", "--start-slot", "1", "--end-slot", "5", "--advance-count", "x")
+    assert "--advance-count: not a whole number" in one_error_line(count.stderr)
+    assert simsync_cmd("ranges", "--after", "x").stderr.startswith("usage: simsync ranges ")
+
+
+def test_connection_errors_name_the_url_and_a_hint() -> None:
+    url = f"ws://127.0.0.1:{closed_port()}"
+    result = simsync_cmd("ranges", "--url", url, timeout=60)
+    assert result.returncode == 1
+    line = one_error_line(result.stderr)
+    assert url in line and "hint:" in line and "simsync serve" in line
+
+
+def test_run_says_on_stderr_that_it_is_connecting() -> None:
+    """Before the first attempt's outcome: the user sees where the command connects."""
+    url = f"ws://127.0.0.1:{closed_port()}/backtest"
+    proc = subprocess.Popen([sys.executable, "-m", "simsync", *run_args(url, START, START + 1)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=clean_env(), stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        assert first == f"simsync: connecting to {url} ...\n"
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+
+
+def test_transport_warnings_reach_stderr_during_a_command(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """Each failed connection attempt is a ``simsync.transport`` WARNING: while a command
+    runs it goes to stderr (masked)."""
+    import logging
+
+    from simsync.cli import _logging
+
+    transport = logging.getLogger("simsync.transport")
+    with _logging(debug=False, verbose=0, secrets=[KEY]):
+        transport.warning("attempt 1 to ws://127.0.0.1:9 failed: refused (key %s)", KEY)
+        transport.info("not shown without -v")
+    err = capfd.readouterr().err
+    assert "WARNING simsync.transport: attempt 1 to ws://127.0.0.1:9 failed: refused" in err
+    assert KEY not in err and "not shown" not in err
+
+
 def test_help_and_version() -> None:
     result = simsync_cmd("--help")
     assert result.returncode == 0
@@ -165,6 +286,14 @@ def test_run_output_file_format_and_summarize(sim: LocalSimulator, tmp_path: Pat
         for diff in tx["account_diffs"].values():
             assert set(diff) == {"before", "after"}
     assert doc["summary"] == {"total": len(txs), "successes": len(txs), "failures": 0}
+    # token_changes per owner and mint (the simulator's meta has no token balances: they
+    # come from the token-account diffs); every transfer moves tokens between two owners
+    for tx in txs:
+        changes = tx["token_changes"]
+        assert len(changes) == 2 and all(Pubkey.from_string(owner) for owner in changes)
+        (mint_a, a), = changes[list(changes)[0]].items()
+        (mint_b, b), = changes[list(changes)[1]].items()
+        assert mint_a == mint_b and a == -b != 0
 
     # summarize: totals, and the lamport trace of one account
     payer = next(iter(txs[0]["sol_changes"]))
@@ -175,6 +304,27 @@ def test_run_output_file_format_and_summarize(sim: LocalSimulator, tmp_path: Pat
     assert f"account {payer}:" in summary.stdout
     assert f"net change: {net:+,d} lamports" in summary.stdout
     assert "largest net lamport changes" in simsync_cmd("summarize", str(out)).stdout
+
+
+def test_output_file_adds_up_with_account_diffs(sim: LocalSimulator, tmp_path: Path) -> None:
+    """Account diffs of other programs' transactions (a token transfer's fee payer is a
+    System account) are no entries of their own; every entry has an outcome."""
+    out = tmp_path / "system.json"
+    result = simsync_cmd(*run_args(sim.url, START, START + 30, "--subscriptions",
+                                   "transactions,account-diff", "--output-file", str(out)))
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(out.read_text())
+    ids, txs = doc["metadata"]["session_ids"], doc["transactions"]
+    assert [t["signature"] for t in txs] == executed(sim, ids, SYSTEM_PROGRAM_ID)
+    token_signatures = set(executed(sim, ids, TOKEN_PROGRAM_ID))
+    assert token_signatures and not token_signatures & {t["signature"] for t in txs}
+    assert all(t["success"] in (True, False) for t in txs)
+    summary = doc["summary"]
+    assert summary["total"] == len(txs) == summary["successes"] + summary["failures"]
+    assert all(t["account_diffs"] for t in txs)       # merged into their transaction
+    left_out = re.search(r"^left out: 0 transactions .*, (\d+) account diffs", result.stdout,
+                         re.M)
+    assert left_out and int(left_out.group(1)) > 0
 
 
 def test_run_without_url_uses_an_embedded_simulator(tmp_path: Path) -> None:
@@ -277,6 +427,9 @@ def test_program_override_shows_in_compare_and_summarize(sim: LocalSimulator, tm
     assert "MissingRequiredSignature" in everything.stdout
     assert "improvements (failed in BASE, succeed in EXP): 0" in everything.stdout
     assert "balance differences" in everything.stdout
+    tokens = re.search(r"^token balance differences \(sum of token_changes\): (\d+) accounts",
+                       everything.stdout, re.M)
+    assert tokens and int(tokens.group(1)) > 0     # the failed transfers moved no tokens
 
     regressions = simsync_cmd("compare", str(base), str(exp), "regressions")
     assert REGRESSIONS.search(regressions.stdout) and "balance" not in regressions.stdout
@@ -328,11 +481,7 @@ def test_bad_files_fail_with_one_line(tmp_path: Path) -> None:
     other.write_text('{"hello": 1}')
     wrong = simsync_cmd("compare", str(other), str(other))
     assert wrong.returncode == 1 and "not a backtest output file" in one_error_line(wrong.stderr)
-    not_elf = tmp_path / "x.so"
-    not_elf.write_text("text")
-    bad = simsync_cmd(*run_args("ws://127.0.0.1:9", START, START + 1, "--program-id",
-                                TOKEN_PROGRAM_ID, "--program-so", str(not_elf)))
-    assert bad.returncode == 1 and "not an ELF file" in one_error_line(bad.stderr)
+
 
 
 def test_api_key_from_environment_is_never_printed(tmp_path: Path) -> None:

@@ -76,10 +76,10 @@ def test_slow_consumer_fails_within_the_timeout_and_buffer_stays_bounded(sim: An
         while not isinstance(session.next_event(10), simsync.ReadyForContinue):
             pass
         session.send_continue(advance_count=40)
-        mailbox = session._mailbox
+        mailbox = session._inbox.mailbox
         full_at = wait_for(lambda: mailbox.buffered_data >= limit and time.monotonic(),
                            what="a full mailbox")
-        failed_at = wait_for(lambda: mailbox._failure is not None and time.monotonic(),
+        failed_at = wait_for(lambda: mailbox.ended and time.monotonic(),
                              timeout=config.slow_consumer_timeout + 5, what="the failure")
         assert mailbox.buffered_data <= limit
         assert failed_at - full_at <= config.slow_consumer_timeout + 1.0

@@ -19,6 +19,10 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXPECTED: Dict[str, List[str]] = {
     "quickstart.py": [r"^session \S+ created for slots", r"^paused at slot \d+; \w+ holds \d+",
                       r"^completed: [1-9]\d* System transactions", r"^session closed$"],
+    "own_transaction.py": [r"^sent \w+ in the step that executed slot (\d+)$",
+                           r"^status at the pause: slot \d+, err=None$",
+                           r"^recipient holds 2000000 lamports, payer 997995000$",
+                           r"^notification: slot \d+, err=None, fee 5000 lamports$"],
     "discovery_stepping.py": [r"^paused before batch \d+ of slot \d+",
                               r"^state at the pause: slot \d+, fee payer \w+ holds \d+",
                               r"^simulated \w+: err=None", r"log: Program log: Memo"],
@@ -29,6 +33,9 @@ EXPECTED: Dict[str, List[str]] = {
                     r"^all sub-sessions completed: [1-9]\d* slots"],
     "multiprocessing_workers.py": [r"^processes: 4 jobs", r"^threads: 4 jobs",
                                    r"^same results under both executors: True$"],
+    "crash_resume.py": [r"^worker killed after \d+ handled events \(exit code -9\)$",
+                        r"^the new process handled [1-9]\d* more events$",
+                        r"each seen exactly once, in order$"],
     "bot_skeleton.py": [r"RECONNECTING", r"^the control connection was dropped 4 times$",
                         r"^exactly once: every slot and every transfer"],
 }

@@ -1,7 +1,9 @@
 """The mailbox between reader threads and the user: order, limits, failures, wake-ups."""
 from __future__ import annotations
 
+import signal
 import threading
+import time
 
 import pytest
 
@@ -29,6 +31,7 @@ def test_data_beyond_the_limit_waits_then_fails_slow_consumer() -> None:
     with pytest.raises(SlowConsumerError, match="3 events behind"):
         box.put_data(3, lambda: False)
     assert box.buffered_data == 3
+    assert [box.get(1) for _ in range(3)] == [0, 1, 2]     # what came before, in order
     with pytest.raises(SlowConsumerError):
         box.get(1)
 
@@ -59,11 +62,49 @@ def test_timeout_close_and_failure() -> None:
     box.close("bye")
     with pytest.raises(SessionClosed, match="bye"):
         box.get(None)
-    failed = Mailbox(data_limit=10, slow_consumer_timeout=1)
-    failed.put("queued")
-    failed.fail(RuntimeError("boom"))
+
+
+def test_a_failure_arrives_after_every_event_before_it_then_session_closed() -> None:
+    box = Mailbox(data_limit=10, slow_consumer_timeout=1)
+    box.put("control")
+    box.put_data("data", lambda: False)
+    box.fail(RuntimeError("boom"))
+    box.put("late")                       # after the end: never delivered
+    box.fail(RuntimeError("second"))      # the first end wins
+    assert [box.get(1), box.get(1)] == ["control", "data"]
     with pytest.raises(RuntimeError, match="boom"):
-        failed.get(1)
+        box.get(1)
+    for _ in range(2):
+        with pytest.raises(SessionClosed, match="boom"):
+            box.get(1)
+
+
+def test_a_timeout_holds_while_another_thread_waits() -> None:
+    box = Mailbox(data_limit=10, slow_consumer_timeout=1)
+    waiter = threading.Thread(target=lambda: pytest.raises(SessionClosed, box.get, None))
+    waiter.start()
+    started = time.monotonic()
+    with pytest.raises(EventTimeout):
+        box.get(0.3)
+    assert time.monotonic() - started < 3
+    box.close("done")
+    waiter.join(5)
+    assert not waiter.is_alive()
+
+
+def test_put_and_close_are_safe_from_a_signal_handler_on_the_consuming_thread() -> None:
+    """The handler runs on the thread that is inside ``get``: nothing may deadlock."""
+    box = Mailbox(data_limit=10, slow_consumer_timeout=1)
+    previous = signal.signal(signal.SIGALRM, lambda *_: (box.put("from handler"),
+                                                          box.close("closed by handler")))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        assert box.get(5) == "from handler"
+        with pytest.raises(SessionClosed, match="closed by handler"):
+            box.get(5)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def test_close_wakes_a_blocked_consumer() -> None:

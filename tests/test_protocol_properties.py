@@ -344,8 +344,8 @@ def test_known_methods_are_known_and_pubsub_is_separate() -> None:
         assert not isinstance(response, P.UnknownResponse), method
     note = P.decode_response(compact({"jsonrpc": "2.0", "method": "slotNotification",
                                       "params": {"subscription": 1, "result": {"slot": 5}}}))
-    assert note == (None, P.Notification("slotNotification", 1, {"slot": 5}))
-    assert note[1].slot == 5
+    assert note == (None, P.SlotUpdate("slotNotification", 1, {"slot": 5}))
+    assert isinstance(note[1], P.Notification) and note[1].slot == 5
 
 
 def test_sessions_created_v2_with_and_without_ranges() -> None:

@@ -21,7 +21,7 @@ import simsync
 from simsync.config import ClientConfig
 from simsync.control import ControlLink
 from simsync.protocol import CreateSessionParams
-from simsync.subscriptions import SubscriptionLink
+from simsync.subscriptions import SubscriptionLink, SubscriptionSpec
 from simsync.transport import Channel, Connection, Fatal, Link, State, Transient
 from tests.hostile import HostileServer, Peer
 from tests.leaks import wait_until
@@ -398,7 +398,7 @@ def test_control_link_survives_bad_bytes_before_and_after_session_created(
     events: queue.Queue[Any] = queue.Queue()
     with HostileServer(behaviour) as server:
         link = ControlLink(server.url(), None, CreateSessionParams(START, START + 5), CONFIG,
-                           events.put)
+                           lambda event, seq=None: events.put(event))
         connection = start(started, link)
         assert isinstance(events.get(timeout=10), simsync.Slot)
         assert link.info is not None and link.info.session_id == SESSION
@@ -419,9 +419,11 @@ def test_pubsub_link_survives_bad_bytes_before_and_after_its_ack(
         peer.drain()
     finished = threading.Event()
     with HostileServer(behaviour) as server:
-        link = SubscriptionLink(f"http://127.0.0.1:{server.port}/backtest/{SESSION}",
-                                "transactionSubscribe", ["11111111111111111111111111111111"],
-                                CONFIG, lambda event: None, finished.set, START)
+        spec = SubscriptionSpec("transactionSubscribe",
+                                {"programIds": ["11111111111111111111111111111111"]})
+        link = SubscriptionLink(f"http://127.0.0.1:{server.port}/backtest/{SESSION}", spec,
+                                CONFIG, lambda event: None, finished.set, START,
+                                lambda: START)
         connection = start(started, link)
         assert finished.wait(10)
         assert connection.status.wait_for({State.CLOSED}, 10).state is State.CLOSED

@@ -1,7 +1,9 @@
 """The ``simsync`` command: ``ranges``, ``run``, ``summarize``, ``compare``, ``serve``.
 
-Exit codes: 0 ok, 1 the command failed (one line ``simsync: error: ...``; the traceback only
-with ``--debug``), 2 usage error, 130 interrupted. The API key is never printed: every log
+Exit codes: 0 ok, 1 the command failed (one line ``simsync: error: ...``; a connection
+failure names the URL and a hint; the traceback only with ``--debug``), 2 usage error (every
+argument, files included, is checked before anything connects: the subcommand's usage, then
+one line ``simsync: error: ...``), 130 interrupted. The API key is never printed: every log
 line and error message passes through a filter that masks it.
 """
 from __future__ import annotations
@@ -12,14 +14,16 @@ import logging
 import os
 import sys
 import traceback
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, NoReturn, Optional, Sequence
 
 import base58
 
 import simsync
+from simsync import urls
 from simsync.cli.commands import cmd_compare, cmd_ranges, cmd_serve, cmd_summarize, parse_date
 from simsync.cli.report import KEYS_DECODABLE
 from simsync.cli.run import SUBSCRIPTIONS, cmd_run
+from simsync.localsim import cli as localsim_cli
 
 API_KEY_ENV = "SIMULATOR_API_KEY"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -28,21 +32,26 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # ----------------------------------------------------------------------------- argument types
 
 
-def _slot(text: str) -> int:
+def _integer(text: str, what: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a slot number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"a slot is >= 0, got {value}")
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
     return value
+
+
+def _slot(text: str) -> int:
+    return _integer(text, "a slot number", 0)
+
+
+def _count(text: str) -> int:
+    return _integer(text, "a whole number", 0)
 
 
 def _positive(text: str) -> int:
-    value = _slot(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+    return _integer(text, "a whole number", 1)
 
 
 def _pubkey(text: str) -> str:
@@ -57,6 +66,15 @@ def _pubkey(text: str) -> str:
 
 def _pubkeys(text: str) -> List[str]:
     return [_pubkey(part.strip()) for part in text.split(",") if part.strip()]
+
+
+def _url(text: str) -> str:
+    """A host or ws(s):// URL the client accepts (checked here, used as given)."""
+    try:
+        urls.http_base(urls.control_url(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}: {text!r}") from None
+    return text
 
 
 def _subscriptions(text: str) -> List[str]:
@@ -80,30 +98,80 @@ def _seconds(text: str) -> float:
 
 
 def _window(text: str) -> int:
-    value = _slot(text)
+    value = _integer(text, "a number of seconds", 0)
     if value > 900:
-        raise argparse.ArgumentTypeError("the server keeps a session at most 900 s")
+        raise argparse.ArgumentTypeError(
+            f"the server keeps a session at most 900 s, got {value}")
     return value
+
+
+def _output_file(text: str) -> str:
+    """A file ``run`` can write at the end: its folder exists and is writable, and it is not
+    a folder itself (checked before anything connects, so no backtest is lost)."""
+    path = os.path.abspath(os.path.expanduser(text))
+    folder = os.path.dirname(path)
+    if os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{text} is a directory, not a file")
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"the directory {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"the directory {folder} is not writable")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{text} exists and is not writable")
+    return text
+
+
+def _elf_file(text: str) -> str:
+    """A readable ELF file (the ``\\x7fELF`` magic); read again when it is installed."""
+    try:
+        with open(text, "rb") as source:
+            magic = source.read(4)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(
+            f"cannot read {text}: {exc.strerror or type(exc).__name__}") from None
+    if magic != b"\x7fELF":
+        raise argparse.ArgumentTypeError(f"{text} is not an ELF file (no \\x7fELF header)")
+    return text
 
 
 # ----------------------------------------------------------------------------- parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error line: this (sub)command's usage, then one line
+    ``simsync: error: ...``, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"simsync: error: {message}\n")
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of subcommand ``name`` (its errors print its own usage)."""
+    for action in parser._actions:      # argparse has no public accessor for subparsers
+        if isinstance(action, argparse._SubParsersAction):
+            found = action.choices.get(name)
+            if isinstance(found, argparse.ArgumentParser):
+                return found
+    return parser
+
+
 def _endpoint(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("simulator")
-    group.add_argument("--url", help="the simulator: a host or a ws(s):// URL (default: start "
-                                     "an embedded local simulator for this command)")
+    group.add_argument("--url", type=_url,
+                       help="the simulator: a host or a ws(s):// URL (default: start an "
+                            "embedded local simulator for this command)")
     group.add_argument("--api-key", metavar="KEY",
                        help=f"API key (default: ${API_KEY_ENV}); never printed")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="DEBUG logging, and a traceback on error")
     common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
                         help="INFO logging (connection transitions, reconnects)")
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="simsync", parents=[common],
         description="Run backtests on the Solana backtest simulator and inspect the results.")
     parser.add_argument("--version", action="version", version=f"simsync {simsync.__version__}")
@@ -121,25 +189,30 @@ def build_parser() -> argparse.ArgumentParser:
             "account indexes (install solders to get pubkeys)")
     run = sub.add_parser(
         "run", parents=[common], help="run a backtest over a slot range",
-        epilog=f"Output file: JSON with metadata, transactions and summary; sol_changes and "
-               f"token_changes are keyed by {keys}. Progress goes to stderr (plain lines "
-               f"when stderr is not a terminal), the summary to stdout.")
+        epilog=f"Output file: JSON with metadata, transactions (each one that invoked "
+               f"--program-id, with success true or false) and summary; sol_changes are "
+               f"keyed by {keys}, token_changes by owner and mint. Progress goes to stderr "
+               f"(plain lines when stderr is not a terminal), the summary to stdout.")
     _endpoint(run)
     run.add_argument("--start-slot", type=_slot, required=True, metavar="S", help="first slot")
     run.add_argument("--end-slot", type=_slot, required=True, metavar="E",
                      help="last slot (inclusive)")
     run.add_argument("--program-id", type=_pubkey, metavar="P",
                      help="program to watch (default: the System program) and to override")
-    run.add_argument("--program-so", metavar="FILE",
+    run.add_argument("--program-so", type=_elf_file, metavar="FILE",
                      help="install this ELF at --program-id before the first step")
-    run.add_argument("--extra-compute-units", type=_slot, metavar="N",
+    run.add_argument("--extra-compute-units", type=_count, metavar="N",
                      help="added to every transaction's compute-unit limit")
     run.add_argument("--parallel", action="store_true",
                      help="let the server split the range into parallel sub-sessions")
     run.add_argument("--subscriptions", type=_subscriptions, default=["transactions"],
-                     metavar="KINDS", help="comma list of transactions,account-diff "
-                                           "(default: transactions)")
-    run.add_argument("--output-file", metavar="F", help="write the results as JSON")
+                     metavar="KINDS",
+                     help="comma list of transactions,account-diff (default: transactions). "
+                          "Transactions are always streamed (they are the entries); "
+                          "account-diff joins each one's account changes and fills "
+                          "token_changes when the server's meta has no token balances")
+    run.add_argument("--output-file", type=_output_file, metavar="F",
+                     help="write the results as JSON (its folder must exist and be writable)")
     run.add_argument("--advance-count", type=_positive, default=10, metavar="N",
                      help="blocks per step (default: 10; nothing is read at pauses, so "
                           "fewer round trips)")
@@ -163,16 +236,27 @@ def build_parser() -> argparse.ArgumentParser:
                          help="what to show (default: all)")
 
     serve = sub.add_parser("serve", parents=[common],
-                           help="run the local simulator until Ctrl-C")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8900, help="0 picks a free port")
+                           help="run the local simulator until Ctrl-C",
+                           description="Run the local backtest simulator until Ctrl-C; the "
+                                       "first line printed is the URL to pass to --url.",
+                           epilog=localsim_cli.fault_epilog(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=localsim_cli.port_number, default=8900,
+                       help="TCP port 0..65535 (default 8900; 0 picks a free port)")
     serve.add_argument("--api-key", metavar="KEY", help="require this X-API-Key (never printed)")
-    serve.add_argument("--seed", type=int, default=0)
-    serve.add_argument("--first-slot", type=_slot, default=400_000_000)
-    serve.add_argument("--bundle-size", type=_positive, default=1000)
-    serve.add_argument("--bundles", type=_positive, default=10)
+    serve.add_argument("--seed", type=int, default=0,
+                       help="seed of the synthetic history (default 0)")
+    serve.add_argument("--first-slot", type=_slot, default=400_000_000,
+                       help="first slot of the synthetic history (default 400000000)")
+    serve.add_argument("--bundle-size", type=_positive, default=1000,
+                       help="slots per bundle (default 1000)")
+    serve.add_argument("--bundles", type=_positive, default=10,
+                       help="number of bundles (default 10)")
     serve.add_argument("--slot-delay", type=_seconds, default=0.0,
-                       help="seconds to wait after each executed slot")
+                       help="seconds to wait after each executed slot (default 0)")
+    localsim_cli.add_fault_argument(serve)
     return parser
 
 
@@ -180,10 +264,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "run":
+        run = _subparser(parser, "run")
         if args.start_slot > args.end_slot:
-            parser.error("--start-slot is after --end-slot")
+            run.error(f"--start-slot {args.start_slot} is after --end-slot {args.end_slot}")
         if args.program_so and not args.program_id:
-            parser.error("--program-so needs --program-id (where to install it)")
+            run.error("--program-so needs --program-id (where to install it)")
     if args.command in ("ranges", "run"):
         args.api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     return args
@@ -227,6 +312,14 @@ def _logging(debug: bool, verbose: int, secrets: Sequence[str]) -> Iterator[None
         ours.setLevel(saved[1])
 
 
+def _connecting(client: simsync.Client, command: str) -> None:
+    """Say on stderr, before the first connection attempt, where this command connects
+    (failed attempts follow as ``simsync.transport`` WARNING lines)."""
+    what = (f"{urls.http_base(client.url)}/available-ranges" if command == "ranges"
+            else client.url)
+    print(f"simsync: connecting to {what} ...", file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
 def _client(args: argparse.Namespace) -> Iterator[simsync.Client]:
     """The simulator of this command: ``--url``, or an embedded one started for it."""
@@ -248,6 +341,8 @@ def _client(args: argparse.Namespace) -> Iterator[simsync.Client]:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("ranges", "run"):
         with _client(args) as client:
+            args.target = client.url
+            _connecting(client, args.command)
             return cmd_ranges(args, client) if args.command == "ranges" else cmd_run(args, client)
     if args.command == "summarize":
         return cmd_summarize(args)
@@ -271,14 +366,48 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 1
         except Exception as exc:  # noqa: BLE001 - every failure becomes one line (exit 1)
-            return _fail(exc, debug, secrets)
+            return _fail(exc, debug, secrets, getattr(args, "target", None))
 
 
-def _fail(exc: BaseException, debug: bool, secrets: Sequence[str]) -> int:
+#: Connection failures: the error line names the simulator's URL and adds a hint.
+_CONNECTION_ERRORS = (simsync.SessionCreateError, simsync.ControlFailed, simsync.RpcError,
+                      simsync.SubscriptionFailed, OSError)
+#: (words in the error, lower case) -> what the user can do about it. First match wins.
+_HINTS = (
+    (("401", "403", "credential", "api key"),
+     f"check --api-key or ${API_KEY_ENV}"),
+    (("bundlenotfound", "not replayable", "no bundle"),
+     "`simsync ranges` lists the replayable slot ranges"),
+    (("ssl", "tls", "certificate", "wrong version number"),
+     "a plain (non-TLS) server, such as `simsync serve`, needs a ws:// URL"),
+    (("refused", "connectionerror", "timed out", "timeout", "name or service", "getaddrinfo",
+      "unreachable", "budget", "could not connect", "cannot connect", "no route"),
+     "is a simulator running at that address? `simsync serve` starts a local one, and "
+     "without --url the command starts an embedded one"),
+)
+
+
+def explain(exc: BaseException, url: Optional[str]) -> str:
+    """The error line's text: the exception's message; for a connection failure also the
+    simulator's URL (when the message lacks it) and a hint of what to do."""
+    text = str(exc) or type(exc).__name__
+    if url is None or not isinstance(exc, _CONNECTION_ERRORS):
+        return text
+    if url not in text and urls.http_base(url) not in text:
+        text = f"{url}: {text}"
+    lowered = text.lower()
+    for words, hint in _HINTS:
+        if any(word in lowered for word in words) and "hint:" not in lowered:
+            return f"{text} (hint: {hint})"
+    return text
+
+
+def _fail(exc: BaseException, debug: bool, secrets: Sequence[str],
+          url: Optional[str] = None) -> int:
     if debug:
         print(mask(traceback.format_exc(), secrets), file=sys.stderr, end="")
     expected = (simsync.SimsyncError, OSError, ValueError, ImportError)
-    text = str(exc) or type(exc).__name__
+    text = explain(exc, url)
     if not isinstance(exc, expected):
         text = f"internal error: {type(exc).__name__}: {text}"
         if not debug:

@@ -91,6 +91,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # background job of a script): both end in serve()'s KeyboardInterrupt path.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
+    from simsync.localsim.faults import FaultPlan
+
     serve(args.host, args.port, args.api_key, seed=args.seed, first_slot=args.first_slot,
-          bundle_size=args.bundle_size, bundles=args.bundles, slot_delay=args.slot_delay)
+          bundle_size=args.bundle_size, bundles=args.bundles, slot_delay=args.slot_delay,
+          faults=FaultPlan(args.fault))
     return 0

@@ -5,19 +5,25 @@ File layout (interchangeable with the service's own CLI)::
     {"metadata": {"start_slot", "end_slot", "program_id", "session_ids", "timestamp"},
      "transactions": [{"slot", "signature", "success", "error", "logs",
                        "sol_changes": {pubkey: lamports delta},
-                       "token_changes": {pubkey: {mint: raw amount delta}},
+                       "token_changes": {owner: {mint: raw amount delta}},
                        "account_diffs": {pubkey: {"before": account, "after": account}}}],
      "summary": {"total", "successes", "failures"}}
 
-Account keys come from the wire transaction (decoded with solders). Without solders the
-changes are keyed by account index ("0", "1", ...). Pure functions; no I/O but ``load``/``write``.
+Each entry is one transaction that invoked the program (top-level or inner instruction);
+``success`` is True or False; ``total == successes + failures``. ``token_changes`` come
+from ``meta.preTokenBalances``/``postTokenBalances`` (per owner and mint), or, when the meta
+has none, from the entry's token-account diffs. Account keys come from the wire transaction
+(decoded with solders). Without solders the changes are keyed by account index ("0", "1",
+...). Pure functions; no I/O but ``load``/``write``.
 """
 from __future__ import annotations
 
 import base64
 import datetime
 import json
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import base58
 
 Json = Dict[str, Any]
 
@@ -34,19 +40,36 @@ KEYS_DECODABLE = _decode is not None
 
 # ----------------------------------------------------------------------------- building
 
+TOKEN_PROGRAMS = ("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA",      # SPL Token
+                  "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb")      # Token-2022
+#: An SPL token account: mint (32 bytes), owner (32), amount (u64 LE) at 64; 165 bytes, or
+#: more with Token-2022 extensions (then byte 165 is the account type, 2 = Account).
+TOKEN_ACCOUNT_LEN = 165
+
+
+def _decoded(transaction: Any) -> Any:
+    """A solders ``VersionedTransaction`` from ``[base64, "base64"]`` or base64 text; None
+    without solders or for undecodable bytes."""
+    if isinstance(transaction, (list, tuple)) and transaction and isinstance(transaction[0], str):
+        if len(transaction) > 1 and transaction[1] not in ("base64", None):
+            return None
+        transaction = transaction[0]
+    if not isinstance(transaction, str) or _decode is None:
+        return None
+    try:
+        return _decode(base64.b64decode(transaction))
+    except Exception:  # noqa: BLE001 - solders raises its own types; fall back to indices
+        return None
+
 
 def account_keys(transaction: Any, meta: Optional[Json]) -> Optional[List[str]]:
     """The transaction's account keys in Solana's order (static keys, then the addresses
-    loaded from lookup tables), or None when they cannot be decoded."""
+    loaded from lookup tables), or None when they cannot be decoded. ``transaction`` is
+    ``[base64, "base64"]`` or a ``json`` object with ``message.accountKeys``."""
     keys: Optional[List[str]] = None
-    if isinstance(transaction, (list, tuple)) and transaction and isinstance(transaction[0], str):
-        transaction = transaction[0]
-    if isinstance(transaction, str) and _decode is not None:
-        try:
-            decoded = _decode(base64.b64decode(transaction))
-            keys = [str(key) for key in decoded.message.account_keys]
-        except Exception:  # noqa: BLE001 - solders raises its own types; fall back to indices
-            keys = None
+    decoded = _decoded(transaction)
+    if decoded is not None:
+        keys = [str(key) for key in decoded.message.account_keys]
     elif isinstance(transaction, dict):  # a "json"-encoded transaction
         listed = (transaction.get("message") or {}).get("accountKeys")
         if isinstance(listed, list):
@@ -57,82 +80,190 @@ def account_keys(transaction: Any, meta: Optional[Json]) -> Optional[List[str]]:
     return keys
 
 
+def invoked_programs(transaction: Any, meta: Optional[Json],
+                     keys: Optional[List[str]]) -> Optional[List[str]]:
+    """Every program the transaction invoked: its top-level instructions' program ids, and
+    those of the inner instructions ``meta.innerInstructions`` lists. None when the
+    instructions cannot be read (no solders, undecodable bytes)."""
+    if keys is None:
+        return None
+    indexes: List[int] = []
+    decoded = _decoded(transaction)
+    if decoded is not None:
+        indexes = [int(ix.program_id_index) for ix in decoded.message.instructions]
+    elif isinstance(transaction, dict):
+        listed = (transaction.get("message") or {}).get("instructions")
+        if not isinstance(listed, list):
+            return None
+        indexes = [ix["programIdIndex"] for ix in listed
+                   if isinstance(ix, dict) and isinstance(ix.get("programIdIndex"), int)]
+    else:
+        return None
+    programs = [keys[i] for i in indexes if 0 <= i < len(keys)]
+    for group in (meta or {}).get("innerInstructions") or []:
+        for ix in (group.get("instructions") or []) if isinstance(group, dict) else []:
+            index = ix.get("programIdIndex") if isinstance(ix, dict) else None
+            if isinstance(index, int) and 0 <= index < len(keys):
+                programs.append(keys[index])
+            elif isinstance(ix, dict) and isinstance(ix.get("programId"), str):
+                programs.append(ix["programId"])     # jsonParsed inner instructions
+    return list(dict.fromkeys(programs))
+
+
 def _key(keys: Optional[List[str]], index: int) -> str:
     return keys[index] if keys is not None and index < len(keys) else str(index)
 
 
-def _token_amounts(balances: Any) -> Dict[tuple[int, str], int]:
-    out: Dict[tuple[int, str], int] = {}
+def _token_amounts(balances: Any, keys: Optional[List[str]]) -> Dict[Tuple[str, str], int]:
+    """``{(owner, mint): raw amount}`` from ``meta.preTokenBalances``/``postTokenBalances``
+    (standard Solana: ``accountIndex``, ``mint``, ``owner``, ``uiTokenAmount.amount``); an
+    entry without ``owner`` is keyed by its token account."""
+    out: Dict[Tuple[str, str], int] = {}
     for entry in balances or []:
         try:
             amount = int((entry.get("uiTokenAmount") or {}).get("amount", 0))
-            out[(int(entry["accountIndex"]), str(entry["mint"]))] = amount
+            owner = entry.get("owner") or _key(keys, int(entry["accountIndex"]))
+            pair = (str(owner), str(entry["mint"]))
         except (AttributeError, KeyError, TypeError, ValueError):
             continue
+        out[pair] = out.get(pair, 0) + amount
     return out
 
 
+def _deltas(pre: Dict[Tuple[str, str], int],
+            post: Dict[Tuple[str, str], int]) -> Dict[str, Dict[str, int]]:
+    tokens: Dict[str, Dict[str, int]] = {}
+    for owner, mint in sorted(set(pre) | set(post)):
+        delta = post.get((owner, mint), 0) - pre.get((owner, mint), 0)
+        if delta:
+            tokens.setdefault(owner, {})[mint] = delta
+    return tokens
+
+
+def token_account(account: Optional[Json]) -> Optional[Tuple[str, str, int]]:
+    """``(owner, mint, raw amount)`` of an SPL Token / Token-2022 account in Solana's
+    ``UiAccount`` shape (``data: [base64, "base64"]``), else None."""
+    if not isinstance(account, dict) or account.get("owner") not in TOKEN_PROGRAMS:
+        return None
+    data = account.get("data")
+    text = data[0] if isinstance(data, (list, tuple)) and data else data
+    if not isinstance(text, str):
+        return None
+    try:
+        raw = base64.b64decode(text)
+    except ValueError:
+        return None
+    if len(raw) < TOKEN_ACCOUNT_LEN or (len(raw) > TOKEN_ACCOUNT_LEN
+                                        and raw[TOKEN_ACCOUNT_LEN] != 2):
+        return None
+    mint, owner = base58.b58encode(raw[:32]).decode(), base58.b58encode(raw[32:64]).decode()
+    return owner, mint, int.from_bytes(raw[64:72], "little")
+
+
+def diff_token_changes(diffs: Dict[str, Json]) -> Dict[str, Dict[str, int]]:
+    """Token changes per owner and mint from one transaction's token-account diffs
+    (``{account: {"before": UiAccount|None, "after": UiAccount|None}}``)."""
+    pre: Dict[Tuple[str, str], int] = {}
+    post: Dict[Tuple[str, str], int] = {}
+    for diff in diffs.values():
+        for side, into in (("before", pre), ("after", post)):
+            found = token_account(diff.get(side))
+            if found is not None:
+                owner, mint, amount = found
+                into[(owner, mint)] = into.get((owner, mint), 0) + amount
+    return _deltas(pre, post)
+
+
+def _outcome(meta: Optional[Json]) -> Tuple[bool, Any]:
+    """``(success, error)``: ``meta.err`` (or ``meta.status.Err``); a notification without
+    meta cannot be judged and counts as failed, with an error saying so."""
+    if not isinstance(meta, dict):
+        return False, "no meta in the transaction notification: outcome unknown"
+    error = meta.get("err")
+    status = meta.get("status")
+    if error is None and isinstance(status, dict) and status.get("Err") is not None:
+        error = status["Err"]
+    return error is None, error
+
+
 def transaction_record(slot: int, signature: str, transaction: Any, meta: Optional[Json]) -> Json:
-    """One entry of ``transactions`` (without ``account_diffs``) from a Transaction event."""
-    meta = meta or {}
+    """One entry of ``transactions`` (without ``account_diffs``) from a Transaction event.
+    ``success`` is always True or False."""
     keys = account_keys(transaction, meta)
+    success, error = _outcome(meta)
+    meta = meta if isinstance(meta, dict) else {}
     sol: Dict[str, int] = {}
     for index, (pre, post) in enumerate(zip(meta.get("preBalances") or [],
                                             meta.get("postBalances") or [])):
         if post != pre:
             sol[_key(keys, index)] = sol.get(_key(keys, index), 0) + int(post) - int(pre)
-    tokens: Dict[str, Dict[str, int]] = {}
-    pre_tokens = _token_amounts(meta.get("preTokenBalances"))
-    post_tokens = _token_amounts(meta.get("postTokenBalances"))
-    for index, mint in sorted(set(pre_tokens) | set(post_tokens)):
-        delta = post_tokens.get((index, mint), 0) - pre_tokens.get((index, mint), 0)
-        if delta:
-            tokens.setdefault(_key(keys, index), {})[mint] = delta
-    error = meta.get("err")
-    return {"slot": slot, "signature": signature, "success": (error is None) if meta else None,
+    tokens = _deltas(_token_amounts(meta.get("preTokenBalances"), keys),
+                     _token_amounts(meta.get("postTokenBalances"), keys))
+    return {"slot": slot, "signature": signature, "success": success,
             "error": error, "logs": list(meta.get("logMessages") or []),
             "sol_changes": sol, "token_changes": tokens}
 
 
-class Collector:
-    """Gathers ``Transaction`` and ``AccountDiff`` events into file entries (one per
-    signature; diffs joined to their transaction by signature)."""
+def signature_of(event: Any) -> str:
+    """A Transaction event's signature: ``event.signature``, or for a ``json``-encoded
+    transaction (which ``event.signature`` cannot decode) its ``signatures[0]``."""
+    signature = str(event.signature or "")
+    transaction = event.transaction
+    if not signature and isinstance(transaction, dict):
+        listed = transaction.get("signatures")
+        if isinstance(listed, list) and listed:
+            signature = str(listed[0])
+    return signature
 
-    def __init__(self) -> None:
+
+class Collector:
+    """Gathers ``Transaction`` and ``AccountDiff`` events into file entries: one per
+    signature of a transaction that invoked ``program_id`` (when its instructions cannot be
+    read, without solders, the server's subscription filter is trusted); diffs are joined to
+    their transaction by signature (in either arrival order); diffs of transactions that are
+    not listed are counted in ``unmatched_diffs`` and left out. User thread only."""
+
+    def __init__(self, program_id: Optional[str] = None) -> None:
+        self.program_id = program_id
         self._records: Dict[str, Json] = {}
         self._diffs: Dict[str, Dict[str, Json]] = {}
-        self._diff_slots: Dict[str, int] = {}
         self.diff_count = 0
+        self.not_invoking = 0      # transaction notifications that did not invoke program_id
 
     def transaction(self, event: Any) -> None:
-        record = transaction_record(event.slot, event.signature, event.transaction, event.meta)
-        self._records.setdefault(event.signature, record)
+        signature = signature_of(event)
+        if signature in self._records:
+            return
+        if self.program_id is not None:
+            keys = account_keys(event.transaction, event.meta)
+            programs = invoked_programs(event.transaction, event.meta, keys)
+            if programs is not None and self.program_id not in programs:
+                self.not_invoking += 1
+                return
+        self._records[signature] = transaction_record(event.slot, signature,
+                                                      event.transaction, event.meta)
 
     def diff(self, event: Any) -> None:
         self.diff_count += 1
         self._diffs.setdefault(event.signature, {})[event.account] = {
             "before": event.pre, "after": event.post}
-        self._diff_slots.setdefault(event.signature, event.slot)
+
+    @property
+    def unmatched_diffs(self) -> int:
+        """Account diffs whose signature has no entry (another program's transactions)."""
+        return sum(len(d) for s, d in self._diffs.items() if s not in self._records)
 
     def records(self) -> List[Json]:
-        """Every entry, in slot order (arrival order within a slot). A signature seen only
-        in diffs gets ``success: null`` and lamport changes computed from its diffs."""
+        """Every entry, in slot order (arrival order within a slot). ``token_changes``
+        falls back to the token-account diffs when the meta has no token balances."""
         out = []
         for signature, record in self._records.items():
-            out.append({**record, "account_diffs": self._diffs.get(signature, {})})
-        for signature, diffs in self._diffs.items():
-            if signature not in self._records:
-                sol = {account: _lamports(d["after"]) - _lamports(d["before"])
-                       for account, d in diffs.items()}
-                out.append({"slot": self._diff_slots[signature], "signature": signature,
-                            "success": None, "error": None, "logs": [],
-                            "sol_changes": {k: v for k, v in sol.items() if v},
-                            "token_changes": {}, "account_diffs": diffs})
+            diffs = self._diffs.get(signature, {})
+            entry = {**record, "account_diffs": diffs}
+            if not entry["token_changes"] and diffs:
+                entry["token_changes"] = diff_token_changes(diffs)
+            out.append(entry)
         return sorted(out, key=lambda r: r["slot"])
-
-
-def _lamports(account: Optional[Json]) -> int:
-    return int((account or {}).get("lamports") or 0)
 
 
 def document(records: List[Json], start_slot: int, end_slot: int, program_id: Optional[str],
@@ -191,9 +322,9 @@ def net_changes(doc: Json) -> Dict[str, int]:
     return out
 
 
-def net_token_changes(doc: Json) -> Dict[tuple[str, str], int]:
+def net_token_changes(doc: Json) -> Dict[Tuple[str, str], int]:
     """Sum of ``token_changes`` per (account, mint) over the whole file."""
-    out: Dict[tuple[str, str], int] = {}
+    out: Dict[Tuple[str, str], int] = {}
     for record in doc["transactions"]:
         for account, mints in (record.get("token_changes") or {}).items():
             for mint, delta in (mints or {}).items():

@@ -36,12 +36,13 @@ class Driver:
         self.completed: Optional[simsync.Completed] = None
 
     def subscribe(self, program_id: str) -> None:
-        if "transactions" in self.args.subscriptions:
-            self.session.subscribe_transactions([program_id])
+        # Entries are transactions (with their outcome), so transactions are always
+        # streamed; account diffs are joined to them when asked for.
+        self.session.subscribe_transactions([program_id])
         if "account-diff" in self.args.subscriptions:
             self.session.subscribe_account_diffs([program_id])
 
-    def handle(self, event: Any) -> None:
+    def handle(self, event: simsync.Event) -> None:
         self.progress.event()
         if isinstance(event, PAUSES):
             overrides = None
@@ -118,17 +119,15 @@ def _summary_line(drivers: List[Driver]) -> Optional[str]:
 
 def cmd_run(args: argparse.Namespace, client: simsync.Client) -> int:
     elf = None
-    if args.program_so:
+    if args.program_so:              # checked (readable, ELF) when the arguments were parsed
         with open(args.program_so, "rb") as source:
             elf = source.read()
-        if not elf.startswith(b"\x7fELF"):
-            raise ValueError(f"{args.program_so} is not an ELF file (no \\x7fELF header)")
     program_id = args.program_id or SYSTEM_PROGRAM_ID
     create: Dict[str, Any] = {"start_slot": args.start_slot, "end_slot": args.end_slot,
                               "disconnect_timeout_secs": args.disconnect_timeout,
                               "send_summary": True,
                               "extra_compute_units": args.extra_compute_units}
-    collector = report.Collector()
+    collector = report.Collector(program_id)
     progress = Progress(args.start_slot, args.end_slot, args.progress_interval)
     started = time.monotonic()
     drive = _drive_parallel if args.parallel else _drive_one
@@ -143,11 +142,12 @@ def cmd_run(args: argparse.Namespace, client: simsync.Client) -> int:
     print(f"completed slots {args.start_slot}-{args.end_slot} "
           f"({progress.total} slots) in {time.monotonic() - started:.1f}s")
     print(f"sessions: {', '.join(ids)}")
-    unknown = count["total"] - count["successes"] - count["failures"]
     print(f"transactions of {program_id}: {count['total']} ({count['successes']} succeeded, "
-          f"{count['failures']} failed" + (f", {unknown} seen only in account diffs"
-                                           if unknown else "") +
-          f"); account diffs: {collector.diff_count}")
+          f"{count['failures']} failed); account diffs: {collector.diff_count}")
+    if collector.unmatched_diffs or collector.not_invoking:
+        print(f"left out: {collector.not_invoking} transactions that did not invoke "
+              f"{program_id}, {collector.unmatched_diffs} account diffs of transactions that "
+              "did not invoke it")
     line = _summary_line(drivers)
     if line:
         print(line)

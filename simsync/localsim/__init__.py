@@ -23,25 +23,54 @@ position model and frame order), `pubsub`, `rpc_methods`, `chain` (LiteSVM wrapp
 `history`, `discovery`, `faults`, `connection` (ordered output, fault execution), `accounts`,
 `wire`, `jsonrpc`, `cli` (`serve`, ``python -m simsync.localsim``), `testing` (plain
 wire clients for tests).
+
+The names below are imported on first use (PEP 562), so ``simsync.localsim.faults`` (plain
+Python, used by ``simsync serve --help``) loads without aiohttp or solders.
 """
 from __future__ import annotations
 
-from simsync.localsim.chain import ExecutedTx
-from simsync.localsim.cli import main, serve
-from simsync.localsim.faults import Fault, FaultPlan
-from simsync.localsim.history import (
-    DISCOVERY_PROGRAM_ID,
-    MEMO_PROGRAM_ID,
-    ORACLE_ACCOUNT,
-    SYSTEM_PROGRAM_ID,
-    TOKEN_PROGRAM_ID,
-    UPGRADEABLE_LOADER_ID,
-)
-from simsync.localsim.registry import SimStats
-from simsync.localsim.server import LocalSimulator, SeenRequest
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from simsync.localsim.chain import ExecutedTx
+    from simsync.localsim.cli import main, serve
+    from simsync.localsim.faults import Fault, FaultPlan, FiredFault, parse_fault
+    from simsync.localsim.history import (
+        DISCOVERY_PROGRAM_ID,
+        MEMO_PROGRAM_ID,
+        ORACLE_ACCOUNT,
+        SYSTEM_PROGRAM_ID,
+        TOKEN_PROGRAM_ID,
+        UPGRADEABLE_LOADER_ID,
+    )
+    from simsync.localsim.registry import SimStats
+    from simsync.localsim.server import LocalSimulator, SeenRequest
+
+_WHERE = {
+    "ExecutedTx": "chain", "main": "cli", "serve": "cli", "Fault": "faults",
+    "FaultPlan": "faults", "FiredFault": "faults", "parse_fault": "faults",
+    "DISCOVERY_PROGRAM_ID": "history", "MEMO_PROGRAM_ID": "history",
+    "ORACLE_ACCOUNT": "history", "SYSTEM_PROGRAM_ID": "history",
+    "TOKEN_PROGRAM_ID": "history", "UPGRADEABLE_LOADER_ID": "history",
+    "SimStats": "registry", "LocalSimulator": "server", "SeenRequest": "server",
+}
 
 __all__ = [
     "DISCOVERY_PROGRAM_ID", "MEMO_PROGRAM_ID", "ORACLE_ACCOUNT", "SYSTEM_PROGRAM_ID",
     "TOKEN_PROGRAM_ID", "UPGRADEABLE_LOADER_ID", "ExecutedTx", "Fault", "FaultPlan",
-    "LocalSimulator", "SeenRequest", "SimStats", "main", "serve",
+    "FiredFault", "LocalSimulator", "SeenRequest", "SimStats", "main", "parse_fault", "serve",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'simsync.localsim' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"simsync.localsim.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

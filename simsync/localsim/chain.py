@@ -79,11 +79,64 @@ class TxRecord:
     def signature(self) -> str:
         return self.executed.signature
 
-    def result_json(self) -> JsonObj:
-        """getTransaction's result (base64), plus ``signature`` so a notification names it."""
-        return {"slot": self.slot, "transaction": [base64.b64encode(self.raw).decode(), "base64"],
-                "meta": self.meta, "blockTime": self.block_time, "version": self.version,
-                "signature": self.signature}
+    def result_json(self, encoding: str = "base64", signature_field: bool = False) -> JsonObj:
+        """getTransaction's result with the transaction in ``encoding`` (``json``,
+        ``jsonParsed``, ``base58``, ``base64``; ValueError otherwise). ``signature_field`` adds
+        the non-standard top-level ``signature`` older simulators sent."""
+        out = {"slot": self.slot, "transaction": encode_transaction(self.raw, encoding),
+               "meta": self.meta, "blockTime": self.block_time, "version": self.version}
+        if signature_field:
+            out["signature"] = self.signature
+        return out
+
+
+TX_ENCODINGS = ("json", "jsonParsed", "base58", "base64")
+
+
+def encode_transaction(raw: bytes, encoding: str) -> Any:
+    """A wire transaction in one of Solana's `UiTransactionEncoding` forms: ``[text, enc]`` for
+    ``base58``/``base64``, the ``{signatures, message}`` object for ``json``/``jsonParsed``."""
+    if encoding == "base64":
+        return [base64.b64encode(raw).decode("ascii"), "base64"]
+    if encoding == "base58":
+        return [base58.b58encode(raw).decode("ascii"), "base58"]
+    if encoding not in ("json", "jsonParsed"):
+        raise ValueError(f"unsupported transaction encoding {encoding!r}")
+    tx = VersionedTransaction.from_bytes(raw)
+    message = tx.message
+    header = message.header
+    keys = [str(k) for k in message.account_keys]
+    signed = header.num_required_signatures
+    ro_signed = header.num_readonly_signed_accounts
+    ro_unsigned = header.num_readonly_unsigned_accounts
+    msg: JsonObj = {"recentBlockhash": str(message.recent_blockhash)}
+    if encoding == "json":
+        msg["accountKeys"] = keys
+        msg["header"] = {"numRequiredSignatures": signed,
+                         "numReadonlySignedAccounts": ro_signed,
+                         "numReadonlyUnsignedAccounts": ro_unsigned}
+        msg["instructions"] = [
+            {"programIdIndex": ix.program_id_index, "accounts": list(ix.accounts),
+             "data": base58.b58encode(bytes(ix.data)).decode("ascii"), "stackHeight": None}
+            for ix in message.instructions]
+    else:
+        def writable(i: int) -> bool:
+            if i < signed:
+                return i < signed - ro_signed
+            return i < len(keys) - ro_unsigned
+        msg["accountKeys"] = [{"pubkey": k, "signer": i < signed, "writable": writable(i),
+                               "source": "transaction"} for i, k in enumerate(keys)]
+        msg["instructions"] = [
+            {"programId": keys[ix.program_id_index],
+             "accounts": [keys[a] for a in ix.accounts if a < len(keys)],
+             "data": base58.b58encode(bytes(ix.data)).decode("ascii"), "stackHeight": None}
+            for ix in message.instructions]
+    if isinstance(message, MessageV0):
+        msg["addressTableLookups"] = [
+            {"accountKey": str(lk.account_key), "writableIndexes": list(lk.writable_indexes),
+             "readonlyIndexes": list(lk.readonly_indexes)}
+            for lk in message.address_table_lookups]
+    return {"signatures": [str(sig) for sig in tx.signatures], "message": msg}
 
 
 def error_json(err: Any) -> Any:

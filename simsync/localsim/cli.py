@@ -1,15 +1,63 @@
 """Standalone entry: `serve` (blocks until Ctrl-C) and ``python -m simsync.localsim``.
 
-Runs in the caller's (main) thread; the simulator runs in its own thread.
+Runs in the caller's (main) thread; the simulator runs in its own thread. `add_fault_argument`
+and `port_number` are shared with ``simsync serve``.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import threading
 from typing import Any, List, Optional
 
-from simsync.localsim.server import LocalSimulator
+from simsync.localsim.faults import POINTS, Fault, FaultPlan, parse_fault, spec_help
+
+FAULT_HELP = ("inject a fault (repeatable): ACTION[:KEY=VALUE,...]; keys are Fault fields "
+              "(channel=control|pubsub|rpc, after_frames=N, at=POINT, on_connection=K, times=N, "
+              "how=fin|rst, close_code=, close_reason=, status=, retry_after=, delay_secs=, "
+              "interval_secs=, timeout_secs=, size=, slot=, error=, step=, mode=, "
+              "window_secs=, slots=, part=headers|body, payload=). Actions are listed below")
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port 0..65535 (0 = pick a free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535 (0 picks a free one), got {value}")
+    return value
+
+
+def fault_spec(text: str) -> Fault:
+    """argparse type: a `Fault` from the compact spec (see `parse_fault`)."""
+    try:
+        return parse_fault(text)
+    except (ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(f"bad --fault {text!r}: {exc}") from None
+
+
+def fault_epilog() -> str:
+    return ("fault actions (--fault ACTION[:KEY=VALUE,...]):\n" + spec_help() +
+            "\n\npoints (at=): " + ", ".join(POINTS) +
+            "\nconnections of a channel count from 1 in arrival order (on_connection=K); "
+            "times=0 fires on every one\n\nexamples:\n"
+            "  --fault drop:after_frames=5,how=rst,on_connection=2\n"
+            "  --fault refuse:status=429,retry_after=3\n"
+            "  --fault heartbeat:channel=pubsub,interval_secs=1,timeout_secs=2,times=0\n"
+            "  --fault error:slot=400000003,error=advanceSlotFailed")
+
+
+def add_fault_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fault", action="append", type=fault_spec, default=[],
+                        metavar="SPEC", help=FAULT_HELP)
+
+
+def connect_url(url: str) -> str:
+    """The URL a client passes to ``--url``: a wildcard listen address becomes loopback."""
+    return url.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:")
 
 
 def serve(host: str = "127.0.0.1", port: int = 8900, api_key: Optional[str] = None,
@@ -17,13 +65,21 @@ def serve(host: str = "127.0.0.1", port: int = 8900, api_key: Optional[str] = No
     """Run a `LocalSimulator` until Ctrl-C, printing its URL; stop it cleanly on the way out.
 
     ``options`` are the other `LocalSimulator` keywords (seed, first_slot, bundle_size,
-    bundles, slot_delay, faults). The API key is never printed.
+    bundles, slot_delay, faults). The first line printed holds the exact URL to pass to
+    ``simsync run --url``. The API key is never printed.
     """
+    from simsync.localsim.server import LocalSimulator
+
     sim = LocalSimulator(host=host, port=port, api_key=api_key, **options)
     sim.start()
-    print(f"simsync local simulator: {sim.url}  (HTTP {sim.http_url}; Ctrl-C to stop)",
-          flush=True)
-    try:
+    try:                        # Ctrl-C may come as soon as the URL line is out
+        url = connect_url(sim.url)
+        print(f"simsync local simulator: {url}  (pass --url {url}; "
+              f"HTTP {connect_url(sim.http_url)}; Ctrl-C to stop)", flush=True)
+        plan = options.get("faults")
+        if isinstance(plan, FaultPlan) and plan.pending():
+            print("faults: " + ", ".join(f"{f.action} ({f.channel})" for f in plan.pending()),
+                  flush=True)
         forever = threading.Event()
         while not forever.wait(0.5):
             pass
@@ -35,22 +91,36 @@ def serve(host: str = "127.0.0.1", port: int = 8900, api_key: Optional[str] = No
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m simsync.localsim",
-                                     description="Run the simsync local backtest simulator.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8900, help="0 picks a free port")
+                                     description="Run the simsync local backtest simulator.",
+                                     epilog=fault_epilog(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=port_number, default=8900,
+                        help="TCP port 0..65535 (default 8900; 0 picks a free port)")
     parser.add_argument("--api-key", default=os.environ.get("SIMSYNC_LOCALSIM_API_KEY"),
                         help="require this X-API-Key (default: $SIMSYNC_LOCALSIM_API_KEY)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--first-slot", type=int, default=400_000_000)
-    parser.add_argument("--bundle-size", type=int, default=1000)
-    parser.add_argument("--bundles", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the synthetic history (default 0)")
+    parser.add_argument("--first-slot", type=int, default=400_000_000,
+                        help="first slot of the synthetic history (default 400000000)")
+    parser.add_argument("--bundle-size", type=int, default=1000,
+                        help="slots per bundle (default 1000)")
+    parser.add_argument("--bundles", type=int, default=10,
+                        help="number of bundles (default 10)")
     parser.add_argument("--slot-delay", type=float, default=0.0,
-                        help="seconds to wait after each executed slot")
+                        help="seconds to wait after each executed slot (default 0)")
+    add_fault_argument(parser)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     serve(args.host, args.port, args.api_key, seed=args.seed, first_slot=args.first_slot,
-          bundle_size=args.bundle_size, bundles=args.bundles, slot_delay=args.slot_delay)
+          bundle_size=args.bundle_size, bundles=args.bundles, slot_delay=args.slot_delay,
+          faults=FaultPlan(args.fault))
     return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

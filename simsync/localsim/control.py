@@ -91,7 +91,10 @@ class ControlEndpoint:
         group = self.registry.create_group(create)
         self.group = group
         group.bind(self.conn)
-        for session in group.sessions:
+        self.conn.point("before_session_created")
+        for i, session in enumerate(group.sessions):
+            if i == 1:
+                self.conn.point("mid_create")
             self.conn.send(_created(session, self.registry.rpc_base))
         if group.parallel:
             self.conn.send(frame("sessionsCreatedV2", {
@@ -173,7 +176,9 @@ class ControlEndpoint:
         last = pick(obj, "last_sequence", "lastSequence")
         replay = group.attach(self.conn, {group.id: last if isinstance(last, int) else None})
         self.group = group
+        self.conn.point("before_session_attached")
         self.conn.send(_created(group.sessions[0], self.registry.rpc_base, "sessionAttached"))
+        self.conn.point("after_session_attached")
         self._send_replay(replay)
 
     def _attach_parallel(self, params: Any) -> None:
@@ -187,9 +192,11 @@ class ControlEndpoint:
                    for k, v in (raw.items() if isinstance(raw, dict) else [])}
         replay = group.attach(self.conn, cursors)
         self.group = group
+        self.conn.point("before_session_attached")
         self.conn.send(frame("parallelSessionAttachedV2", {
             "control_session_id": group.id, "session_ids": [s.id for s in group.sessions],
             "task_ids": [None for _ in group.sessions]}))
+        self.conn.point("after_session_attached")
         self._send_replay(replay)
 
     def _attachable(self, group_id: Any, parallel: bool) -> Optional[SessionGroup]:
@@ -209,6 +216,7 @@ class ControlEndpoint:
     def _resume(self, params: Any) -> None:
         group = self._require_group()
         self.conn.send(frame("success"))
+        self.conn.point("after_resume_success")
         group.resume()
 
     def _require_group(self) -> SessionGroup:

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
 from simsync.localsim.accounts import parse_pubkey
-from simsync.localsim.chain import TxRecord
+from simsync.localsim.chain import TX_ENCODINGS, TxRecord
 from simsync.localsim.connection import Connection
+from simsync.localsim.faults import DEFAULT_REPLAY_SLOTS, FaultPlan
 from simsync.localsim.jsonrpc import (
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
@@ -39,7 +40,7 @@ from simsync.localsim.jsonrpc import (
 )
 
 log = logging.getLogger(__name__)
-REPLAY_SLOTS = 100
+REPLAY_SLOTS = DEFAULT_REPLAY_SLOTS
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,12 @@ def _zero_account() -> JsonObj:
             "owner": "11111111111111111111111111111111", "rentEpoch": 0, "space": 0}
 
 
-def _render_transactions(flt: JsonObj) -> Render:
+def _render_transactions(flt: JsonObj, config: JsonObj, signature_field: bool) -> Render:
+    """Each matching transaction as ``getTransaction`` returns it, in the subscription's
+    ``encoding`` (default ``base64``, what the service sends when none is asked for)."""
+    encoding = config.get("encoding") or "base64"
+    if encoding not in TX_ENCODINGS:
+        raise invalid_params(f"unsupported encoding {encoding!r}; one of {TX_ENCODINGS}")
     programs = _keys(flt.get("programIds", flt.get("program_ids")), "programIds")
     accounts = _keys(flt.get("accountKeys", flt.get("account_keys")), "accountKeys")
 
@@ -101,7 +107,7 @@ def _render_transactions(flt: JsonObj) -> Render:
                    any(a in ev.account_keys for a in accounts))
             if not hit:
                 return []
-        return [ev.result_json()]
+        return [ev.result_json(encoding, signature_field)]
     return render
 
 
@@ -185,11 +191,14 @@ def _render_signature(params: List[Any]) -> Render:
     return render
 
 
-def build_render(method: str, params: List[Any]) -> Tuple[str, Render, bool]:
+def build_render(method: str, params: List[Any],
+                 signature_field: bool = False) -> Tuple[str, Render, bool]:
     """``(notification method, renderer, one-shot)`` for a subscribe request."""
     first = params[0] if params else {}
+    config = params[1] if len(params) > 1 and isinstance(params[1], dict) else {}
     if method == "transactionSubscribe":
-        return "transactionNotification", _render_transactions(_filter_obj(first)), False
+        return "transactionNotification", _render_transactions(
+            _filter_obj(first), config, signature_field), False
     if method == "accountDiffSubscribe":
         return "accountDiffNotification", _render_diffs(_filter_obj(first)), False
     if method == "accountSubscribe":
@@ -214,20 +223,42 @@ def _filter_obj(value: Any) -> JsonObj:
 
 
 class PubSubHub:
-    """Subscriptions and replay buffer of one session. Event-loop thread only."""
+    """Subscriptions and replay buffer of one session. Event-loop thread only.
 
-    def __init__(self) -> None:
+    The replay buffer keeps the last ``replay_window`` slots (the fault plan's knob, read when
+    the session is created; default 100). While `hold` is on (``late_notifications``), live
+    notifications are kept back (they are in the replay buffer already) until `release`."""
+
+    def __init__(self, faults: Optional[FaultPlan] = None) -> None:
+        self.faults = faults if faults is not None else FaultPlan()
+        self.replay_window = self.faults.replay_slots()
         self._subs: Dict[int, Subscription] = {}
         self._next_id = 1
         self._events: Deque[Tuple[int, Event]] = deque()
         self._slots: Deque[int] = deque()
+        self._held: List[Event] = []
+        self.holding = False
         self.completed = False
 
     # -- publishing (session side) ---------------------------------------------------------
     def publish(self, slot: int, event: Event) -> None:
         self._remember(slot, event)
+        if self.holding:
+            self._held.append(event)
+            return
         for sub in list(self._subs.values()):
             self._deliver(sub, event)
+
+    def hold(self) -> None:
+        """Keep live notifications back until `release`."""
+        self.holding = True
+
+    def release(self) -> None:
+        """Send what `hold` kept back, in order, and stop holding."""
+        held, self._held, self.holding = self._held, [], False
+        for event in held:
+            for sub in list(self._subs.values()):
+                self._deliver(sub, event)
 
     def complete(self) -> None:
         """End of stream: every subscription gets ``subscriptionComplete`` (once)."""
@@ -241,7 +272,8 @@ class PubSubHub:
     # -- subscribing (connection side) -----------------------------------------------------
     def subscribe(self, conn: Connection, req_id: Any, method: str, params: List[Any]) -> None:
         """Ack, replay from ``replayFromSlot``, then live (or end of stream when completed)."""
-        notify, render, once = build_render(method, params)
+        signature = self.faults.setting("signature_field") is not None
+        notify, render, once = build_render(method, params, signature)
         config = params[1] if len(params) > 1 and isinstance(params[1], dict) else {}
         replay_from = config.get("replayFromSlot", config.get("replay_from_slot"))
         if replay_from is not None and (isinstance(replay_from, bool) or
@@ -249,7 +281,11 @@ class PubSubHub:
             raise invalid_params("replayFromSlot must be an integer")
         sub = Subscription(self._next_id, conn, notify, render, once)
         self._next_id += 1
+        conn.point("before_subscribe_ack")
         conn.send(result(req_id, sub.id))
+        conn.point("after_subscribe_ack")
+        if config.get("compression") == "zstd":
+            conn.call_after_pending(conn.compress_from_now)    # frames after the ack
         self._subs[sub.id] = sub
         if replay_from is not None:
             for slot, event in list(self._events):
@@ -272,7 +308,8 @@ class PubSubHub:
     # -- helpers ---------------------------------------------------------------------------
     def _deliver(self, sub: Subscription, event: Event) -> None:
         for value in sub.render(event):
-            sub.conn.send(notification(sub.notify, {"subscription": sub.id, "result": value}))
+            sub.conn.send(notification(sub.notify, {"subscription": sub.id, "result": value}),
+                          notification=True)
             if sub.once:
                 self._subs.pop(sub.id, None)
                 return
@@ -283,7 +320,7 @@ class PubSubHub:
     def _remember(self, slot: int, event: Event) -> None:
         if not self._slots or self._slots[-1] != slot:
             self._slots.append(slot)
-            while len(self._slots) > REPLAY_SLOTS:
+            while len(self._slots) > self.replay_window:
                 oldest = self._slots.popleft()
                 while self._events and self._events[0][0] <= oldest:
                     self._events.popleft()

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from simsync.localsim.chain import Chain, ExecutedTx
 from simsync.localsim.connection import Connection
+from simsync.localsim.faults import FaultPlan
 from simsync.localsim.history import History
 from simsync.localsim.pubsub import PubSubHub
 from simsync.localsim.session import BacktestSession, CreateParams, Sink
@@ -84,6 +85,14 @@ class SessionGroup:
         for session in self.sessions:
             session.resume()
 
+    def after_output(self, fn: Any) -> None:
+        """Run ``fn`` once the bound connection wrote everything queued so far (at once when
+        no connection is bound)."""
+        if self.conn is not None:
+            self.conn.call_after_pending(fn)
+        else:
+            fn()
+
     def unbind(self, conn: Connection) -> bool:
         """Forget ``conn`` if it is the bound one (True then)."""
         if self.conn is not conn:
@@ -126,9 +135,11 @@ class SessionGroup:
 class Registry:
     """Every group and session of one simulator, plus what tests inspect."""
 
-    def __init__(self, history: History, slot_delay: float) -> None:
+    def __init__(self, history: History, slot_delay: float,
+                 faults: Optional[FaultPlan] = None) -> None:
         self.history = history
         self.slot_delay = slot_delay
+        self.faults = faults if faults is not None else FaultPlan()
         self.stats = SimStats()
         #: Prefix of every ``rpc_endpoint`` sent: "" (a path) or ``scheme://host:port``.
         self.rpc_base = ""
@@ -138,6 +149,7 @@ class Registry:
         self._lock = threading.Lock()
         self._executed: Dict[str, List[ExecutedTx]] = {}
         self._live_ids: List[str] = []
+        self.drops = 0
 
     # -- creation --------------------------------------------------------------------------
     def check_range(self, params: CreateParams) -> None:
@@ -169,6 +181,8 @@ class Registry:
                                       params.disconnect_timeout_secs > 0) for lo, hi in ranges]
         group = SessionGroup(group_id or sessions[0].id, params.parallel, sessions,
                              params.disconnect_timeout_secs)
+        for session in sessions:
+            session.after_output = group.after_output
         self.groups[group.id] = group
         return group
 
@@ -183,7 +197,8 @@ class Registry:
                            params.disconnect_timeout_secs, params.discoveries, params.parallel)
         session = BacktestSession(session_id, sub, self.history, chain,
                                   self.history.produced_slots(lo, hi), sequenced=is_sequenced,
-                                  slot_delay=self.slot_delay, on_completed=self._completed)
+                                  slot_delay=self.slot_delay, on_completed=self._completed,
+                                  faults=self.faults)
         self.sessions[session_id] = session
         self.stats.sessions_created += 1
         return session
@@ -232,10 +247,17 @@ class Registry:
         """The bound control connection is gone: keep the group for its window, or end it."""
         if not group.unbind(conn):
             return
-        if group.window > 0 and group.id in self.groups:
+        window: float = group.window
+        if window > 0:
+            self.drops += 1
+            fault = self.faults.take_session("expire_detach", ("drop", self.drops),
+                                             f"drop of {group.id}")
+            if fault is not None:
+                window = fault.window_secs
+        if window > 0 and group.id in self.groups:
             loop = asyncio.get_running_loop()
-            group.expiry = loop.call_later(group.window, self._expire, group)
-            log.info("group %s detached for %ss", group.id, group.window)
+            group.expiry = loop.call_later(window, self._expire, group)
+            log.info("group %s detached for %ss", group.id, window)
         else:
             self.destroy_group(group)
 

@@ -215,9 +215,13 @@ def get_transaction(session: BacktestSession, params: List[Any]) -> Any:
     record = session.chain.by_signature.get(sig)
     if record is None:
         return None
-    out = record.result_json()
-    out.pop("signature", None)
-    return out
+    config = _param(params, 1, {})
+    encoding = config if isinstance(config, str) else (
+        config.get("encoding") if isinstance(config, dict) else None) or "base64"
+    try:
+        return record.result_json(encoding)
+    except ValueError as exc:
+        raise invalid_params(str(exc)) from None
 
 
 def simulate_transaction(session: BacktestSession, params: List[Any]) -> Any:

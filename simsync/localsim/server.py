@@ -7,7 +7,9 @@ and LiteSVM call. `stop` leaves no thread, socket or listening port behind.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import hmac
 import json
 import logging
@@ -20,6 +22,7 @@ from types import TracebackType
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Set, Tuple, Type, TypeVar
 
 from aiohttp import web
+from aiohttp.http import WS_KEY
 
 from simsync.localsim.chain import ExecutedTx
 from simsync.localsim.connection import Connection
@@ -37,6 +40,12 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 MAX_MESSAGE = 64 * 1024 * 1024
 API_KEY_HEADER = "X-API-Key"
+_WS_GUID = WS_KEY  # RFC 6455 §1.3 GUID
+NON_JSON_BODY = "<html><body><h1>502 Bad Gateway</h1></body></html>"
+
+
+class _Handled(Exception):
+    """A fault wrote its own answer on the raw transport; aiohttp must write nothing more."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +98,7 @@ class LocalSimulator:
         self.rpc_endpoint_host = rpc_endpoint_host
         self.faults = faults if faults is not None else FaultPlan()
         self.history = History(seed, first_slot, bundle_size, bundles)
-        self.registry = Registry(self.history, slot_delay)
+        self.registry = Registry(self.history, slot_delay, self.faults)
         self._api_key = api_key
         self._thread: Optional[threading.Thread] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -215,7 +224,10 @@ class LocalSimulator:
         @web.middleware
         async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
             self._note(request)
-            return await handler(request)
+            try:
+                return await handler(request)
+            except _Handled:  # the transport is closed: aiohttp's write of this is a no-op
+                return web.Response(status=204)
 
         app = web.Application(client_max_size=MAX_MESSAGE, middlewares=[record])
         app.router.add_get("/backtest", self._control)
@@ -259,6 +271,7 @@ class LocalSimulator:
                          serve: Callable[[Connection], Awaitable[None]]) -> web.StreamResponse:
         if self._stopping:
             return web.Response(status=503, text="stopping")
+        number = self.faults.next_connection(channel)
         if self.faults.take_refusal(channel):
             self.registry.stats.connects_refused += 1
             return web.Response(status=503, text="refused by the fault plan")
@@ -266,8 +279,11 @@ class LocalSimulator:
                                    timeout=2.0)
         if not ws.can_prepare(request).ok:
             return web.Response(status=400, text="expected a WebSocket upgrade")
+        for fault in self.faults.take_upgrade(channel, number):
+            self._fault_fired(fault)
+            return await self._upgrade_fault(request, fault)
         await ws.prepare(request)
-        conn = Connection(ws, request, channel, self.faults, self._fault_fired)
+        conn = Connection(ws, request, channel, self.faults, self._fault_fired, number)
         self._count_connection(channel)
         self._conns.add(conn)
         conn.start()
@@ -304,11 +320,71 @@ class LocalSimulator:
             return web.Response(status=503, text="stopping")
         return web.Response(text="ready")
 
-    async def _rpc(self, request: web.Request) -> web.Response:
+    async def _upgrade_fault(self, request: web.Request,
+                             fault: Fault) -> web.StreamResponse:
+        """Answer a WebSocket upgrade as ``fault`` says (refuse, silent, trickle_upgrade)."""
+        if fault.action == "refuse":
+            self.registry.stats.connects_refused += 1
+            headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
+            return web.Response(status=fault.status, headers=headers,
+                                text=f"refused by the fault plan ({fault.status})")
+        transport = request.transport
+        if fault.action == "trickle_upgrade":
+            accept = base64.b64encode(hashlib.sha1(
+                request.headers.get("Sec-WebSocket-Key", "").encode() + _WS_GUID).digest())
+            head = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+            await self._trickle(transport, head, fault.interval_secs)
+        else:  # silent: never answer; end when the peer goes or the server stops
+            while (transport is not None and not transport.is_closing()
+                   and not self._stopping):
+                await asyncio.sleep(0.02)
+        if transport is not None:
+            transport.close()
+        raise _Handled()
+
+    async def _trickle(self, transport: Any, data: bytes, interval: float) -> None:
+        """Write ``data`` one byte every ``interval`` seconds (stops when the peer goes)."""
+        for i in range(len(data)):
+            if transport is None or transport.is_closing() or self._stopping:
+                return
+            transport.write(data[i:i + 1])
+            await asyncio.sleep(interval)
+
+    async def _rpc(self, request: web.Request) -> web.StreamResponse:
         self.registry.stats.rpc_requests += 1
         body = await request.read()
+        faults = self.faults.take_rpc(self.faults.next_connection("rpc"))
+        for fault in faults:
+            self._fault_fired(fault)
+        actions = {f.action: f for f in faults}
+        if "rpc_status" in actions:
+            status = actions["rpc_status"].status
+            return web.Response(status=status, text=f"injected HTTP {status}")
+        if "rpc_non_json" in actions:
+            return web.Response(text=NON_JSON_BODY, content_type="text/html")
+        if "rpc_delay" in actions:
+            await asyncio.sleep(actions["rpc_delay"].delay_secs)
         answer = handle_body(body, request.match_info["session_id"], self.registry.sessions.get)
-        return web.Response(text=json.dumps(answer), content_type="application/json")
+        text = json.dumps(answer).encode()
+        trickle = actions.get("rpc_trickle")
+        if trickle is None:
+            return web.Response(body=text, content_type="application/json")
+        if trickle.part == "headers":
+            head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(text)}\r\nConnection: close\r\n\r\n").encode()
+            await self._trickle(request.transport, head + text, trickle.interval_secs)
+            if request.transport is not None:
+                request.transport.close()
+            raise _Handled()
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = len(text)
+        await response.prepare(request)
+        for i in range(len(text)):
+            await response.write(text[i:i + 1])
+            await asyncio.sleep(trickle.interval_secs)
+        await response.write_eof()
+        return response
 
     # -- thread-safe accessors -------------------------------------------------------------
     def requests_seen(self) -> List[SeenRequest]:

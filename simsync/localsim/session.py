@@ -36,6 +36,7 @@ from solders.transaction import VersionedTransaction
 from simsync.localsim.accounts import AccountDataError, Override, parse_overrides
 from simsync.localsim.chain import Chain
 from simsync.localsim.discovery import Filter, matched_filters, parse_filters
+from simsync.localsim.faults import FATAL_ERRORS, FaultPlan
 from simsync.localsim.history import History, HistTx
 from simsync.localsim.pubsub import PubSubHub, SlotEvent
 from simsync.localsim.wire import (
@@ -138,16 +139,26 @@ def _decode_tx(index: int, item: Any) -> VersionedTransaction:
 
 
 class BacktestSession:
-    """A session's state machine. States: starting, idle, running, completed, closed."""
+    """A session's state machine. States: starting, idle, running, completed, closed, failed
+    (a fatal error injected by the fault plan)."""
 
     def __init__(self, session_id: str, params: CreateParams, history: History, chain: Chain,
                  slots: List[int], *, sequenced: bool, slot_delay: float,
-                 on_completed: Callable[[BacktestSession], None]) -> None:
+                 on_completed: Callable[[BacktestSession], None],
+                 faults: Optional[FaultPlan] = None) -> None:
         self.id = session_id
         self.params = params
         self.history = history
         self.chain = chain
-        self.hub = PubSubHub()
+        self.faults = faults if faults is not None else FaultPlan()
+        self.hub = PubSubHub(self.faults)
+        #: How to run a callback after the control connection wrote what is queued (the
+        #: group sets it; ``late_notifications`` releases held notifications with it).
+        self.after_output: Callable[[Callable[[], None]], None] = lambda fn: fn()
+        self.steps_requested = 0
+        self._resumes = 0
+        self._pause_seq: Optional[int] = None
+        self._had_pause = False
         self.slots = slots
         self.sequenced = sequenced
         self.slot_delay = slot_delay
@@ -206,18 +217,34 @@ class BacktestSession:
         """Hold output for ``sink`` and return the frames to replay (seq > last_sequence)."""
         self._sink, self._live = sink, False
         self._delivered = self._seq
+        self._had_pause = (last_sequence is not None and self._pause_seq is not None
+                           and self._pause_seq <= last_sequence)
         return [(s, b) for s, b in self._log if last_sequence is None or s > last_sequence]
 
     def resume(self) -> None:
-        """Send what was held since the attach, then re-announce the pause when idle (§13)."""
+        """Send what was held since the attach, then re-announce the pause when idle (§13).
+
+        The re-announce rule is the fault plan's ``reannounce`` mode: ``default`` only when
+        the client already had the pause (its ``last_sequence`` covers the pause frame, so
+        the replay does not carry it), ``always`` whenever idle, ``never``."""
         if self._sink is None or self._live:
             return
         held = [(s, b) for s, b in self._log if s > self._delivered]
         self._live = True
         for seq, body in held:
             self._deliver(seq, body)
-        if self.state == "idle" and self.pause_frame is not None:
-            self.emit(self.pause_frame["method"], self.pause_frame.get("params", _ABSENT))
+        self._resumes += 1
+        fault = self.faults.take_session("reannounce", (self.id, self._resumes),
+                                         f"resume {self._resumes} of {self.id}")
+        mode = "default" if fault is None else fault.mode
+        if self.state == "idle" and self.pause_frame is not None and (
+                mode == "always" or (mode == "default" and self._had_pause)):
+            self._emit_pause(self.pause_frame)
+
+    def _emit_pause(self, pause: Frame) -> None:
+        self.emit(pause["method"], pause.get("params", _ABSENT))
+        if self.sequenced:
+            self._pause_seq = self._seq
 
     def detach(self, sink: Sink) -> bool:
         """Forget ``sink`` if it is the current one; True when it was."""
@@ -247,6 +274,12 @@ class BacktestSession:
         """Start a ``continue``/``continueTo``; raise `RequestError` if it cannot start now."""
         if self.state == "completed":
             raise RequestError("noMoreBlocks")
+        self.steps_requested += 1
+        n = self.steps_requested
+        fault = self.faults.take_session("reject_step", (self.id, n), f"step={n}",
+                                         lambda f: f.step == n)
+        if fault is not None:
+            raise RequestError(fault.error_params(default="invalidTransactionFormat"))
         if self.state != "idle":
             raise invalid_request(f"a step is not allowed now (session is {self.state})")
         if step.target is not None:
@@ -262,7 +295,7 @@ class BacktestSession:
         """Answer a rejected step: the error, then the pause again when idle."""
         self.emit_error(exc)
         if self.state == "idle" and self.pause_frame is not None:
-            self.emit(self.pause_frame["method"], self.pause_frame.get("params", _ABSENT))
+            self._emit_pause(self.pause_frame)
 
     async def _guard(self, run: Callable[[], Awaitable[None]]) -> None:
         """Run a step (created here, so a step cancelled before it began leaves no coroutine)."""
@@ -292,6 +325,8 @@ class BacktestSession:
             self.emit("status", {"status": "appliedAccountModifications"})
         for i in range(step.advance_count):
             self.emit("status", {"status": "executingBlockTransactions"})
+            if self._block_faults():
+                return
             await self._run_batches(len(self.history.plan(self.current_slot)))
             self.emit("status", {"status": "executedBlockTransactions"})
             if i == 0 and step.transactions:
@@ -305,6 +340,8 @@ class BacktestSession:
     async def _continue_to(self, slot: int, batch: Optional[int]) -> None:
         while self.current_slot < slot:
             self.emit("status", {"status": "executingBlockTransactions"})
+            if self._block_faults():
+                return
             await self._run_batches(len(self.history.plan(self.current_slot)))
             self.emit("status", {"status": "executedBlockTransactions"})
             if self._finish_block():
@@ -315,6 +352,26 @@ class BacktestSession:
             self.emit("status", {"status": "executingBlockTransactions"})
             await self._run_batches(batch or 0)
         self._pause(frame("paused", {"slot": slot, "batchIndex": batch}))
+
+    def _block_faults(self) -> bool:
+        """Session faults of the block about to execute; True when the session failed."""
+        slot = self.current_slot
+        late = self.faults.take_session("late_notifications", (self.id, slot), f"slot={slot}",
+                                        lambda f: f.slot is None or f.slot == slot)
+        if late is not None:
+            self.hub.hold()
+        fault = self.faults.take_session("error", (self.id, slot), f"slot={slot}",
+                                         lambda f: f.slot is None or f.slot == slot)
+        if fault is None:
+            return False
+        self.emit("error", fault.error_params(slot))
+        if fault.error_variant not in FATAL_ERRORS:
+            return False
+        self.state = "failed"
+        self.pause_frame = None
+        self.chain.ended = True
+        self.hub.release()
+        return True
 
     def _check_target(self, slot: int, batch: Optional[int]) -> None:
         if slot > self.params.end_slot or not self.history.is_produced(slot):
@@ -370,7 +427,9 @@ class BacktestSession:
         self._announce_discovery()
         self.pause_frame = pause
         self.state = "idle"
-        self.emit(pause["method"], pause.get("params", _ABSENT))
+        self._emit_pause(pause)
+        if self.hub.holding:
+            self.after_output(self.hub.release)
 
     def _complete(self) -> None:
         self.state = "completed"
@@ -378,6 +437,7 @@ class BacktestSession:
         self.chain.ended = True
         summary = self._summary() if self.params.send_summary else None
         self.emit("completed", {"summary": summary})
+        self.hub.release()
         self.hub.complete()
         self._on_completed(self)
 

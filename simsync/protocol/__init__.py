@@ -10,6 +10,13 @@ from simsync.protocol.codec import (
     encode_response,
     response_wire,
 )
+from simsync.protocol.notifications import (
+    AccountUpdate,
+    Logs,
+    ProgramAccountUpdate,
+    SignatureResult,
+    SlotUpdate,
+)
 from simsync.protocol.server_errors import (
     FATAL_ERRORS,
     NON_FATAL_ERRORS,
@@ -70,10 +77,16 @@ from simsync.protocol.types import (
 
 #: Everything ``Session.next_event()`` may return (a typed union, so ``isinstance`` narrows).
 Event = Union[ReadyForContinue, Paused, DiscoveryBatch, Slot, Status, Completed, ServerError,
-              Transaction, AccountDiff, Notification, UnknownResponse]
+              Transaction, AccountDiff, Logs, AccountUpdate, ProgramAccountUpdate,
+              SignatureResult, SlotUpdate, Notification, UnknownResponse]
 
 __all__ = [
+    "AccountUpdate",
     "Event",
+    "Logs",
+    "ProgramAccountUpdate",
+    "SignatureResult",
+    "SlotUpdate",
     "AccountData",
     "AccountDiff",
     "AttachBacktestSession",

@@ -10,6 +10,7 @@ import json
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from simsync.errors import ProtocolError
+from simsync.protocol.notifications import NOTIFICATION_TYPES
 from simsync.protocol.server_errors import ServerError, snake_case, variant_name
 from simsync.protocol.types import (
     CREATE_FIELDS,
@@ -77,8 +78,11 @@ def _dumps(obj: Any) -> str:
 def encode_request(request: Request) -> str:
     """The canonical compact JSON of a client→server frame."""
     if isinstance(request, Subscribe):
+        params: List[Any] = [request.filter, request.config]
+        if request.filter is None:          # e.g. slotSubscribe: no filter parameter
+            params = [{}, request.config] if request.config else []
         return _dumps({"jsonrpc": "2.0", "id": request.id, "method": request.kind,
-                       "params": [request.filter, request.config]})
+                       "params": params})
     params = request.params()
     if params is None:
         return _dumps({"method": request.METHOD})
@@ -424,7 +428,8 @@ def _decode_pubsub(obj: Dict[str, Any]) -> Response:
         return _account_diff(sub, params.get("result"))
     if method == "subscriptionComplete":
         return SubscriptionComplete(sub)
-    return Notification(_str(method, "method"), sub, params.get("result"))
+    typed = NOTIFICATION_TYPES.get(method, Notification)
+    return typed(_str(method, "method"), sub, params.get("result"))  # type: ignore[no-any-return]
 
 
 def _decode_reply(obj: Dict[str, Any]) -> Response:

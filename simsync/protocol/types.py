@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple
@@ -310,7 +311,7 @@ class Subscribe(Request):
     METHOD: ClassVar[str] = "subscribe"
     id: int
     kind: str
-    filter: Dict[str, Any]
+    filter: Any            # the first parameter: a filter object, a base58 key, or None
     config: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -484,8 +485,11 @@ class SubscriptionComplete(Snake, Response):
 class Transaction(Camel, Response):
     """One executed transaction (``transactionNotification``), shaped like ``getTransaction``.
 
-    ``transaction`` is ``[base64, "base64"]`` as sent; ``signature`` is the first signature
-    in base58 (computed on first access unless the server sent it).
+    ``transaction`` is as sent, in the subscription's encoding: ``[text, "base64"]``,
+    ``[text, "base58"]``, or the ``json``/``jsonParsed`` object ``{"signatures": [...],
+    "message": {...}}``. ``signature`` is the transaction's first signature (base58), read from
+    the transaction itself on first access. ``signature_hint`` keeps a non-standard top-level
+    ``signature`` some servers add; it is only a fallback for a transaction that names none.
     """
 
     METHOD: ClassVar[str] = "transactionNotification"
@@ -504,24 +508,43 @@ class Transaction(Camel, Response):
 
     @cached_property
     def signature_bytes(self) -> bytes:
-        """The first signature's 64 raw bytes (used to drop replayed duplicates)."""
+        """The first signature's 64 raw bytes (``b""`` when the transaction names none)."""
         return first_signature(self.transaction)
 
-    @property
+    @cached_property
     def signature(self) -> str:
-        """The first signature, base58."""
-        return self.signature_hint or b58encode(self.signature_bytes)
+        """The first signature, base58 (``""`` when neither the transaction nor the server
+        names one). Decoding a ``base58`` transaction costs ~1 ms per KB; the other
+        encodings are cheap."""
+        listed = _json_signature(self.transaction)
+        if listed is not None:
+            return listed
+        raw = self.signature_bytes
+        if raw:
+            return b58encode(raw)
+        return self.signature_hint or ""
 
     @property
     def dedup_key(self) -> Any:
-        """Identity of this notification across a replay: the signature when the server
-        named it, else the base64 text that encodes the signature count and the first
-        signature (the same bytes always encode to the same text; no decoding needed)."""
-        if self.signature_hint:
-            return self.signature_hint
-        encoded = self.transaction[0] if isinstance(self.transaction, (list, tuple)) \
-            else self.transaction
-        return encoded[:88] if isinstance(encoded, str) else self.signature_bytes
+        """Identity of this transaction across a replay; two distinct transactions never share
+        it. The first signature where that is cheap: ``json``/``jsonParsed`` give it as text;
+        for ``base64`` the first 88 characters encode the signature count and the first
+        signature exactly (no decoding needed). A ``base58`` transaction is keyed by its whole
+        text (the same transaction always encodes to the same text)."""
+        tx = self.transaction
+        listed = _json_signature(tx)
+        if listed is not None:
+            return listed
+        encoded, encoding = _encoded(tx)
+        if encoded is not None:
+            if encoding == "base58":
+                return ("base58", encoded)
+            if encoded[:1] and "A" <= encoded[0] <= "f" and len(encoded) >= 88:
+                return encoded[:88]  # a one-byte signature count (< 128)
+        raw = self.signature_bytes
+        if raw:
+            return raw
+        return ("unsigned", self.signature_hint, repr(tx))
 
 
 @dataclass(frozen=True)
@@ -554,6 +577,12 @@ class Notification(Snake, Response):
     result: Any = None
 
     @property
+    def dedup_key(self) -> Any:
+        """Identity within a slot across a replay: the whole result (typed subclasses in
+        ``simsync.protocol.notifications`` use a narrower key)."""
+        return json.dumps(self.result, sort_keys=True, separators=(",", ":"))
+
+    @property
     def slot(self) -> Optional[int]:
         """The notification's slot when it names one (``context.slot`` or ``slot``)."""
         result = self.result
@@ -573,18 +602,63 @@ def b58encode(raw: bytes) -> str:
     return base58.b58encode(raw).decode("ascii")
 
 
+def _json_signature(transaction: Any) -> Optional[str]:
+    """``signatures[0]`` of a ``json``/``jsonParsed`` transaction, else None."""
+    if isinstance(transaction, dict):
+        sigs = transaction.get("signatures")
+        if isinstance(sigs, list) and sigs and isinstance(sigs[0], str) and sigs[0]:
+            return sigs[0]
+    return None
+
+
+def _encoded(transaction: Any) -> Tuple[Optional[str], str]:
+    """``(text, encoding)`` of a ``[text, encoding]`` pair or a bare base64 string."""
+    if isinstance(transaction, (list, tuple)) and transaction:
+        text = transaction[0]
+        encoding = transaction[1] if len(transaction) > 1 else "base64"
+        return (text if isinstance(text, str) else None), str(encoding)
+    if isinstance(transaction, str):
+        return transaction, "base64"
+    return None, ""
+
+
 def first_signature(transaction: Any) -> bytes:
-    """The 64-byte first signature of a wire transaction given as ``[base64, "base64"]``
-    or a base64 string (compact-u16 count, then the signatures)."""
-    encoded = transaction[0] if isinstance(transaction, (list, tuple)) else transaction
-    if not isinstance(encoded, str):
-        return b""
+    """The 64-byte first signature of a transaction in any of Solana's encodings:
+    ``[base64, "base64"]``, ``[base58, "base58"]``, a bare base64 string (wire bytes: a
+    compact-u16 signature count, then the signatures), or a ``json``/``jsonParsed`` object
+    (``signatures[0]``, base58). ``b""`` when there is none or it does not decode."""
+    listed = _json_signature(transaction)
     try:
-        head = base64.b64decode(encoded[:100] if len(encoded) > 100 else encoded)
+        if listed is not None:
+            raw = base58.b58decode(listed)
+            return raw if len(raw) == 64 else b""
+        encoded, encoding = _encoded(transaction)
+        if encoded is None:
+            return b""
+        if encoding == "base58":
+            head = base58.b58decode(encoded)
+        elif encoding == "base64":
+            head = base64.b64decode(encoded[:100] if len(encoded) > 100 else encoded)
+        else:
+            return b""
     except (binascii.Error, ValueError):
         return b""
-    offset = 1 if head[:1] and head[0] < 0x80 else 3
+    count, offset = _compact_u16(head)
+    if count < 1 or len(head) < offset + 64:
+        return b""
     return head[offset:offset + 64]
+
+
+def _compact_u16(data: bytes) -> Tuple[int, int]:
+    """Solana's compact-u16 at the start of ``data``: ``(value, bytes used)``; (0, 0) when
+    truncated."""
+    value = 0
+    for i in range(min(3, len(data))):
+        byte = data[i]
+        value |= (byte & 0x7F) << (7 * i)
+        if byte < 0x80:
+            return value, i + 1
+    return 0, 0
 
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -96,6 +96,7 @@ def test_parallel_continue_to_and_close_one(make_sim, clients) -> None:
 def test_parallel_attach_with_cursors(make_sim, clients) -> None:
     sim = make_sim(bundle_size=20, bundles=2)
     sim.faults.add(Fault("drop", after_frames=6))
+    sim.faults.add(Fault("reannounce", mode="always", times=0))  # re-announce even if replayed
     c = clients["control"](sim)
     c.send("createBacktestSession", {"startSlot": START, "endSlot": START + 39,
                                      "parallel": True, "disconnectTimeoutSecs": 30})
