@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, List, Optional
+import logging
+import threading
+from typing import Any, Dict, List, Optional
 
 import requests
+import tenacity
 
 from simsync import urls
 from simsync.config import ClientConfig
@@ -13,10 +16,18 @@ from simsync.cursor import SessionCursor
 from simsync.errors import RpcError, SessionCreateError
 from simsync.parallel import ParallelSession
 from simsync.protocol import AvailableRange, CreateSessionParams, decode_available_ranges
-from simsync.rpc import close_http
+from simsync.rpc import CallWatch, close_http, timed_request, watched_http
 from simsync.session import Inbox, Session, next_label
 from simsync.subscriptions import ReconnectCoordinator
-from simsync.transport import State
+from simsync.transport import (
+    TRANSIENT_UPGRADE_STATUSES,
+    ReconnectPolicy,
+    State,
+    Transient,
+    retry_after_seconds,
+)
+
+log = logging.getLogger(__name__)
 
 
 class Client:
@@ -38,22 +49,57 @@ class Client:
         return f"Client({self.url!r}, api_key={key})"
 
     def available_ranges(self) -> List[AvailableRange]:
-        """The bundles the service can replay (blocks on one HTTP GET, bounded by
-        ``rpc_timeout``). Raises ``RpcError`` on an HTTP or format failure."""
+        """The bundles the service can replay: ``GET /available-ranges`` (user thread).
+
+        Each request is bounded as a whole by ``rpc_timeout``; connection failures, timeouts
+        and HTTP 408/429/502/503/504 are retried (backoff as for reconnects, honouring
+        ``Retry-After``) within ``initial_connect_budget``, each failure logged at WARNING.
+        Raises ``RpcError`` naming the URL and the cause: at once for a TLS failure or any
+        other HTTP error status, or once the budget is spent."""
         headers = {"X-API-Key": self._api_key} if self._api_key else {}
         url = urls.http_base(self.url) + "/available-ranges"
-        http = requests.Session()
+        config = self.config
+        stop = threading.Event()
+        policy = ReconnectPolicy(config, stop)
+
+        def log_retry(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            delay = state.next_action.sleep if state.next_action else 0.0
+            log.warning("simsync: GET %s failed (attempt %d): %s; retrying in %.2fs",
+                        url, state.attempt_number, exc, delay)
+
+        http = watched_http()
         try:
-            reply = http.get(url, headers=headers, timeout=self.config.rpc_timeout,
-                             verify=self.config.ca_bundle or True)
-        except requests.RequestException as exc:
-            raise RpcError(f"GET /available-ranges failed: {type(exc).__name__}") from None
+            for attempt in policy.retrying(log_retry, lambda: config.initial_connect_budget):
+                with attempt:
+                    content = self._get_ranges(http, url, headers)
+        except Transient as exc:
+            raise RpcError(f"{urls.shown(self.url)}: GET {url} failed for "
+                           f"initial_connect_budget={config.initial_connect_budget:g}s; "
+                           f"last cause: {exc}",
+                           http_status=exc.http_status) from None
         finally:
             close_http(http)
-        if reply.status_code >= 400:
-            raise RpcError(f"GET /available-ranges answered HTTP {reply.status_code}",
-                           http_status=reply.status_code)
-        return decode_available_ranges(reply.content)
+        return decode_available_ranges(content)
+
+    def _get_ranges(self, http: requests.Session, url: str, headers: Dict[str, str]) -> bytes:
+        """One ``GET /available-ranges``; ``Transient`` for what is worth a retry."""
+        watch = CallWatch(self.config.rpc_timeout)
+        try:
+            status, content, reply_headers = timed_request(
+                http, "GET", url, watch, headers=headers,
+                verify=self.config.ca_bundle or True, allow_redirects=False)
+        except requests.exceptions.SSLError as exc:
+            raise RpcError(f"GET {url} failed: SSLError: {exc}") from None
+        except requests.RequestException as exc:
+            cut = f" ({watch.describe()})" if watch.expired else ""
+            raise Transient(f"{type(exc).__name__}{cut}: {exc}") from None
+        if status in TRANSIENT_UPGRADE_STATUSES:
+            retry_after = retry_after_seconds(reply_headers.get("Retry-After"))
+            raise Transient(f"HTTP {status}", http_status=status, retry_after=retry_after)
+        if status >= 400:
+            raise RpcError(f"GET {url} answered HTTP {status}", http_status=status)
+        return content
 
     def start_session(self, params: Optional[CreateSessionParams] = None, *,
                       coordinator: Optional[ReconnectCoordinator] = None,

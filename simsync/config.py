@@ -18,7 +18,7 @@ class ClientConfig:
     """Tunables of a :class:`simsync.Client`. All durations are in seconds."""
 
     connect_timeout: float = 30.0
-    """TCP connect + TLS + WebSocket upgrade of one connection."""
+    """Bound on one whole connect: TCP connect + TLS + WebSocket upgrade."""
     handshake_timeout: float = 30.0
     """Wait for each handshake reply: create, attach, resume, subscribe ack, close ack."""
     parallel_create_frame_timeout: float = 900.0
@@ -28,7 +28,11 @@ class ClientConfig:
     dead_after: float = 45.0
     """A connection with no inbound frame of any kind for this long is declared dead."""
     reconnect_budget: float = 840.0
-    """Total wall-clock time one outage may spend reconnecting (below the server's 900 s)."""
+    """Total wall-clock time one outage may spend reconnecting (below the server's 900 s),
+    including an attempt in progress."""
+    initial_connect_budget: float = 30.0
+    """Total wall-clock time the first connection of a link (before it was ever up: nothing
+    to resume yet) may spend connecting and retrying, including an attempt in progress."""
     backoff_initial: float = 0.25
     """First backoff ceiling; each further attempt doubles it (full jitter below it)."""
     backoff_max: float = 10.0
@@ -44,7 +48,8 @@ class ClientConfig:
     """``"zstd"``: ask for PubSub notifications as one streaming zstd context per
     connection (needs ``pip install 'simsync[zstd]'``); ``None``: plain text frames."""
     rpc_timeout: float = 30.0
-    """Timeout of one per-session JSON-RPC HTTP request."""
+    """Bound on one whole JSON-RPC HTTP call (connect, send, headers, body) and on each
+    ``/available-ranges`` request."""
     max_buffered_events: int = 10_000
     """Data-plane events that may wait in a session's mailbox before its readers hold back."""
     slow_consumer_timeout: float = 30.0
@@ -65,6 +70,7 @@ class ClientConfig:
             self._check_number(f.name, f.type, getattr(self, f.name))
         positive = ("connect_timeout", "handshake_timeout", "parallel_create_frame_timeout",
                     "ping_interval", "dead_after", "backoff_initial", "backoff_max",
+                    "initial_connect_budget",
                     "drain_timeout", "rpc_timeout", "slow_consumer_timeout", "close_timeout")
         for name in positive:
             if getattr(self, name) <= 0:

@@ -20,22 +20,40 @@ class ProtocolError(SimsyncError):
         super().__init__(f"{reason}: {self.excerpt}" if self.excerpt else reason)
 
 
-class SessionCreateError(SimsyncError):
-    """The server refused to create or attach the session, or answered nonsense."""
+class ConnectionFailedError(SimsyncError):
+    """Base of the errors that end a connection. Besides the reason in plain words, what the
+    server said when it said something: ``http_status`` (an upgrade refused),
+    ``close_code`` and ``close_reason`` (a WebSocket close, RFC 6455 §7.4; 1006: lost without
+    a close frame). Each is ``None`` when unknown."""
+
+    def __init__(self, message: str = "", *, http_status: Optional[int] = None,
+                 close_code: Optional[int] = None, close_reason: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.close_code = close_code
+        self.close_reason = close_reason
 
 
-class ControlFailed(SimsyncError):
+class SessionCreateError(ConnectionFailedError):
+    """The server refused to create or attach the session, or answered nonsense, or the
+    first connection's budget was spent (the reason names the URL and the last cause)."""
+
+
+class ControlFailed(ConnectionFailedError):
     """The control connection failed for good (fatal error or reconnect budget spent).
 
     ``server_error`` is the typed ``simsync.ServerError`` (``kind``, ``fields``, ``raw``)
     when a fatal ``error`` frame ended the session, else ``None``."""
 
-    def __init__(self, message: str, server_error: Any = None) -> None:
+    def __init__(self, message: str, server_error: Any = None, *,
+                 http_status: Optional[int] = None, close_code: Optional[int] = None,
+                 close_reason: Optional[str] = None) -> None:
         self.server_error = server_error
-        super().__init__(message)
+        super().__init__(message, http_status=http_status, close_code=close_code,
+                         close_reason=close_reason)
 
 
-class SubscriptionFailed(SimsyncError):
+class SubscriptionFailed(ConnectionFailedError):
     """A data-plane subscription was refused, failed for good, or ended incomplete."""
 
 

@@ -15,15 +15,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import itertools
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Tuple, Union
 
 import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from simsync._version import __version__
 from simsync.config import ClientConfig
@@ -147,6 +152,144 @@ def close_http(http: requests.Session) -> None:
     http.close()
 
 
+class CallWatch:
+    """The whole-call deadline of one HTTP request (``rpc_timeout``), on top of requests'
+    per-read timeouts: which phase the call is in (``connect``, ``send``, ``headers``,
+    ``body``) and, once the deadline passes, a watchdog that shuts the connection's socket
+    down so that even a server trickling one byte at a time cannot stretch the call.
+
+    Use as a context manager around one ``requests`` call made through a session from
+    :func:`watched_http` (on the calling thread); ``expired`` says whether the watchdog
+    fired. The watchdog is a ``threading.Timer`` that is cancelled and joined on exit.
+    """
+
+    _current = threading.local()
+
+    PHASES = {"connect": "while connecting", "send": "while sending the request",
+              "headers": "while waiting for the response headers",
+              "body": "while reading the response body"}
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.phase = "connect"
+        self.expired = False
+        self._conn: Any = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(timeout, self._expire)
+        self._timer.daemon = True
+        self._timer.name = "simsync-rpc-deadline"
+
+    @classmethod
+    def current(cls) -> Optional[CallWatch]:
+        watch: Optional[CallWatch] = getattr(cls._current, "watch", None)
+        return watch
+
+    def __enter__(self) -> CallWatch:
+        CallWatch._current.watch = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        CallWatch._current.watch = None
+        self._timer.cancel()
+        self._timer.join()
+
+    def using(self, conn: Any, phase: str) -> None:
+        """The connection in use and the phase it entered (calling thread)."""
+        with self._lock:
+            self._conn = conn
+            self.phase = phase
+            expired = self.expired
+        if expired:
+            self._cut(conn)
+
+    def enter(self, phase: str) -> None:
+        """The call moved to ``phase`` on the same connection (calling thread)."""
+        with self._lock:
+            self.phase = phase
+
+    def describe(self) -> str:
+        return f"rpc_timeout={self.timeout:g}s ran out {self.PHASES.get(self.phase, '')}"
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            conn = self._conn
+        if conn is not None:
+            self._cut(conn)
+
+    @staticmethod
+    def _cut(conn: Any) -> None:
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Watched:
+    """Mixed into urllib3's connection classes: tells the current ``CallWatch`` which
+    connection a call uses and when it moves from connect to send to headers."""
+
+    def connect(self) -> None:
+        watch = CallWatch.current()
+        if watch is not None:
+            watch.using(self, "connect")
+        super().connect()  # type: ignore[misc]
+        if watch is not None:
+            watch.using(self, "send")
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        watch = CallWatch.current()
+        if watch is not None:
+            watch.using(self, "send")
+        super().request(*args, **kwargs)  # type: ignore[misc]
+        if watch is not None:
+            watch.using(self, "headers")
+
+
+class _WatchedHTTPConnection(_Watched, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _WatchedAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+def watched_http() -> requests.Session:
+    """A ``requests.Session`` whose calls a ``CallWatch`` can bound as a whole."""
+    http = requests.Session()
+    http.mount("http://", _WatchedAdapter())
+    http.mount("https://", _WatchedAdapter())
+    return http
+
+
+def timed_request(http: requests.Session, method: str, url: str, watch: CallWatch,
+                  **kwargs: Any) -> Tuple[int, bytes, Any]:
+    """One request bounded as a whole by ``watch`` (calling thread; ``http`` from
+    :func:`watched_http`): returns ``(status, body, headers)``. Raises
+    ``requests.RequestException``; when the deadline cut the call, ``watch.expired`` is True
+    and ``watch.describe()`` names the phase that ran out."""
+    with watch, http.request(method, url, timeout=watch.timeout, stream=True,
+                             **kwargs) as response:
+        watch.enter("body")
+        return response.status_code, response.content, response.headers
+
+
 class SessionRpc:
     """The JSON-RPC client of one session's simulated chain (PROTOCOL.md §10).
 
@@ -177,7 +320,7 @@ class SessionRpc:
         # Passed on every request: a Session-level ``verify`` loses to REQUESTS_CA_BUNDLE /
         # CURL_CA_BUNDLE in requests' environment merge, a request-level one does not.
         self._verify: Union[bool, str] = config.ca_bundle or True
-        self._http = requests.Session()
+        self._http = watched_http()
         self._http.headers.update({
             "Content-Type": "application/json",
             "Accept": "application/json",
@@ -249,20 +392,26 @@ class SessionRpc:
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"{method}: params are not JSON-serialisable: {exc}") from None
             started = time.monotonic()
+            watch: Optional[CallWatch] = None
             try:
-                with self._http.post(self._url, data=body.encode("utf-8"),
-                                     timeout=self._timeout, verify=self._verify,
-                                     allow_redirects=False) as response:
+                with CallWatch(self._timeout) as watch, \
+                        self._http.post(self._url, data=body.encode("utf-8"),
+                                        timeout=self._timeout, verify=self._verify,
+                                        allow_redirects=False, stream=True) as response:
+                    watch.enter("body")
                     status, content = response.status_code, response.content
             except requests.exceptions.RequestException as exc:
-                raise self._transport_error(method, exc) from exc
+                raise self._transport_error(method, exc, watch) from exc
             log.debug("rpc %s id=%d -> HTTP %d in %.3fs (%d bytes)", method, request_id, status,
                       time.monotonic() - started, len(content))
         return self._decode(method, request_id, status, content)
 
     def _transport_error(self, method: str, exc: requests.exceptions.RequestException,
-                         ) -> RpcError:
-        if isinstance(exc, requests.exceptions.Timeout):
+                         watch: Optional[CallWatch] = None) -> RpcError:
+        if watch is not None and (watch.expired or isinstance(exc,
+                                                              requests.exceptions.Timeout)):
+            what = f"{watch.describe()} ({type(exc).__name__})"
+        elif isinstance(exc, requests.exceptions.Timeout):
             what = f"no answer within rpc_timeout={self._timeout:g}s ({type(exc).__name__})"
         elif isinstance(exc, requests.exceptions.ConnectionError):
             what = f"connection failed ({type(exc).__name__})"

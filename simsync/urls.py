@@ -67,3 +67,23 @@ def rpc_endpoint_problem(control: str, rpc: str) -> Optional[str]:
     if urlsplit(control).scheme == "wss" and urlsplit(rpc).scheme != "https":
         return f"the server gave a plain-http rpc_endpoint for a wss session ({rpc})"
     return None
+
+
+def shown(url: str) -> str:
+    """A URL as it may appear in logs and errors: ``scheme://host[:port]/path``, without
+    userinfo, query or fragment (where a credential could hide)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    try:
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        port = ""
+    return urlunsplit((parts.scheme, host + port, parts.path, "", ""))
+
+
+def plain_ws(url: str) -> str:
+    """The ``ws://`` form of a ``wss://`` URL, as ``shown`` (for the "use ws://" hint)."""
+    parts = urlsplit(shown(url))
+    scheme = {"wss": "ws", "https": "http"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme,) + tuple(parts[1:]))

@@ -21,7 +21,8 @@ PROPERTY = settings(max_examples=200, deadline=None, database=None, derandomize=
 #: Fields that must be strictly positive durations.
 POSITIVE = ("connect_timeout", "handshake_timeout", "parallel_create_frame_timeout",
             "ping_interval", "dead_after", "backoff_initial", "backoff_max", "drain_timeout",
-            "rpc_timeout", "slow_consumer_timeout", "close_timeout")
+            "rpc_timeout", "slow_consumer_timeout", "close_timeout",
+            "initial_connect_budget")
 #: Fields that may be zero but not negative.
 NON_NEGATIVE = ("reconnect_budget", "stable_after")
 #: Every numeric field (a bool must not pass for one).
@@ -51,6 +52,7 @@ def test_defaults_are_the_reference_clients() -> None:
     assert config.extra_headers == {}
     assert config.allow_foreign_rpc_host is False
     assert config.ca_bundle is None
+    assert config.initial_connect_budget == 30
 
 
 def test_defaults_are_not_shared_between_instances() -> None:

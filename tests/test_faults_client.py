@@ -147,9 +147,6 @@ def test_big_frames_and_close_codes_are_recovered_exactly_once(sim: LocalSimulat
     assert sim.faults.fired_on(fault.action) == [2]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 7: a text frame with invalid UTF-8 "
-                   "kills the control reader (ControlFailed 'internal error in the control "
-                   "reader: utf-8 codec can't decode') instead of being skipped with a WARNING")
 def test_an_invalid_utf8_frame_is_skipped(sim: LocalSimulator) -> None:
     clean = _run(sim)
     sim.faults.add(Fault("invalid_utf8", after_frames=10))
@@ -255,9 +252,6 @@ def _short_budget() -> simsync.ClientConfig:
     return simsync.ClientConfig(**{**FAST.__dict__, "reconnect_budget": 3.0})
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 5: an upgrade answered with HTTP 404 is "
-                   "retried for the whole budget instead of failing at once with the status "
-                   "and the URL")
 def test_an_upgrade_answered_404_fails_at_once(sim: LocalSimulator) -> None:
     sim.faults.add(Fault("refuse", status=404, times=0))
     with pytest.raises(simsync.SessionCreateError) as info:
@@ -266,9 +260,6 @@ def test_an_upgrade_answered_404_fails_at_once(sim: LocalSimulator) -> None:
     assert "404" in str(info.value) and sim.url in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 6: close codes 1009 and 4000 are "
-                   "treated as transient (the client reconnects after each close and the "
-                   "session goes on) instead of failing with the code and reason")
 @pytest.mark.parametrize("code", [1009, 4000])
 def test_a_fatal_close_code_fails_the_session_naming_it(sim: LocalSimulator, code: int) -> None:
     sim.faults.add(Fault("close", after_frames=10, close_code=code, close_reason="go away",
@@ -281,9 +272,6 @@ def test_a_fatal_close_code_fails_the_session_naming_it(sim: LocalSimulator, cod
     assert sim.faults.fired_on("close") == [1]  # no reconnect
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 8: rpc_timeout bounds each socket read, "
-                   "not the call: a body trickled a byte every 0.1 s (rpc_timeout 0.5) is "
-                   "read to the end instead of raising RpcError")
 def test_rpc_timeout_bounds_a_trickled_response(sim: LocalSimulator) -> None:
     config = simsync.ClientConfig(**{**FAST.__dict__, "rpc_timeout": 0.5})
     with client(sim, config).start_session(start_slot=START, end_slot=END) as session:
