@@ -698,7 +698,11 @@ class SingleControl(ControlSide):
             return
         try:
             if state is State.UP and link.send_close():
-                while not link.close_acked.wait(SLICE) and time.monotonic() < deadline:
+                # half the time for the ack on this connection; the rest, if it does not
+                # come (the connection was dying), for a fresh one
+                ack_by = time.monotonic() + (deadline - time.monotonic()) / 2
+                while not link.close_acked.wait(SLICE) and time.monotonic() < ack_by \
+                        and self.status.value.state is State.UP:
                     pass
         finally:            # an interrupt above still stops the connection
             self.connection.close(max(0.0, deadline - time.monotonic()))

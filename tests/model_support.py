@@ -316,6 +316,13 @@ class SessionModel(RuleBasedStateMachine):
         try:
             self.session = bounded("start_session", START_BOUND, lambda: self.client.start_session(
                 start_slot=start, end_slot=end, disconnect_timeout_secs=DETACH_WINDOW))
+        except simsync.SessionCreateError as exc:
+            if "does not create twice" not in str(exc):
+                check_failure("start_session", exc)
+            # the create's answer was lost to a fault: by design simsync never creates a
+            # second session (one may exist that nobody knows of); the model goes on
+            TALLY["creates lost (by design)"] += 1
+            return
         except BaseException as exc:  # noqa: BLE001 - classified
             check_failure("start_session", exc)
         self.session_id = self.session.info.session_id
@@ -331,7 +338,7 @@ class SessionModel(RuleBasedStateMachine):
     def first_session(self, length: int, offset: int, subscribe: bool) -> None:
         """Every example starts with a session (later ones come from ``start_session``)."""
         self.start_session(length, offset)
-        if subscribe:
+        if subscribe and self.session is not None:
             self.subscribe_transactions()
 
     @precondition(lambda self: self.live and not self.stepped and not self.subscribed)

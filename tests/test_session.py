@@ -117,7 +117,7 @@ def test_refused_connects_then_success(sim: Any) -> None:
 
 def test_exhausted_budget_at_start_is_a_create_error(sim: Any) -> None:
     sim.faults.refuse_connects(10**6)
-    config = FAST.replace(reconnect_budget=0.5)
+    config = FAST.replace(reconnect_budget=0.5, initial_connect_budget=0.5)
     with pytest.raises(simsync.SessionCreateError, match="503"):
         client(sim, config).start_session(start_slot=START, end_slot=END)
 
