@@ -76,16 +76,23 @@ def exactly_once(server: LocalSimulator, batch: simsync.ParallelSession,
 # ------------------------------------------------------------------ 1: the drop sweep
 
 @pytest.mark.slow
+@pytest.mark.parametrize("how", ["fin", "rst", "two"])
 @pytest.mark.parametrize("mode", [one_thread, thread_each], ids=["one-thread", "thread-each"])
 def test_a_drop_after_every_frame_index_of_a_4_way_batch(sim4: LocalSimulator,
-                                                         mode: Any) -> None:
+                                                         mode: Any, how: str) -> None:
+    """FIN or RST after every frame index; ``two``: an RST there and a FIN 25 frames into
+    the connection after it (a second drop per batch)."""
     with start(sim4) as batch:
         clean = mode(batch)
     frames = sum(len(events) for events in clean.values()) + 12
     create_frames = len(clean) + 1      # one sessionCreated each, then sessionsCreatedV2
     for index in range(1, frames + 1):
         sim4.faults.clear()
-        sim4.faults.add(Fault("drop", after_frames=index))
+        base = sim4.faults.connections("control") + 1
+        sim4.faults.add(Fault("drop", after_frames=index, on_connection=base,
+                              how="fin" if how == "fin" else "rst"))
+        if how == "two":
+            sim4.faults.add(Fault("drop", after_frames=25, on_connection=base + 1))
         if index < create_frames:       # the create's answer is lost: never created twice
             with pytest.raises(simsync.SessionCreateError, match="may exist"):
                 start(sim4)
