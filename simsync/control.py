@@ -237,6 +237,10 @@ class StepGate:
 Deliver = Callable[[Any, Optional[int]], None]   # (event, its seqId)
 
 
+#: How long ``close()`` may spend closing a detached session on fresh connections.
+DETACHED_CLOSE_SECS = 1.0
+
+
 def _answered_pauses(events: List[Any]) -> set[int]:
     """Indexes of the pauses that a later frame of the same record shows were answered
     (a status or slot of the next step follows them)."""
@@ -571,11 +575,12 @@ class ControlLink(ControlBase):
         """Close the session while its own connection is down (user thread, after the
         reader stopped): on a fresh socket, ``attachBacktestSession`` → ``sessionAttached``,
         ``closeBacktestSession`` → ``success``; connection failures are retried (tenacity,
-        short backoff) until ``deadline``. Best effort: returns whether the server
-        acknowledged."""
+        short backoff) for at most ``DETACHED_CLOSE_SECS`` within ``deadline``. Best effort:
+        returns whether the server acknowledged."""
         if self.info is None or not self._create.sequenced \
                 or deadline - time.monotonic() < 0.1:
             return False
+        deadline = min(deadline, time.monotonic() + DETACHED_CLOSE_SECS)
         retrying = tenacity.Retrying(
             stop=tenacity.stop_before_delay(max(0.0, deadline - time.monotonic() - 0.1)),
             wait=tenacity.wait_exponential(multiplier=0.05, max=0.5),

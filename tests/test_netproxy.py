@@ -290,11 +290,12 @@ def test_upstream_down_resets_the_client() -> None:
     with socket.socket() as spare:
         spare.bind(("127.0.0.1", 0))             # bound, never listening: refused, and the
         port = spare.getsockname()[1]            # port cannot be taken by anyone else
-        with FaultProxy(upstream=("127.0.0.1", port)) as proxy, connect(proxy) as sock:
-            sock.settimeout(WAIT)
-            with pytest.raises(ConnectionResetError):
+        with FaultProxy(upstream=("127.0.0.1", port)) as proxy:
+            with pytest.raises(ConnectionResetError), connect(proxy) as sock:
+                sock.settimeout(WAIT)           # reset at once, or on the first read
                 sock.recv(1)
-            assert proxy.connections()[0].upstream_failed
+            assert wait_until(lambda: proxy.connections()
+                              and proxy.connections()[0].upstream_failed, WAIT)
 
 
 def test_url_rewrites_host_and_port(proxy: FaultProxy, echo: EchoServer) -> None:

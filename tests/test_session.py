@@ -232,7 +232,9 @@ def test_close_during_backoff_returns_quickly(sim: Any) -> None:
     wait_for(lambda: session.status.state is simsync.State.RECONNECTING, what="reconnecting")
     started = time.monotonic()
     session.close()
-    assert time.monotonic() - started < 0.5
+    # the 30 s backoff is cut short; what remains is one bounded try, on fresh connections,
+    # to tell the server (refused here): well within close_timeout
+    assert time.monotonic() - started < 2.0
 
 
 def test_wrong_api_key_is_a_create_error_without_the_key() -> None:
