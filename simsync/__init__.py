@@ -48,6 +48,12 @@ from simsync.protocol import (
     Transaction,
     UnknownEvent,
 )
+from simsync.protocol.types import (
+    AgentStatsReport,
+    DiscoveryFilter,
+    OracleUpdate,
+    ProgramExecuted,
+)
 from simsync.session import Session
 from simsync.subscriptions import ReconnectCoordinator
 from simsync.sweep import (
@@ -61,6 +67,7 @@ from simsync.sweep import (
     sweep_results,
 )
 from simsync.transport import ConnectionStatus, State
+from simsync.usage import UsageReport
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -77,4 +84,6 @@ __all__ = [
     "SubscriptionFailed", "Summary", "SweepJob", "SweepJobFailed", "SweepResult", "Transaction",
     "UnknownEvent", "__version__", "jobs_for_builds", "jobs_for_range", "run_job", "sweep",
     "sweep_results",
+    # issue 17: create options, typed reports, usage
+    "AgentStatsReport", "DiscoveryFilter", "OracleUpdate", "ProgramExecuted", "UsageReport",
 ]

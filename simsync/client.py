@@ -26,6 +26,7 @@ from simsync.transport import (
     Transient,
     retry_after_seconds,
 )
+from simsync.usage import UsageReport, When, fetch_usage
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,16 @@ class Client:
         if status >= 400:
             raise RpcError(f"GET {url} answered HTTP {status}", http_status=status)
         return content
+
+    def usage(self, since: Optional[When] = None, until: Optional[When] = None) -> UsageReport:
+        """What this API key used in ``[since, until)``: ``GET /usage`` with the key in the
+        ``X-API-Key`` header, ``since``/``until`` sent as ISO-8601 UTC query parameters
+        (an aware ``datetime``, a naive one taken as UTC, or ISO-8601 text; ``None`` leaves
+        the bound open). Runs on the caller's thread and blocks on one HTTP GET bounded by
+        ``rpc_timeout``. Raises ``RpcError`` naming the URL (never the key) on a connection
+        failure or an HTTP error, ``ProtocolError`` on a malformed answer, ``ValueError``
+        when ``since`` is after ``until``."""
+        return fetch_usage(self.url, self._api_key, self.config, since, until)
 
     def start_session(self, params: Optional[CreateSessionParams] = None, *,
                       coordinator: Optional[ReconnectCoordinator] = None,

@@ -53,11 +53,34 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SessionInfo:
-    """What the server said about a session: its id, its JSON-RPC URL, its task id."""
+    """What the server said about a session: its id, its JSON-RPC endpoint, its task id.
+
+    ``rpc_endpoint`` is kept exactly as the server sent it: an absolute ``http(s)://`` URL or
+    a path (``/backtest/ID``). ``control_url`` is the control URL the session was created
+    on (``ws(s)://HOST/backtest``, no credentials); `rpc_url` and `pubsub_url` resolve the
+    endpoint against it (PROTOCOL.md §1), computed on access (no I/O).
+    """
 
     session_id: str
     rpc_endpoint: str
     task_id: Optional[str] = None
+    control_url: Optional[str] = None
+
+    @property
+    def rpc_url(self) -> str:
+        """The absolute JSON-RPC URL (``http(s)://HOST[:PORT]/backtest/ID``). Raises
+        ``ValueError`` when ``rpc_endpoint`` is a path and ``control_url`` is unknown."""
+        if self.rpc_endpoint.lower().startswith(("http://", "https://")):
+            return self.rpc_endpoint
+        if self.control_url is None:
+            raise ValueError(f"rpc_endpoint {self.rpc_endpoint!r} is a path and this "
+                             "SessionInfo has no control_url to resolve it against")
+        return urls.rpc_url(self.control_url, self.rpc_endpoint)
+
+    @property
+    def pubsub_url(self) -> str:
+        """The absolute PubSub URL: `rpc_url` with ``http→ws``, ``https→wss``."""
+        return urls.pubsub_url(self.rpc_url)
 
 
 class Verdict(enum.Enum):

@@ -1,4 +1,5 @@
-"""The ``simsync`` command: ``ranges``, ``run``, ``sweep``, ``summarize``, ``compare``, ``serve``.
+"""The ``simsync`` command: ``ranges``, ``run``, ``sweep``, ``usage``, ``summarize``,
+``compare``, ``serve``.
 
 Exit codes: 0 ok, 1 the command failed (one line ``simsync: error: ...``; a connection
 failure names the URL and a hint; the traceback only with ``--debug``), 2 usage error (every
@@ -20,7 +21,14 @@ import base58
 
 import simsync
 from simsync import urls
-from simsync.cli.commands import cmd_compare, cmd_ranges, cmd_serve, cmd_summarize, parse_date
+from simsync.cli.commands import (
+    cmd_compare,
+    cmd_ranges,
+    cmd_serve,
+    cmd_summarize,
+    cmd_usage,
+    parse_date,
+)
 from simsync.cli.report import KEYS_DECODABLE
 from simsync.cli.run import SUBSCRIPTIONS, cmd_run
 from simsync.cli.sweep import add_parser as add_sweep_parser
@@ -227,6 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sweep_parser(sub, common)
 
+    usage = sub.add_parser("usage", parents=[common],
+                           help="what the API key used: sessions, executed slots, session time")
+    _endpoint(usage)
+    usage.add_argument("--since", type=parse_date, metavar="TIME",
+                       help="count sessions created at or after TIME (ISO-8601, UTC if no "
+                            "offset; default: open)")
+    usage.add_argument("--until", type=parse_date, metavar="TIME",
+                       help="count sessions created before TIME (default: open)")
+    usage.add_argument("--json", action="store_true", help="print the server's JSON")
+
     summarize = sub.add_parser("summarize", parents=[common], help="summarize an output file")
     summarize.add_argument("file", metavar="FILE")
     summarize.add_argument("--accounts", type=_pubkeys, default=[], metavar="A,B",
@@ -276,7 +294,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
             run.error("--program-so needs --program-id (where to install it)")
     if args.command == "sweep":
         check_sweep_args(_subparser(parser, "sweep"), args)
-    if args.command in ("ranges", "run", "sweep"):
+    if args.command == "usage" and args.since and args.until and args.since > args.until:
+        _subparser(parser, "usage").error(f"--since {args.since.isoformat()} is after "
+                                          f"--until {args.until.isoformat()}")
+    if args.command in ("ranges", "run", "sweep", "usage"):
         args.api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     return args
 
@@ -323,7 +344,7 @@ def _connecting(client: simsync.Client, command: str) -> None:
     """Say on stderr, before the first connection attempt, where this command connects
     (failed attempts follow as ``simsync.transport`` WARNING lines)."""
     what = (f"{urls.http_base(client.url)}/available-ranges" if command == "ranges"
-            else client.url)
+            else f"{urls.http_base(client.url)}/usage" if command == "usage" else client.url)
     print(f"simsync: connecting to {what} ...", file=sys.stderr, flush=True)
 
 
@@ -346,12 +367,13 @@ def _client(args: argparse.Namespace) -> Iterator[simsync.Client]:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command in ("ranges", "run", "sweep"):
+    if args.command in ("ranges", "run", "sweep", "usage"):
         with _client(args) as client:
             args.target = client.url
             if args.command != "sweep":       # the sweep's workers connect, not this process
                 _connecting(client, args.command)
-            command = {"ranges": cmd_ranges, "run": cmd_run, "sweep": cmd_sweep}[args.command]
+            command = {"ranges": cmd_ranges, "run": cmd_run, "sweep": cmd_sweep,
+                       "usage": cmd_usage}[args.command]
             return command(args, client)
     if args.command == "summarize":
         return cmd_summarize(args)

@@ -1,4 +1,4 @@
-"""``simsync ranges``, ``summarize``, ``compare`` and ``serve`` (one function each)."""
+"""``simsync ranges``, ``usage``, ``summarize``, ``compare`` and ``serve`` (one function each)."""
 from __future__ import annotations
 
 import argparse
@@ -60,6 +60,24 @@ def cmd_ranges(args: argparse.Namespace, client: simsync.Client) -> int:
         print(f"{r.bundle_start_slot:>12} {r.max_bundle_end_slot or '-':>12} "
               f"{r.max_bundle_size or '-':>6}  {r.bundle_start_slot_utc or '-':<20} "
               f"{r.max_bundle_end_slot_utc or '-':<20} {r.kind or '-'}")
+    return 0
+
+
+def cmd_usage(args: argparse.Namespace, client: simsync.Client) -> int:
+    """``simsync usage``: ``GET /usage`` for ``--since``/``--until``, as a table or JSON."""
+    usage = client.usage(args.since, args.until)
+    if args.json:
+        print(json.dumps(usage.wire(), indent=2))
+        return 0
+    window = f"{usage.since or args.since or 'open'} .. {usage.until or args.until or 'open'}"
+    duration = "-" if usage.session_duration is None else f"{usage.session_duration:.1f} s"
+    rows = (("window (created)", window), ("sessions started", usage.sessions_started),
+            ("sessions completed", usage.sessions_completed),
+            ("sessions failed", usage.sessions_failed),
+            ("executed slots", usage.executed_slot_count),
+            ("session time (total)", duration))
+    for label, value in rows:
+        print(f"{label:<22}{'-' if value is None else value}")
     return 0
 
 

@@ -23,6 +23,7 @@ from simsync.localsim.faults import FaultPlan
 from simsync.localsim.history import History
 from simsync.localsim.pubsub import PubSubHub
 from simsync.localsim.session import BacktestSession, CreateParams, Sink
+from simsync.localsim.usage import UsageLedger
 from simsync.localsim.wire import Frame, RequestError, error_params, frame, sequenced
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,7 @@ class Registry:
         self._executed: Dict[str, List[ExecutedTx]] = {}
         self._live_ids: List[str] = []
         self.drops = 0
+        self.usage = UsageLedger()
 
     # -- creation --------------------------------------------------------------------------
     def check_range(self, params: CreateParams) -> None:
@@ -201,6 +203,7 @@ class Registry:
                                   faults=self.faults)
         self.sessions[session_id] = session
         self.stats.sessions_created += 1
+        self.usage.started(session)
         return session
 
     def _recorder(self, session_id: str) -> Any:
@@ -211,6 +214,7 @@ class Registry:
 
     def _completed(self, session: BacktestSession) -> None:
         self.stats.sessions_completed += 1
+        self.usage.completed(session)
 
     # -- lookup ----------------------------------------------------------------------------
     def group_of(self, group_id: Any, parallel: bool) -> Optional[SessionGroup]:
@@ -228,6 +232,7 @@ class Registry:
         if self.sessions.pop(session.id, None) is None:
             return
         session.close()
+        self.usage.ended(session)
         self.ended_hubs[session.id] = session.hub
         with self._lock:
             if session.id in self._live_ids:
@@ -259,12 +264,14 @@ class Registry:
             group.expiry = loop.call_later(window, self._expire, group)
             log.info("group %s detached for %ss", group.id, window)
         else:
+            self.usage.lost(group.sessions)
             self.destroy_group(group)
 
     def _expire(self, group: SessionGroup) -> None:
         group.expiry = None
         if group.conn is None:
             log.info("group %s: detach window over", group.id)
+            self.usage.lost(group.sessions)
             self.destroy_group(group)
 
     def shutdown(self) -> None:

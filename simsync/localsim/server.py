@@ -32,6 +32,7 @@ from simsync.localsim.history import DISCOVERY_PROGRAM_ID, ORACLE_ACCOUNT, Histo
 from simsync.localsim.pubsub import serve_pubsub
 from simsync.localsim.registry import Registry, SimStats
 from simsync.localsim.rpc_methods import handle_body
+from simsync.localsim.usage import usage_handler
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -234,6 +235,7 @@ class LocalSimulator:
         app.router.add_get("/available-ranges", self._ranges)
         app.router.add_get("/health", self._health)
         app.router.add_get("/ready", self._ready)
+        app.router.add_get("/usage", usage_handler(self.registry.usage, self._key_ok))
         app.router.add_get("/backtest/{session_id}", self._pubsub)
         app.router.add_post("/backtest/{session_id}", self._rpc)
         return app

@@ -10,12 +10,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from functools import cached_property
-from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Union, cast
 
 import base58
 from dataclasses_json import DataClassJsonMixin, LetterCase, config
+
+from simsync.errors import ProtocolError
 
 _CAMEL_CONFIG = config(letter_case=LetterCase.CAMEL)["dataclasses_json"]
 
@@ -68,6 +70,98 @@ class AccountData(Camel):
                 "owner": self.owner, "space": self.space}
 
 
+def _pubkey(value: Any, what: str) -> str:
+    """``value`` if it is a base58 public key (32 bytes), else ``ValueError`` naming ``what``."""
+    try:
+        raw = base58.b58decode(value) if isinstance(value, str) else b""
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise ValueError(f"{what} must be a base58 public key, got {value!r}")
+    return str(value)
+
+
+class DiscoveryFilter:
+    """A typed ``discoveries`` entry of the create params (PROTOCOL.md §5)."""
+
+    def wire(self) -> Dict[str, Any]:
+        """The canonical wire object."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ProgramExecuted(DiscoveryFilter):
+    """Matches a batch with a transaction that invokes ``program_id`` (base58):
+    ``{"programExecuted": "<base58>"}`` on the wire. Raises ``ValueError`` for a
+    ``program_id`` that is not a base58 public key."""
+
+    program_id: str
+
+    def __post_init__(self) -> None:
+        _pubkey(self.program_id, "ProgramExecuted.program_id")
+
+    def wire(self) -> Dict[str, Any]:
+        return {"programExecuted": self.program_id}
+
+
+@dataclass(frozen=True)
+class OracleUpdate(DiscoveryFilter):
+    """Matches a batch with a transaction that invokes one of ``programs`` and references
+    one of ``accounts`` (an empty tuple matches any): ``{"oracleUpdate": {"programs": [...],
+    "accounts": [...]}}`` on the wire. Both are base58 public keys; at least one of the two
+    must be non-empty (``ValueError`` otherwise, or for a key that is not base58)."""
+
+    programs: Tuple[str, ...] = ()
+    accounts: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("programs", "accounts"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise ValueError(f"OracleUpdate.{name} must be a list of base58 keys, "
+                                 f"not one string")
+            keys = tuple(_pubkey(k, f"OracleUpdate.{name}") for k in value)
+            object.__setattr__(self, name, keys)
+        if not self.programs and not self.accounts:
+            raise ValueError("OracleUpdate needs programs or accounts (or both)")
+
+    def wire(self) -> Dict[str, Any]:
+        return {"oracleUpdate": {"programs": list(self.programs),
+                                 "accounts": list(self.accounts)}}
+
+
+#: A ``discoveries`` entry: a typed filter, or its raw wire object (passed as it is).
+Discovery = Union[DiscoveryFilter, Dict[str, Any]]
+
+
+def discovery_filter(value: Any) -> Discovery:
+    """The typed filter of a wire ``discoveries`` entry (e.g. ``matched`` in a
+    ``discoveryBatch``), or the value as it is when it is not a well-formed
+    ``programExecuted``/``oracleUpdate`` (new kinds, other shapes). Never raises."""
+    if isinstance(value, DiscoveryFilter) or not isinstance(value, dict) or len(value) != 1:
+        return cast(Discovery, value)
+    try:
+        program = value.get("programExecuted")
+        if program is not None:
+            return ProgramExecuted(program)
+        oracle = value.get("oracleUpdate")
+        if isinstance(oracle, dict):
+            return OracleUpdate(tuple(oracle.get("programs") or ()),
+                                tuple(oracle.get("accounts") or ()))
+    except (TypeError, ValueError):
+        pass
+    return value
+
+
+def _discovery_wire(value: Any) -> Dict[str, Any]:
+    if isinstance(value, DiscoveryFilter):
+        return value.wire()
+    if isinstance(value, dict):
+        return value
+    raise TypeError(f"a discoveries entry must be ProgramExecuted, OracleUpdate or a wire "
+                    f"dict, got {type(value).__name__}")
+
+
 #: Create fields in canonical wire order (python name, wire name).
 CREATE_FIELDS: Tuple[Tuple[str, str], ...] = (
     ("start_slot", "startSlot"), ("end_slot", "endSlot"), ("signer_filter", "signerFilter"),
@@ -83,23 +177,48 @@ CREATE_FIELDS: Tuple[Tuple[str, str], ...] = (
 class CreateSessionParams(Camel):
     """``createBacktestSession`` params (PROTOCOL.md §5). ``None`` means absent (server default).
 
+    The range is ``start_slot`` through ``end_slot`` (inclusive), or ``start_slot`` and
+    ``slot_count``: give exactly one of ``end_slot`` and ``slot_count`` (``TypeError``
+    naming both otherwise). The wire has no slot count, so ``slot_count`` is resolved here,
+    on construction: ``end_slot = start_slot + slot_count - 1`` is stored and sent as
+    ``endSlot``; ``slot_count`` itself is not kept (an init-only argument, so
+    ``dataclasses.replace`` and pickling see only ``end_slot``). Slot numbers count skipped
+    slots too: ``slot_count=10`` may execute fewer than 10 blocks.
+
+    ``discoveries`` entries are typed filters (`ProgramExecuted`, `OracleUpdate`) or raw
+    wire dicts (``{"programExecuted": "<base58>"}``), sent in the given order.
+
     ``extra`` carries opaque pass-through fields (``actions``, ``reroute``,
     ``diagnosticProbes``, ``preloadPrograms``, ``agents``) under their wire names.
+    Raises ``ValueError`` for a bad value (negative slot, ``start_slot`` after the end,
+    ``slot_count`` < 1, a detach window outside 0..900, negative ``extra_compute_units``).
     """
 
     start_slot: int
-    end_slot: int
+    #: Always an ``int`` after construction (computed from ``slot_count`` when not given).
+    end_slot: int = cast(int, None)
     signer_filter: Optional[List[str]] = None
     send_summary: Optional[bool] = None
     parallel: Optional[bool] = None
     disconnect_timeout_secs: Optional[int] = None
     capacity_wait_timeout_secs: Optional[int] = None
     extra_compute_units: Optional[int] = None
-    discoveries: Optional[List[Dict[str, Any]]] = None
+    discoveries: Optional[List[Discovery]] = None
     replay_account_state: Optional[bool] = None
     extra: Dict[str, Any] = field(default_factory=dict)
+    slot_count: InitVar[Optional[int]] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, slot_count: Optional[int]) -> None:
+        if (self.end_slot is None) == (slot_count is None):
+            given = "neither" if slot_count is None else "both"
+            raise TypeError(f"give exactly one of end_slot and slot_count (got {given})")
+        if slot_count is not None:
+            if isinstance(slot_count, bool) or not isinstance(slot_count, int) \
+                    or slot_count < 1:
+                raise ValueError(f"slot_count must be a positive integer, got {slot_count!r}")
+            start = self.start_slot
+            if isinstance(start, int) and not isinstance(start, bool):
+                object.__setattr__(self, "end_slot", start + slot_count - 1)
         for name in ("start_slot", "end_slot"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -109,6 +228,14 @@ class CreateSessionParams(Camel):
         window = self.disconnect_timeout_secs
         if window is not None and not 0 <= window <= 900:
             raise ValueError(f"disconnect_timeout_secs must be between 0 and 900, got {window}")
+        units = self.extra_compute_units
+        if units is not None and (isinstance(units, bool) or not isinstance(units, int)
+                                  or units < 0):
+            raise ValueError(f"extra_compute_units must be a non-negative integer, "
+                             f"got {units!r}")
+        if self.discoveries is not None:
+            for item in self.discoveries:
+                _discovery_wire(item)
         known = {wire for _, wire in CREATE_FIELDS}
         clash = known.intersection(self.extra)
         if clash:
@@ -119,10 +246,17 @@ class CreateSessionParams(Camel):
         out: Dict[str, Any] = {}
         for name, wire_name in CREATE_FIELDS:
             value = getattr(self, name)
+            if name == "discoveries" and value is not None:
+                value = [_discovery_wire(item) for item in value]
             if value is not None:
                 out[wire_name] = value
         out.update(self.extra)
         return out
+
+    @property
+    def slot_span(self) -> int:
+        """How many slot numbers the range covers (``end_slot - start_slot + 1``)."""
+        return self.end_slot - self.start_slot + 1
 
     @property
     def sequenced(self) -> bool:
@@ -170,6 +304,91 @@ class Summary(Camel):
     unsanitizable: Optional[int] = None
     reroute_stats: Any = None
     extra: Dict[str, Any] = field(default_factory=dict)
+
+    #: The counters that flag a transaction whose simulation differs from history.
+    DEVIATIONS: ClassVar[Tuple[str, ...]] = (
+        "incorrect_simulation", "execution_errors", "balance_diff", "log_diff",
+        "unsanitizable")
+    #: The counters that partition the session's transactions: each historical transaction
+    #: is counted in exactly one of them. ``balance_diff`` and ``log_diff`` are not: they
+    #: say why a simulation was incorrect (kinds of ``incorrect_simulation``).
+    PARTITION: ClassVar[Tuple[str, ...]] = (
+        "correct_simulation", "incorrect_simulation", "execution_errors", "unsanitizable")
+
+    def has_deviations(self) -> bool:
+        """Whether any of `DEVIATIONS` (``incorrect_simulation``, ``execution_errors``,
+        ``balance_diff``, ``log_diff``, ``unsanitizable``) is above 0; a counter the server
+        did not send counts as 0."""
+        return any((getattr(self, name) or 0) > 0 for name in self.DEVIATIONS)
+
+    def total_transactions(self) -> int:
+        """The number of transactions the summary covers: the sum of `PARTITION`
+        (``correct_simulation + incorrect_simulation + execution_errors + unsanitizable``);
+        a counter the server did not send counts as 0."""
+        return sum(getattr(self, name) or 0 for name in self.PARTITION)
+
+
+#: ``AgentStatsReport`` counters (python name; the wire uses it or its camelCase).
+AGENT_COUNTERS: Tuple[str, ...] = (
+    "slots_processed", "opportunities_found", "opportunities_skipped", "no_routes",
+    "txs_produced", "txs_submitted", "txs_failed", "txs_simulation_rejected",
+    "txs_simulation_failed")
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word.title() for word in rest)
+
+
+_AGENT_WIRE: Dict[str, str] = {**{n: n for n in AGENT_COUNTERS + ("name", "expected_gain_by_mint")},
+                               **{_camel(n): n for n in AGENT_COUNTERS
+                                  + ("expected_gain_by_mint",)}}
+
+
+@dataclass(frozen=True)
+class AgentStatsReport(Snake):
+    """One agent's statistics in ``completed.agent_stats`` (older servers; snake_case or
+    camelCase fields accepted). Counters are transactions or opportunities, per session;
+    one the server did not send (or sent as a non-integer) is ``None``, the raw value then
+    kept in ``extra``. ``expected_gain_by_mint`` maps a mint (base58) to the expected gain
+    in that mint's base units. Unknown fields are kept in ``extra`` under their wire names.
+    """
+
+    name: Optional[str] = None
+    slots_processed: Optional[int] = None
+    opportunities_found: Optional[int] = None
+    opportunities_skipped: Optional[int] = None
+    no_routes: Optional[int] = None
+    txs_produced: Optional[int] = None
+    txs_submitted: Optional[int] = None
+    txs_failed: Optional[int] = None
+    txs_simulation_rejected: Optional[int] = None
+    txs_simulation_failed: Optional[int] = None
+    expected_gain_by_mint: Dict[str, int] = field(default_factory=dict)
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_wire(cls, value: Any) -> AgentStatsReport:
+        """Decode one ``agent_stats`` entry; ``ProtocolError`` when it is not an object."""
+        if not isinstance(value, dict):
+            raise ProtocolError("an agent_stats entry is not an object", repr(value))
+        fields: Dict[str, Any] = {}
+        extra: Dict[str, Any] = {}
+        for key, item in value.items():
+            name = _AGENT_WIRE.get(key)
+            if item is None and name is not None:
+                continue
+            if name == "name" and isinstance(item, str):
+                fields[name] = item
+            elif name == "expected_gain_by_mint" and isinstance(item, dict) and all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in item.values()):
+                fields[name] = {str(k): v for k, v in item.items()}
+            elif name in AGENT_COUNTERS and isinstance(item, int) \
+                    and not isinstance(item, bool):
+                fields[name] = item
+            else:
+                extra[key] = item
+        return cls(**fields, extra=extra)
 
 
 @dataclass(frozen=True)
@@ -403,6 +622,12 @@ class DiscoveryBatch(Camel, Response):
     matched: List[Any] = field(default_factory=list)
     transactions: List[Any] = field(default_factory=list)
 
+    @property
+    def matched_filters(self) -> List[Discovery]:
+        """``matched`` with each well-formed entry as a typed filter (`ProgramExecuted`,
+        `OracleUpdate`), other entries as they came; equal to the filters given at create."""
+        return [discovery_filter(item) for item in self.matched]
+
 
 @dataclass(frozen=True)
 class Status(Snake, Response):
@@ -424,6 +649,12 @@ class Completed(Snake, Response):
     METHOD: ClassVar[str] = "completed"
     summary: Optional[Summary] = None
     agent_stats: Optional[List[Dict[str, Any]]] = None
+
+    @cached_property
+    def agent_reports(self) -> List[AgentStatsReport]:
+        """``agent_stats`` as typed reports (empty when the server sent none); decoded on
+        first access. Raises ``ProtocolError`` when an entry is not an object."""
+        return [AgentStatsReport.from_wire(item) for item in self.agent_stats or []]
 
 
 @dataclass(frozen=True)
