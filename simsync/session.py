@@ -257,8 +257,13 @@ class Session:
 
     @property
     def info(self) -> SessionInfo:
-        """The server's ``SessionInfo`` (session id, rpc endpoint, task id)."""
-        return self._control.info
+        """The server's ``SessionInfo`` (session id, rpc endpoint, task id), with the control
+        URL it was created on, so ``info.rpc_url`` is absolute."""
+        info = self._control.info
+        if info.control_url is None:
+            info = SessionInfo(info.session_id, info.rpc_endpoint, info.task_id,
+                               self._control_url)
+        return info
 
     @property
     def status(self) -> ConnectionStatus:

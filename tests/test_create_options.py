@@ -276,9 +276,21 @@ def test_rpc_url_answers_json_rpc_end_to_end(endpoint_host: Any) -> None:
             assert reply.json()["result"] == START
 
 
-@pytest.mark.xfail(strict=True, reason="SessionInfo.control_url is not passed where the info is "
-                   "built (simsync/control.py _create_session, simsync/parallel.py _bind); the "
-                   "integrator wires it when merging issue 17")
 def test_session_info_from_a_session_has_an_absolute_rpc_url(sim: LocalSimulator) -> None:
     with client(sim).start_session(start_slot=START, end_slot=START + 2) as session:
-        assert session.info.rpc_url == f"{sim.http_url}/backtest/{session.info.session_id}"
+        info = session.info
+        assert info.rpc_endpoint == f"/backtest/{info.session_id}"    # as the server sent it
+        assert info.rpc_url == f"{sim.http_url}/backtest/{info.session_id}"
+        while not isinstance(session.next_event(10), simsync.ReadyForContinue):
+            pass
+        reply = requests.post(info.rpc_url, json={"jsonrpc": "2.0", "id": 1,
+                                                  "method": "getSlot"}, timeout=10)
+        assert reply.json()["result"] == START
+
+
+def test_sub_session_infos_have_absolute_rpc_urls(sim: LocalSimulator) -> None:
+    with client(sim).start_parallel(start_slot=START, end_slot=START + 150) as batch:
+        infos = [sub.info for sub in batch.sub_sessions]
+    assert len(infos) == 2
+    assert [i.rpc_url for i in infos] == [f"{sim.http_url}/backtest/{i.session_id}"
+                                          for i in infos]
