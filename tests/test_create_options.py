@@ -105,6 +105,12 @@ def test_typed_filters_encode_to_the_wire_forms() -> None:
     assert json.loads(encode_request(CreateBacktestSession(typed))) == golden_create
 
 
+def test_to_dict_writes_typed_filters_in_their_wire_form() -> None:
+    params = simsync.CreateSessionParams(1, 2, discoveries=[simsync.ProgramExecuted(JUP),
+                                                            {"raw": 1}])
+    assert params.to_dict()["discoveries"] == [{"programExecuted": JUP}, {"raw": 1}]
+
+
 def test_typed_filters_round_trip_through_the_decoder() -> None:
     typed = [simsync.ProgramExecuted(JUP), simsync.OracleUpdate(accounts=(JUP,))]
     params = simsync.CreateSessionParams(1, 2, discoveries=list(typed))

@@ -203,7 +203,8 @@ class CreateSessionParams(Camel):
     disconnect_timeout_secs: Optional[int] = None
     capacity_wait_timeout_secs: Optional[int] = None
     extra_compute_units: Optional[int] = None
-    discoveries: Optional[List[Discovery]] = None
+    discoveries: Optional[List[Discovery]] = field(default=None, metadata=config(
+        encoder=lambda items: None if items is None else [_discovery_wire(i) for i in items]))
     replay_account_state: Optional[bool] = None
     extra: Dict[str, Any] = field(default_factory=dict)
     slot_count: InitVar[Optional[int]] = None
