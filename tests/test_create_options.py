@@ -15,6 +15,7 @@ import simsync
 from simsync.localsim import ORACLE_ACCOUNT, SYSTEM_PROGRAM_ID, LocalSimulator
 from simsync.protocol import decode_request, decode_response, encode_request, encode_response
 from simsync.protocol.types import CreateBacktestSession, discovery_filter
+from simsync.rpc import close_http
 from tests.fixtures import compact, frames
 from tests.support import FAST, START, client, drive, sim, slots
 
@@ -23,6 +24,16 @@ __all__ = ["sim"]
 
 JUP = "JUP6LkbZbjS1jKKwapdHNy74zcZ3tLUZoi5QNyVTaV4"
 SYSTEM = "11111111111111111111111111111111"
+
+
+def get_slot(rpc_url: str) -> Any:
+    """``getSlot`` over plain HTTP at ``rpc_url``; the pooled socket is closed at once."""
+    http = requests.Session()
+    try:
+        return http.post(rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "getSlot"},
+                         timeout=10).json()["result"]
+    finally:
+        close_http(http)
 
 
 def golden(note: str) -> Any:
@@ -277,9 +288,7 @@ def test_rpc_url_answers_json_rpc_end_to_end(endpoint_host: Any) -> None:
             info = dataclasses.replace(session.info, control_url=sim_client.url)
             assert info.rpc_endpoint.startswith("/" if endpoint_host is None else "http://")
             assert info.rpc_url == f"{server.http_url}/backtest/{info.session_id}"
-            reply = requests.post(info.rpc_url, json={"jsonrpc": "2.0", "id": 1,
-                                                      "method": "getSlot"}, timeout=10)
-            assert reply.json()["result"] == START
+            assert get_slot(info.rpc_url) == START
 
 
 def test_session_info_from_a_session_has_an_absolute_rpc_url(sim: LocalSimulator) -> None:
@@ -289,9 +298,7 @@ def test_session_info_from_a_session_has_an_absolute_rpc_url(sim: LocalSimulator
         assert info.rpc_url == f"{sim.http_url}/backtest/{info.session_id}"
         while not isinstance(session.next_event(10), simsync.ReadyForContinue):
             pass
-        reply = requests.post(info.rpc_url, json={"jsonrpc": "2.0", "id": 1,
-                                                  "method": "getSlot"}, timeout=10)
-        assert reply.json()["result"] == START
+        assert get_slot(info.rpc_url) == START
 
 
 def test_sub_session_infos_have_absolute_rpc_urls(sim: LocalSimulator) -> None:

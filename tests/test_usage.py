@@ -22,6 +22,7 @@ from aiohttp import web
 import simsync
 from simsync.localsim import LocalSimulator
 from simsync.localsim.testing import Control
+from simsync.rpc import close_http
 from simsync.usage import decode_usage, iso_utc, usage_url
 from tests.support import FAST, START, Records, client, drive, wait_for
 from tests.test_cli import closed_port, run_args, simsync_cmd
@@ -225,13 +226,16 @@ def test_usage_without_a_key_on_an_open_simulator(sim: LocalSimulator) -> None:
 
 
 def test_simulator_answers_400_to_a_bad_window(keyed: LocalSimulator) -> None:
-    headers = {"X-API-Key": KEY}
-    bad = requests.get(f"{keyed.http_url}/usage", params={"since": "soon"}, headers=headers,
-                       timeout=10)
-    reversed_window = requests.get(f"{keyed.http_url}/usage", headers=headers, timeout=10,
+    http = requests.Session()
+    http.headers["X-API-Key"] = KEY
+    try:
+        bad = http.get(f"{keyed.http_url}/usage", params={"since": "soon"}, timeout=10)
+        reversed_window = http.get(f"{keyed.http_url}/usage", timeout=10,
                                    params={"since": "2026-12-02", "until": "2026-12-01"})
+        plain = http.get(f"{keyed.http_url}/usage", timeout=10).json()
+    finally:
+        close_http(http)
     assert (bad.status_code, reversed_window.status_code) == (400, 400)
-    plain = requests.get(f"{keyed.http_url}/usage", headers=headers, timeout=10).json()
     assert set(plain) == {"since", "until", "sessions_started", "sessions_completed",
                           "sessions_failed", "executed_slot_count", "session_duration"}
 
