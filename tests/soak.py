@@ -560,8 +560,14 @@ class Runner:
         parallel create answers with one frame per sub-session, then one more; the soak's
         batches have at most 16)."""
         create_frames = 18 if plan.kind == "parallel" else 1
-        return any(spec.channel == "control" and spec.kind in ("drop", "stall")
-                   and spec.after_frames is not None and spec.after_frames < create_frames
+        # an RST (or a proxy reset) also discards what the client had not read yet, so an
+        # early RST, a drop on the first connection after a refused one, or any network
+        # fault may take the create's answer with it
+        return any((spec.channel == "control" and spec.kind in ("drop", "stall")
+                    and spec.after_frames is not None
+                    and (spec.after_frames < create_frames
+                         or (spec.how == "rst" and spec.after_frames < 10)))
+                   or spec.kind == "recovery_drop" or spec.channel == "network"
                    for spec in plan.faults)
 
     # -- kinds ------------------------------------------------------------------------------
