@@ -7,6 +7,7 @@ explicit constructors instead of the generic ``from_dict``.
 """
 from __future__ import annotations
 
+import abc
 import base64
 import binascii
 import json
@@ -81,12 +82,12 @@ def _pubkey(value: Any, what: str) -> str:
     return str(value)
 
 
-class DiscoveryFilter:
+class DiscoveryFilter(abc.ABC):
     """A typed ``discoveries`` entry of the create params (PROTOCOL.md §5)."""
 
+    @abc.abstractmethod
     def wire(self) -> Dict[str, Any]:
         """The canonical wire object."""
-        raise NotImplementedError
 
 
 @dataclass(frozen=True)
