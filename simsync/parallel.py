@@ -3,13 +3,11 @@ demultiplexes ``sessionEventV2`` into one mailbox per sub-session, and re-attach
 with per-session cursors."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import queue
 import threading
 import time
-import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from simsync import urls
@@ -18,7 +16,6 @@ from simsync.control import ControlBase, ControlSide, SessionEnded, SessionInfo,
 from simsync.errors import (
     ControlFailed,
     EventTimeout,
-    ForkedSessionError,
     SessionClosed,
     SessionCreateError,
     SimsyncError,
@@ -45,7 +42,7 @@ from simsync.protocol import (
     Success,
     encode_request,
 )
-from simsync.session import Inbox, Session, failure_of, next_label
+from simsync.session import Inbox, ProcessOwned, Session, failure_of, next_label
 from simsync.subscriptions import ReconnectCoordinator
 from simsync.transport import (
     SLICE,
@@ -322,7 +319,7 @@ class _Batch:
             self.connection.close(self.config.close_timeout)
 
 
-class ParallelSession:
+class ParallelSession(ProcessOwned):
     """A parallel batch: ``sub_sessions`` to drive from one thread (``events()`` yields
     ``(sub_session, event)`` in arrival order) or from one thread each (each sub-session's
     own ``next_event``) — pick one style per batch."""
@@ -463,18 +460,3 @@ class ParallelSession:
     def __enter__(self) -> ParallelSession:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if getattr(self, "_closed", True) or getattr(self, "_pid", None) != os.getpid():
-            return
-        warnings.warn(f"unclosed {self!r}: closing it", ResourceWarning, stacklevel=2)
-        with contextlib.suppress(Exception):     # never raise from a finalizer
-            self.close(min(1.0, self._config.close_timeout))
-
-    def _check_process(self) -> None:
-        if os.getpid() != self._pid:
-            raise ForkedSessionError(
-                "this parallel session was created in another process (before a fork); "
-                "create sessions inside the worker process instead")

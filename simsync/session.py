@@ -3,6 +3,7 @@ helpers built on steps, and the close order — and ``Inbox``, where a session's
 what arrives (control events, data-plane events, failures), in order."""
 from __future__ import annotations
 
+import abc
 import contextlib
 import itertools
 import logging
@@ -219,7 +220,38 @@ class Inbox:
         self.mailbox.close(reason)
 
 
-class Session:
+class ProcessOwned(abc.ABC):
+    """What a session and a parallel batch share: they belong to the process that made them
+    (``ForkedSessionError`` elsewhere), close on ``with`` exit, and close themselves with a
+    ``ResourceWarning`` when collected unclosed. Needs ``_pid``, ``_closed``, ``_config``
+    and ``close(timeout)``."""
+
+    _pid: int
+    _closed: bool
+    _config: ClientConfig
+
+    @abc.abstractmethod
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Close (idempotent, bounded by ``timeout``)."""
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_closed", True) or getattr(self, "_pid", None) != os.getpid():
+            return
+        warnings.warn(f"unclosed {self!r}: closing it", ResourceWarning, stacklevel=2)
+        with contextlib.suppress(Exception):     # never raise from a finalizer
+            self.close(min(1.0, self._config.close_timeout))
+
+    def _check_process(self) -> None:
+        if os.getpid() != self._pid:
+            raise ForkedSessionError(
+                f"this {type(self).__name__} was created in another process (before a "
+                "fork); create sessions inside the worker process instead")
+
+
+class Session(ProcessOwned):
     """One backtest session. Create it with ``Client.start_session``. ``next_event`` may be
     called from any thread (each event goes to one caller); steps from one thread at a
     time. A session belongs to the process that created it."""
@@ -612,23 +644,7 @@ class Session:
     def __enter__(self) -> Session:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if getattr(self, "_closed", True) or getattr(self, "_pid", None) != os.getpid():
-            return
-        warnings.warn(f"unclosed {self!r}: closing it", ResourceWarning, stacklevel=2)
-        with contextlib.suppress(Exception):     # never raise from a finalizer
-            self.close(min(1.0, self._config.close_timeout))
-
     # ------------------------------------------------------------------ guards
-
-    def _check_process(self) -> None:
-        if os.getpid() != self._pid:
-            raise ForkedSessionError(
-                "this session was created in another process (before a fork); create "
-                "sessions inside the worker process instead")
 
     def _check_usable(self) -> None:
         self._check_process()
