@@ -720,12 +720,11 @@ class SingleControl(ControlSide):
         socket (``close_detached``), so it does not live on for its detach window. Bounded
         by ``deadline``."""
         link = self.link
-        state = self.status.value.state
-        if not link.created or self.status.value.final:
+        if not link.created:
             self.connection.close(max(0.0, deadline - time.monotonic()))
             return
         try:
-            if state is State.UP and link.send_close():
+            if self.status.value.state is State.UP and link.send_close():
                 # half the time for the ack on this connection; the rest, if it does not
                 # come (the connection was dying), for a fresh one
                 ack_by = time.monotonic() + (deadline - time.monotonic()) / 2
@@ -734,9 +733,12 @@ class SingleControl(ControlSide):
                     pass
         finally:            # an interrupt above still stops the connection
             self.connection.close(max(0.0, deadline - time.monotonic()))
-        if not link.close_acked.is_set() and not link.gate.completed:
-            # down, or the close could not be written (a signal handler that interrupted
-            # this thread's own write): one attempt on a fresh connection
+        if not link.close_acked.is_set() and not isinstance(self.connection.failure,
+                                                            SessionEnded):
+            # down (reconnecting, out of budget, or ended by a drop after `completed`), or
+            # the close could not be written (a signal handler that interrupted this
+            # thread's own write): the server may hold the session for its detach window,
+            # so one bounded attempt on a fresh connection
             link.close_detached(deadline)
 
 

@@ -574,7 +574,8 @@ class Connection:
         self._ws: Optional[websocket.WebSocket] = None
         self._sock: Optional[DeadlineSocket] = None    # the socket of the attempt or link
         self._sock_lock = threading.RLock()     # close() may run in a signal handler
-        self._live = False                               # UP: the keepalive watches it
+        self._live = False                               # UP: handshake done, sends go
+        self._watched = False   # upgraded: the keepalive pings it and watches its silence
         self._ever_up = False
         self._outage_started = time.monotonic()
         self._attempts = 0
@@ -800,6 +801,10 @@ class Connection:
         self._attempts = attempt
         with self.link.attempt_turn(attempt, self._stop.is_set):
             ws, sock = self._connect()
+            # the handshake is watched too: a parallel create may wait minutes per frame,
+            # and only pings tell a parked server from a dead connection
+            self._last_inbound = time.monotonic()
+            self._watched = True
             try:
                 self.link.handshake(Channel(ws, sock, self), attempt)
             except Transient as exc:
@@ -957,7 +962,7 @@ class Connection:
         with self._sock_lock:
             if self._sock is sock:
                 self._sock = None
-                self._live = False
+                self._live = self._watched = False
                 self._ws = None
         sock.close()
 
@@ -986,7 +991,7 @@ class Connection:
     def _keep_alive_once(self, next_ping: float) -> float:
         sock = self._sock
         now = time.monotonic()
-        if sock is None or not self._live:
+        if sock is None or not self._watched:
             self._last_inbound = now
             return next_ping
         if self.link.holding_back():

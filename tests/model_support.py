@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import os
 import threading
 import time
@@ -47,6 +48,7 @@ from simsync.localsim.netproxy import FaultProxy
 from tests.leaks import wait_until
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 FIRST_SLOT = 400_000_000
 BUNDLE_SIZE = 100
 BUNDLES = 2
@@ -118,6 +120,33 @@ def check_failure(what: str, exc: BaseException) -> None:
                              "cause") from exc
     raise AssertionError(f"{what} failed under recoverable faults: "
                          f"{type(exc).__name__}: {exc}") from exc
+
+
+def traced(rule_function: F) -> F:
+    """Records the outermost rule call in ``self.schedule`` (as hypothesis prints a step), and
+    appends the schedule so far to any assertion the rule raises: a failure names the
+    schedule that produced it even when hypothesis cannot replay it (timing differs between
+    runs, so a shrink may end in a ``FlakyFailure`` that shows only the last exception)."""
+    @functools.wraps(rule_function)
+    def run(self: SessionModel, *args: Any, **kwargs: Any) -> Any:
+        if self.in_rule:        # called by another rule (first_session → start_session)
+            return rule_function(self, *args, **kwargs)
+        self.schedule.append(f"state.{rule_function.__name__}("
+                             + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")")
+        self.in_rule = True
+        try:
+            return rule_function(self, **kwargs)
+        except AssertionError as exc:
+            raise with_schedule(self, exc) from exc
+        finally:
+            self.in_rule = False
+    return run  # type: ignore[return-value]
+
+
+def with_schedule(model: SessionModel, exc: AssertionError) -> AssertionError:
+    """``exc`` (its type kept) with the schedule that led to it, as pasteable code."""
+    steps = "\n    ".join(["state = SessionModel()", *model.schedule, "state.teardown()"])
+    return type(exc)(f"{exc}\n  schedule (paste as a regression test):\n    {steps}")
 
 
 def control_key(event: Any) -> Optional[Tuple[Any, ...]]:
@@ -210,6 +239,8 @@ class SessionModel(RuleBasedStateMachine):
         self.known_ids: List[str] = []
         self.events_seen = 0
         self.blackhole_until = 0.0
+        self.schedule: List[str] = []       # the rules run so far (see `traced`)
+        self.in_rule = False
 
     # ------------------------------------------------------------------ helpers
 
@@ -310,6 +341,7 @@ class SessionModel(RuleBasedStateMachine):
 
     @precondition(lambda self: self.session is None)
     @rule(length=st.integers(2, 12), offset=st.integers(0, 40))
+    @traced
     def start_session(self, length: int, offset: int) -> None:
         start = FIRST_SLOT + offset
         end = start + length
@@ -335,6 +367,7 @@ class SessionModel(RuleBasedStateMachine):
 
     @initialize(length=st.integers(2, 12), offset=st.integers(0, 40),
                 subscribe=st.booleans())
+    @traced
     def first_session(self, length: int, offset: int, subscribe: bool) -> None:
         """Every example starts with a session (later ones come from ``start_session``)."""
         self.start_session(length, offset)
@@ -343,6 +376,7 @@ class SessionModel(RuleBasedStateMachine):
 
     @precondition(lambda self: self.live and not self.stepped and not self.subscribed)
     @rule()
+    @traced
     def subscribe_transactions(self) -> None:
         session = self.session
         assert session is not None
@@ -355,6 +389,7 @@ class SessionModel(RuleBasedStateMachine):
 
     @precondition(lambda self: self.live)
     @rule(advance_count=st.integers(1, 3))
+    @traced
     def step(self, advance_count: int) -> None:
         session = self.session
         assert session is not None
@@ -368,6 +403,7 @@ class SessionModel(RuleBasedStateMachine):
 
     @precondition(lambda self: self.live)
     @rule(ahead=st.integers(1, 3), batch_index=st.sampled_from([None, 0, 1, 2]))
+    @traced
     def step_to(self, ahead: int, batch_index: Optional[int]) -> None:
         """``continueTo`` the ``ahead``-th produced slot after the one the session stands
         at (a no-op when there is none), stopping before ``batch_index`` (clamped)."""
@@ -390,6 +426,7 @@ class SessionModel(RuleBasedStateMachine):
 
     @precondition(lambda self: self.live)
     @rule()
+    @traced
     def read_rpc(self) -> None:
         session = self.session
         assert session is not None
@@ -411,6 +448,7 @@ class SessionModel(RuleBasedStateMachine):
 
     @precondition(lambda self: self.session is not None)
     @rule()
+    @traced
     def close(self) -> None:
         session = self.session
         assert session is not None
@@ -422,6 +460,7 @@ class SessionModel(RuleBasedStateMachine):
 
     @precondition(lambda self: self.live)
     @rule(advance_count=st.integers(1, 3))
+    @traced
     def close_mid_step(self, advance_count: int) -> None:
         """Step, then close at once without waiting for the pause."""
         session = self.session
@@ -458,6 +497,7 @@ class SessionModel(RuleBasedStateMachine):
 
     @precondition(lambda self: self.session is not None and len(self.abandoned) < 2)
     @rule()
+    @traced
     def abandon(self) -> None:
         """Stop using the session without closing it; a new one may start beside it."""
         assert self.session is not None
@@ -468,22 +508,26 @@ class SessionModel(RuleBasedStateMachine):
 
     @precondition(faults_on)
     @rule(channel=st.sampled_from(["control", "pubsub"]), after_frames=st.integers(0, 30))
+    @traced
     def sim_drop(self, channel: str, after_frames: int) -> None:
         self.sim.faults.add(Fault("drop", channel=channel, after_frames=after_frames))
 
     @precondition(faults_on)
     @rule(channel=st.sampled_from(["control", "pubsub"]), after_frames=st.integers(0, 30))
+    @traced
     def sim_stall(self, channel: str, after_frames: int) -> None:
         self.sim.faults.add(Fault("stall", channel=channel, after_frames=after_frames))
 
     @precondition(faults_on)
     @rule(at=st.sampled_from(["after_session_created", "after_continue_received",
                               "mid_replay"]))
+    @traced
     def sim_drop_at(self, at: str) -> None:
         self.sim.faults.add(Fault("drop", at=at))
 
     @precondition(faults_on)
     @rule(count=st.integers(1, 3), channel=st.sampled_from(["control", "pubsub"]))
+    @traced
     def sim_refuse(self, count: int, channel: str) -> None:
         self.sim.faults.refuse_connects(count, channel)
 
@@ -491,18 +535,21 @@ class SessionModel(RuleBasedStateMachine):
 
     @precondition(faults_on)
     @rule(side=st.sampled_from(["client", "upstream", "both"]))
+    @traced
     def net_reset(self, side: str) -> None:
         self.proxy.reset(side=side)
 
     @precondition(faults_on)
     @rule(nbytes=st.integers(1, 3000), side=st.sampled_from(["client", "upstream", "both"]),
           direction=st.sampled_from(["up", "down"]))
+    @traced
     def net_reset_after(self, nbytes: int, side: str, direction: str) -> None:
         self.proxy.reset_after(nbytes, side=side, direction=direction)
 
     @precondition(faults_on)
     @rule(direction=st.sampled_from(["up", "down", "both"]),
           seconds=st.sampled_from([0.3, 1.5, 3.0]))
+    @traced
     def net_blackhole(self, direction: str, seconds: float) -> None:
         self.proxy.blackhole(direction, duration=seconds)
         self.blackhole_until = max(self.blackhole_until, time.monotonic() + seconds)
@@ -510,11 +557,13 @@ class SessionModel(RuleBasedStateMachine):
     @precondition(faults_on)
     @rule(seconds=st.sampled_from([0.0, 0.02, 0.3]), direction=st.sampled_from(
         ["up", "down", "both"]))
+    @traced
     def net_latency(self, seconds: float, direction: str) -> None:
         self.proxy.set_latency(seconds, direction)
 
     @precondition(faults_on)
     @rule(size=st.sampled_from([None, 7, 100, 1000]))
+    @traced
     def net_slicing(self, size: Optional[int]) -> None:
         self.proxy.set_slicing(size)
 
@@ -551,6 +600,8 @@ class SessionModel(RuleBasedStateMachine):
             assert not left or "server-session-after-close" in SKIP, \
                 f"after closing everything, live server sessions: {sorted(left)}"
             self._check_client_gone("closing everything at the end")
+        except AssertionError as exc:
+            raise with_schedule(self, exc) from exc
         finally:
             with contextlib.suppress(Exception):
                 self.proxy.close()

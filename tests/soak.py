@@ -76,6 +76,29 @@ SOAK_CONFIG = simsync.ClientConfig(
     drain_timeout=10.0, close_timeout=2.0, rpc_timeout=10.0)
 
 PAUSES = (simsync.ReadyForContinue, simsync.Paused)
+#: Every fault kind the soak reports, as (action, channel, variant): session i's first fault is
+#: entry (i + seed) % len(COVERAGE), so each kind is drawn at least about sessions / 33 times
+#: (a random draw under-samples the narrow ones: a PubSub close 1012 needs a subscribed
+#: session, the close action, the PubSub channel and that code).
+COVERAGE: Tuple[Tuple[str, str, Any], ...] = (
+    tuple((action, "control", variant) for action, variant in (
+        ("drop", "fin"), ("drop", "rst"), ("stall", None), ("delay", None), ("refuse", None),
+        ("step_drop", None), ("recovery_drop", "fin"), ("recovery_drop", "rst"),
+        ("reannounce", "never"), ("reannounce", "always")))
+    + tuple(("close", channel, code) for channel in ("control", "pubsub")
+            for code in (1001, 1011, 1012))
+    + tuple(("refuse_status", channel, status) for channel in ("control", "pubsub")
+            for status in (429, 502, 503))
+    + tuple((action, "pubsub", variant) for action, variant in (
+        ("drop", "fin"), ("drop", "rst"), ("stall", None), ("delay", None),
+        ("heartbeat", None), ("duplicate", None), ("late", None)))
+    + tuple((action, "network", None) for action in (
+        "net_reset", "net_blackhole", "net_latency", "net_slicing")))
+#: Fault kinds the planner gives single sessions only (a batch numbers its connections and
+#: re-announces differently).
+SINGLE_ONLY = ("recovery_drop", "reannounce")
+#: The share of sessions planned without any fault.
+NO_FAULT_SHARE = 0.03
 #: A drop fired this soon after a stall waits on the stall's detection: its wait is the stall's.
 STALL_SHADOW = SOAK_CONFIG.dead_after + 1.0
 
@@ -183,22 +206,31 @@ class Planner:
         rng = random.Random(self.seed * 1_000_003 + index)
         kind = rng.choices(KINDS, KIND_WEIGHTS)[0]
         program = rng.choice(PROGRAMS)
+        # the first fault rotates through COVERAGE (so every kind the soak reports is drawn
+        # about sessions / len(COVERAGE) times); the session is made one it can fire in
+        cover = COVERAGE[(index + self.seed) % len(COVERAGE)]
+        if cover[0] in SINGLE_ONLY and kind == "parallel":
+            kind = rng.choice(["single", "subscribed"])
+        if cover[1] == "pubsub" and kind == "single":
+            kind = "subscribed"
         if kind == "parallel":
             first = rng.randrange(0, BUNDLES - 2)
             span = rng.randint(1, 2)
             start = FIRST_SLOT + first * BUNDLE_SIZE + rng.randint(BUNDLE_SIZE // 2,
                                                                    BUNDLE_SIZE - 1)
             end = FIRST_SLOT + (first + span) * BUNDLE_SIZE + rng.randint(0, BUNDLE_SIZE // 2)
-            subscribe = rng.random() < 0.5
+            subscribe = cover[1] == "pubsub" or rng.random() < 0.5
         else:
             length = rng.randint(6, 24)
             start = rng.randint(FIRST_SLOT, FIRST_SLOT + BUNDLE_SIZE * BUNDLES - length)
             end = start + length - 1
             subscribe = kind == "subscribed"
         produced = self.history.produced_slots(start, end)
-        n_faults = 0 if rng.random() < 0.05 else rng.randint(1, 3)
-        faults = tuple(self._fault(rng, kind, subscribe, start, end, produced, program)
-                       for _ in range(n_faults))
+        faults: Tuple[FaultSpec, ...] = ()
+        if rng.random() >= NO_FAULT_SHARE:
+            faults = tuple(self._fault(rng, kind, subscribe, start, end, produced, program,
+                                       cover if i == 0 else None)
+                           for i in range(rng.randint(1, 3)))
         return SessionPlan(index, kind, start, end, program, subscribe, faults)
 
     def _control_frames(self, kind: str, start: int, end: int, produced: List[int]) -> int:
@@ -219,12 +251,17 @@ class Planner:
         return max(2, count + 1)
 
     def _fault(self, rng: random.Random, kind: str, subscribe: bool, start: int, end: int,
-               produced: List[int], program: str) -> FaultSpec:
+               produced: List[int], program: str,
+               cover: Optional[Tuple[str, str, Any]] = None) -> FaultSpec:
+        """A random fault, or (``cover``) the one of that (action, channel, variant)."""
         menu = ["drop", "drop", "stall", "delay", "refuse", "step_drop", "recovery_drop",
                 "close", "refuse_status", "reannounce", "heartbeat", "duplicate", "late",
                 "net_reset", "net_blackhole", "net_latency", "net_slicing"]
         channel = "pubsub" if subscribe and rng.random() < 0.45 else "control"
         action = rng.choice(menu)
+        variant = None
+        if cover is not None:
+            action, channel, variant = cover
         if channel == "pubsub" and action in ("step_drop", "recovery_drop", "reannounce"):
             action = "drop"
         if channel == "control" and action in ("heartbeat", "duplicate", "late"):
@@ -242,14 +279,16 @@ class Planner:
         if action == "refuse":
             return FaultSpec("refuse", channel, count=rng.randint(1, 4))
         if action == "refuse_status":
-            return FaultSpec("refuse_status", channel, code=rng.choice([429, 502, 503]))
+            return FaultSpec("refuse_status", channel,
+                             code=variant or rng.choice([429, 502, 503]))
         if action == "reannounce":
-            return FaultSpec("reannounce", mode=rng.choice(["never", "always"]))
+            return FaultSpec("reannounce", mode=variant or rng.choice(["never", "always"]))
         if action in ("heartbeat", "duplicate", "late"):
             return FaultSpec(action, "pubsub")
         if action == "recovery_drop":
             return FaultSpec("recovery_drop", after_frames=rng.randint(1, max(1, frames)),
-                             recovery_after=rng.randint(0, 8), how=rng.choice(["fin", "rst"]))
+                             recovery_after=rng.randint(0, 8),
+                             how=variant or rng.choice(["fin", "rst"]))
         if action == "step_drop":
             return FaultSpec("step_drop", count=rng.randint(0, 3),
                              at_pause=rng.randrange(0, max(1, len(produced) - 1)))
@@ -259,11 +298,12 @@ class Planner:
         if action == "delay":
             return FaultSpec("delay", channel, after, delay_secs=rng.uniform(0.001, 0.004))
         if action == "close":
-            return FaultSpec("close", channel, max(1, after), code=rng.choice([1001, 1011,
-                                                                              1012]))
+            return FaultSpec("close", channel, max(1, after),
+                             code=variant or rng.choice([1001, 1011, 1012]))
         times = rng.randint(1, 2) if action == "drop" else 1
         return FaultSpec(action, channel, after, times=times,
-                         how=rng.choice(["fin", "rst"]) if action == "drop" else "fin")
+                         how=(variant or rng.choice(["fin", "rst"])) if action == "drop"
+                         else "fin")
 
 
 # ------------------------------------------------------------------------ log watching

@@ -185,6 +185,23 @@ def test_a_lost_create_answer_is_never_followed_by_a_second_create(sim: Any) -> 
     assert sim.stats.control_connections == 1
 
 
+@pytest.mark.parametrize("after_frames", [0, 1, 2])
+def test_a_parallel_create_on_a_dead_connection_fails_within_dead_after(
+        sim: Any, after_frames: int) -> None:
+    """A parallel create waits up to ``parallel_create_frame_timeout`` (minutes) for each
+    frame; a connection that goes silent mid-create (no frame, no pong) is declared dead after
+    ``dead_after`` like any other, never waited on for the frame timeout (found by the soak:
+    a stall after the first ``sessionCreated`` hung ``start_parallel`` for 900 s)."""
+    config = FAST.replace(parallel_create_frame_timeout=120.0)
+    sim.faults.add(Fault("stall", after_frames=after_frames))
+    began = time.monotonic()
+    with pytest.raises(simsync.SessionCreateError, match="may exist"):
+        client(sim, config).start_parallel(start_slot=START, end_slot=START + 250,
+                                           disconnect_timeout_secs=60)
+    assert time.monotonic() - began < config.dead_after + config.ping_interval + 5
+    assert sim.stats.control_connections == 1      # and it never created twice
+
+
 # ------------------------------------------------------------------ 8: state after effects
 
 @pytest.mark.parametrize("run", range(10))

@@ -151,3 +151,33 @@ def test_close_while_reconnecting_closes_the_server_session(sim: LocalSimulator)
     # told the server on a fresh connection: gone now, not after its 600 s detach window
     wait_for(lambda: sim.session_info(sid) is None
              or sim.session_info(sid)["state"] == "closed", timeout=5)
+
+
+@pytest.mark.parametrize("how", ["close", "read Completed"])
+def test_a_drop_after_completed_still_closes_the_server_session(sim: LocalSimulator,
+                                                                 how: str) -> None:
+    """``completed`` arrived, then the control connection died before the close: the link
+    does not reconnect (nothing more is expected), but the server still holds the session
+    for its detach window, so closing attaches on a fresh connection and closes it (found by
+    the model-based test: ``close_mid_step`` left a completed session live)."""
+    session = client(sim).start_session(start_slot=START, end_slot=START + 1,
+                                        disconnect_timeout_secs=600)
+    sid = session.info.session_id
+    while not isinstance(session.next_event(10), simsync.ReadyForContinue):
+        pass
+    session.send_continue(advance_count=5, timeout=10)
+    wait_for(lambda: session._control.link.gate.completed, what="completed arrived")
+    session._control.connection.abort()
+    wait_for(lambda: session.status.final, what="the link ended")
+    assert sim.session_info(sid) is not None, "the server session outlives the drop"
+    began = time.monotonic()
+    if how == "close":
+        session.close(timeout=3)
+    else:
+        while not isinstance(session.next_event(10), simsync.Completed):
+            pass
+    assert time.monotonic() - began < 4
+    wait_for(lambda: sim.session_info(sid) is None
+             or sim.session_info(sid)["state"] == "closed", timeout=5,
+             what="the server session closed, not left for its 600 s detach window")
+    session.close()
