@@ -1,16 +1,19 @@
 """Model-based test (issue 16, item 1): user actions interleaved with simulator and network
 faults, checked against the simulator's own record (see tests/model_support.py).
 
-The run under faults is marked ``chaos`` and left out of the default run (it takes minutes);
-``test_close_during_a_reconnect_ends_the_server_session`` is the regression test of what it
-found. Run it with::
+The long run under faults is marked ``chaos`` and left out of the default run (500 examples
+take minutes). What it found has regression tests: a close during a reconnect
+(``test_close_during_a_reconnect_ends_the_server_session`` below), a close after a drop that
+followed ``completed`` (tests/test_interrupts.py). Run it with::
 
-    SIMSYNC_MODEL_EXAMPLES=30 SIMSYNC_MODEL_SEED=1 pytest -m chaos tests/test_model.py -s
+    SIMSYNC_MODEL_EXAMPLES=500 SIMSYNC_MODEL_SEED=1 pytest -m chaos tests/test_model.py -s
 
 ``SIMSYNC_MODEL_STEPS`` sets the longest rule sequence (default 12);
 ``SIMSYNC_MODEL_SKIP=server-session-after-close`` looks past that finding. A failure prints the
 minimal schedule as code (``state = SessionModel()`` … ``state.teardown()``): paste it into a
-test function as a regression test. The default run keeps a short fault-free variant.
+test function as a regression test. The default run keeps 50 examples under faults (seed
+``SIMSYNC_MODEL_SEED``, default 0, not shrunk: the failure message carries its schedule) and a
+short fault-free variant.
 """
 from __future__ import annotations
 
@@ -57,6 +60,17 @@ def test_model_under_faults() -> None:
     finally:
         print("model-based test tally (shrinking runs included): "
               + ", ".join(f"{name} {count}" for name, count in TALLY.items()))
+
+
+@pytest.mark.timeout(900)
+def test_model_under_faults_bounded() -> None:
+    """The default run's share (issue 16): 50 examples under faults with a fixed seed
+    (``SIMSYNC_MODEL_SEED``, printed), no shrinking, so that a failure costs seconds, not
+    minutes; its message carries the schedule that failed, and ``-m chaos`` with the same
+    seed shrinks it."""
+    print(f"\nmodel-based test (bounded): 50 examples, seed {SEED}")
+    run_state_machine_as_test(seed(SEED)(SessionModel), settings=settings(
+        parent=model_settings(50, STEPS), phases=[Phase.explicit, Phase.generate]))
 
 
 @pytest.mark.timeout(120)
