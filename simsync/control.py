@@ -277,6 +277,22 @@ def _answered_pauses(events: List[Any]) -> set[int]:
     return answered
 
 
+def read_until(ws: websocket.WebSocket, deadline: float, done: Callable[[Any], bool]) -> None:
+    """Receive frames on a plain websocket-client socket until ``done(event)`` (the
+    detached close's exchange); a fatal ``error`` raises ``SimsyncError``, so does the
+    deadline."""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise SimsyncError("out of time")
+        ws.settimeout(remaining)
+        _, event = decode_response(ws.recv())
+        if done(event):
+            return
+        if isinstance(event, ServerError) and event.fatal:
+            raise SimsyncError(event.message)
+
+
 class SessionEnded(Fatal):
     """A fatal ``error`` frame ended the session; ``server_error`` is the typed error."""
 
@@ -399,6 +415,49 @@ class ControlBase(Link):
             channel.send(text)
         finally:
             self._writing.active = False
+
+    def close_detached(self, deadline: float) -> bool:
+        """Close what the server still holds while this link's own connection is down (user
+        thread, after the reader stopped): on a fresh socket, attach and close
+        (``_close_exchange``); connection failures are retried (tenacity, short backoff) for
+        at most ``DETACHED_CLOSE_SECS`` within ``deadline``. Without a detach window the
+        server ended the session with its connection: nothing to do. Best effort: returns
+        whether the server acknowledged."""
+        if not self.created or not self._create.sequenced \
+                or deadline - time.monotonic() < 0.1:
+            return False
+        deadline = min(deadline, time.monotonic() + DETACHED_CLOSE_SECS)
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_before_delay(max(0.0, deadline - time.monotonic() - 0.1)),
+            wait=tenacity.wait_exponential(multiplier=0.05, max=0.5),
+            retry=tenacity.retry_if_exception_type((OSError, websocket.WebSocketException)),
+            reraise=True)
+        try:
+            retrying(self._close_on_fresh_socket, deadline)
+        except (OSError, websocket.WebSocketException, SimsyncError) as exc:
+            log.info("simsync %s: could not close the detached session: %s", self.name, exc)
+            return False
+        log.info("simsync %s: closed the detached session on a fresh connection", self.name)
+        return True
+
+    def _close_on_fresh_socket(self, deadline: float) -> None:
+        sslopt = {"ca_certs": self._config.ca_bundle} if self._config.ca_bundle else {}
+        ws = websocket.WebSocket(sslopt=sslopt)
+        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), ws.shutdown)
+        watchdog.start()                         # cuts a trickling server off at the deadline
+        try:
+            ws.connect(self._url, header=self.headers,  # type: ignore[no-untyped-call]
+                       timeout=max(0.05, deadline - time.monotonic()), suppress_origin=True)
+            self._close_exchange(ws, deadline)
+        finally:
+            watchdog.cancel()
+            watchdog.join()
+            ws.shutdown()  # type: ignore[no-untyped-call]
+
+    @abc.abstractmethod
+    def _close_exchange(self, ws: websocket.WebSocket, deadline: float) -> None:
+        """Attach to the session(s) on ``ws`` and close what is still open, waiting for
+        the acknowledgements until ``deadline`` (``read_until``)."""
 
     @abc.abstractmethod
     def _create_session(self, channel: Channel) -> None:
@@ -594,58 +653,15 @@ class ControlLink(ControlBase):
         return self.send_request(CloseBacktestSession())
 
 
-    def close_detached(self, deadline: float) -> bool:
-        """Close the session while its own connection is down (user thread, after the
-        reader stopped): on a fresh socket, ``attachBacktestSession`` → ``sessionAttached``,
-        ``closeBacktestSession`` → ``success``; connection failures are retried (tenacity,
-        short backoff) for at most ``DETACHED_CLOSE_SECS`` within ``deadline``. Best effort:
-        returns whether the server acknowledged."""
-        if self.info is None or not self._create.sequenced \
-                or deadline - time.monotonic() < 0.1:
-            return False
-        deadline = min(deadline, time.monotonic() + DETACHED_CLOSE_SECS)
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_before_delay(max(0.0, deadline - time.monotonic() - 0.1)),
-            wait=tenacity.wait_exponential(multiplier=0.05, max=0.5),
-            retry=tenacity.retry_if_exception_type((OSError, websocket.WebSocketException)),
-            reraise=True)
-        try:
-            retrying(self._close_on_fresh_socket, self.info.session_id, deadline)
-        except (OSError, websocket.WebSocketException, SimsyncError) as exc:
-            log.info("simsync control: could not close the detached session: %s", exc)
-            return False
-        log.info("simsync control: closed the detached session on a fresh connection")
-        return True
-
-    def _close_on_fresh_socket(self, session_id: str, deadline: float) -> None:
-        sslopt = {"ca_certs": self._config.ca_bundle} if self._config.ca_bundle else {}
-        ws = websocket.WebSocket(sslopt=sslopt)
-        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), ws.shutdown)
-        watchdog.start()                         # cuts a trickling server off at the deadline
-        try:
-            ws.connect(self._url, header=self.headers,  # type: ignore[no-untyped-call]
-                       timeout=max(0.05, deadline - time.monotonic()), suppress_origin=True)
-            ws.send(encode_request(AttachBacktestSession(session_id, self.gate.last_seq)))
-            self._read_until(ws, SessionAttached, deadline)
-            ws.send(encode_request(CloseBacktestSession()))
-            self._read_until(ws, Success, deadline)
-        finally:
-            watchdog.cancel()
-            watchdog.join()
-            ws.shutdown()  # type: ignore[no-untyped-call]
-
-    @staticmethod
-    def _read_until(ws: websocket.WebSocket, wanted: type, deadline: float) -> None:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise SimsyncError("out of time")
-            ws.settimeout(remaining)
-            _, event = decode_response(ws.recv())
-            if isinstance(event, wanted):
-                return
-            if isinstance(event, ServerError) and event.fatal:
-                raise SimsyncError(event.message)
+    def _close_exchange(self, ws: websocket.WebSocket, deadline: float) -> None:
+        """``attachBacktestSession`` → ``sessionAttached``, ``closeBacktestSession`` →
+        ``success`` on a fresh socket (see ``ControlBase.close_detached``)."""
+        assert self.info is not None
+        ws.send(encode_request(AttachBacktestSession(self.info.session_id, self.gate.last_seq)))
+        read_until(ws, deadline, lambda event: isinstance(event, SessionAttached))
+        ws.send(encode_request(CloseBacktestSession()))
+        read_until(ws, deadline, lambda event: isinstance(event, Success))
+        self.close_acked.set()
 
 
 class ControlSide(abc.ABC):
@@ -743,4 +759,4 @@ class SingleControl(ControlSide):
 
 
 __all__: List[str] = ["ControlBase", "ControlLink", "ControlSide", "SessionEnded", "SessionInfo",
-                      "SingleControl", "Step", "StepGate", "StepState", "Verdict"]
+                      "SingleControl", "Step", "StepGate", "StepState", "Verdict", "read_until"]

@@ -10,9 +10,18 @@ import threading
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+import websocket
+
 from simsync import urls
 from simsync.config import ClientConfig
-from simsync.control import ControlBase, ControlSide, SessionEnded, SessionInfo, StepGate
+from simsync.control import (
+    ControlBase,
+    ControlSide,
+    SessionEnded,
+    SessionInfo,
+    StepGate,
+    read_until,
+)
 from simsync.errors import (
     ControlFailed,
     EventTimeout,
@@ -33,6 +42,7 @@ from simsync.protocol import (
     Event,
     ParallelSessionAttachedV2,
     Request,
+    ResumeAttachedSession,
     ServerError,
     SessionCreated,
     SessionEventV1,
@@ -200,13 +210,54 @@ class ParallelControlLink(ControlBase):
         self.flush_steps()
 
     def close_sub(self, session_id: str) -> threading.Event:
-        """Send ``closeSessionV1``; the returned event is set on its ``success``."""
+        """Send ``closeSessionV1`` (user thread); the returned event is set on its
+        ``success``, or at once when nothing is left to close (completed or failed). One
+        that cannot be written now (the connection is down) is sent after the next resume,
+        or by ``close_detached``."""
         sub = self.subs[session_id]
         sub.closing = True
-        if sub.gate.completed or sub.failed or not self.send_request(
-                CloseSessionV1(session_id)):
+        if sub.gate.completed or sub.failed:
             sub.close_acked.set()
+        else:
+            self.send_request(CloseSessionV1(session_id))
         return sub.close_acked
+
+    def open_subs(self) -> List[str]:
+        """Sub-sessions the server may still hold: not completed, failed or closed."""
+        return [sid for sid, sub in self.subs.items()
+                if not (sub.gate.completed or sub.failed or sub.close_acked.is_set())]
+
+    def handshake(self, channel: Channel, attempt: int) -> None:
+        """``ControlBase.handshake``, then the closes asked for while the connection was
+        down (reader thread)."""
+        super().handshake(channel, attempt)
+        for session_id in self.open_subs():
+            if self.subs[session_id].closing:
+                self.send_request(CloseSessionV1(session_id))
+
+    def _close_exchange(self, ws: websocket.WebSocket, deadline: float) -> None:
+        """``attachParallelControlSessionV2`` → ``parallelSessionAttachedV2``,
+        ``resumeAttachedSession`` → ``success``, then ``closeSessionV1`` for every open
+        sub-session → its wrapped ``success`` (see ``ControlBase.close_detached``)."""
+        assert self.control_session_id is not None
+        cursors = {sid: sub.gate.last_seq for sid, sub in self.subs.items()
+                   if sub.gate.last_seq is not None}
+        ws.send(encode_request(AttachParallelControlSessionV2(self.control_session_id,
+                                                              cursors)))
+        read_until(ws, deadline, lambda event: isinstance(event, ParallelSessionAttachedV2))
+        ws.send(encode_request(ResumeAttachedSession()))
+        read_until(ws, deadline, lambda event: isinstance(event, Success))
+        open_subs = self.open_subs()
+        for session_id in open_subs:
+            ws.send(encode_request(CloseSessionV1(session_id)))
+
+        def acked(event: Any) -> bool:
+            if isinstance(event, (SessionEventV2, SessionEventV1)) and isinstance(
+                    event.event, Success) and event.session_id in self.subs:
+                self.subs[event.session_id].close_acked.set()
+            return not self.open_subs()
+        if open_subs:
+            read_until(ws, deadline, acked)
 
 
 class SubControl(ControlSide):
@@ -456,6 +507,10 @@ class ParallelSession(ProcessOwned):
             arrivals = self._batch.arrivals
             if arrivals is not None:
                 arrivals.put(None)
+        if self._link.open_subs() and not isinstance(self._connection.failure, SessionEnded):
+            # the connection was down (or died before the acks): the server may hold them
+            # for the detach window, so one bounded attempt on a fresh connection
+            self._link.close_detached(deadline)
 
     def __enter__(self) -> ParallelSession:
         return self

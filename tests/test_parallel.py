@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any, Dict, Iterator, List
 
 import pytest
@@ -13,7 +14,7 @@ from simsync.parallel import check_created
 from simsync.protocol import decode_response
 from simsync.transport import Fatal
 from tests.fixtures import frames
-from tests.support import FAST, START, drive, slots
+from tests.support import FAST, START, drive, slots, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 END = START + 79            # 8 bundles of 10 slots
@@ -145,3 +146,40 @@ def test_four_worker_processes_each_run_a_session(sim8: LocalSimulator) -> None:
     for (start_slot, end_slot), result in zip(ranges, results):
         assert result["slots"] == sim8.produced_slots(start_slot, end_slot)
         assert isinstance(result["completed"], simsync.Completed)
+
+
+def test_close_while_reconnecting_closes_every_server_sub_session(sim8: LocalSimulator
+                                                                   ) -> None:
+    """The batch's connection is down when the user closes: the server would hold every
+    sub-session for its detach window, so close attaches on a fresh connection and closes
+    them (bounded by the close timeout)."""
+    config = FAST.replace(backoff_initial=5.0, backoff_max=5.0)
+    batch = simsync.Client(sim8.url, config=config).start_parallel(
+        start_slot=START, end_slot=END, disconnect_timeout_secs=600)
+    ids = [s.info.session_id for s in batch.sub_sessions]
+    assert set(ids) <= set(sim8.session_ids())
+    batch._connection.abort()                # then a backoff sleep of up to 5 s
+    wait_for(lambda: batch.status.state is simsync.State.RECONNECTING)
+    began = time.monotonic()
+    batch.close(timeout=3)
+    assert time.monotonic() - began < 4
+    wait_for(lambda: not set(ids) & set(sim8.session_ids()), timeout=5,
+             what="the sub-sessions closed, not left for their 600 s detach window")
+
+
+def test_a_sub_session_closed_while_down_is_closed_after_the_reconnect(
+        sim8: LocalSimulator) -> None:
+    batch = simsync.Client(sim8.url, config=FAST).start_parallel(
+        start_slot=START, end_slot=END, disconnect_timeout_secs=600)
+    with batch:
+        first, rest = batch.sub_sessions[0], batch.sub_sessions[1:]
+        sim8.faults.refuse_connects(3)               # a reconnect of a few attempts
+        batch._connection.abort()
+        wait_for(lambda: batch.status.state is simsync.State.RECONNECTING)
+        first.close(timeout=1)
+        wait_for(lambda: batch.status.state is simsync.State.UP, timeout=10)
+        wait_for(lambda: first.info.session_id not in sim8.session_ids(), timeout=5,
+                 what="the closed sub-session ended on the server after the reconnect")
+        # the others are untouched and run to the end
+        for sub in rest:
+            assert isinstance(drive(sub)[-1], simsync.Completed)
