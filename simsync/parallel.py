@@ -187,6 +187,8 @@ class ParallelControlLink(ControlBase):
             return
         if not self._admit(sub.gate, seq, event):
             return
+        if sub.closing and isinstance(event, ServerError):
+            sub.close_acked.set()           # the close's answer, if an unwelcome one
         if isinstance(event, ServerError) and event.fatal:
             sub.failed = True
             sub.inbox.fail(ControlFailed(f"the server ended the sub-session: {event.message}",
@@ -210,22 +212,22 @@ class ParallelControlLink(ControlBase):
         self.flush_steps()
 
     def close_sub(self, session_id: str) -> threading.Event:
-        """Send ``closeSessionV1`` (user thread); the returned event is set on its
-        ``success``, or at once when nothing is left to close (completed or failed). One
-        that cannot be written now (the connection is down) is sent after the next resume,
-        or by ``close_detached``."""
+        """Send ``closeSessionV1`` (user thread); the returned event is set on its answer,
+        or at once for a sub-session the server ended (failed). A completed one is closed
+        too: the server would keep it for the detach window. One that cannot be written now
+        (the connection is down) is sent after the next resume, or by ``close_detached``."""
         sub = self.subs[session_id]
         sub.closing = True
-        if sub.gate.completed or sub.failed:
+        if sub.failed:
             sub.close_acked.set()
         else:
             self.send_request(CloseSessionV1(session_id))
         return sub.close_acked
 
     def open_subs(self) -> List[str]:
-        """Sub-sessions the server may still hold: not completed, failed or closed."""
+        """Sub-sessions the server may still hold: neither failed nor closed."""
         return [sid for sid, sub in self.subs.items()
-                if not (sub.gate.completed or sub.failed or sub.close_acked.is_set())]
+                if not (sub.failed or sub.close_acked.is_set())]
 
     def handshake(self, channel: Channel, attempt: int) -> None:
         """``ControlBase.handshake``, then the closes asked for while the connection was

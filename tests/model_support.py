@@ -35,7 +35,7 @@ import functools
 import os
 import threading
 import time
-from typing import Any, Callable, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 import psutil
 from hypothesis import strategies as st
@@ -188,9 +188,12 @@ def frame_key(body: Any) -> Tuple[Any, ...]:
 
 
 def expected_control(log: List[Tuple[int, Any]]) -> List[Tuple[Any, ...]]:
-    """The server's emitted frames in seq order, a re-announced pause counted once."""
+    """The server's emitted frames in seq order, a re-announced pause counted once, and
+    without ``success`` (a sub-session's answer to its close, not an event)."""
     out: List[Tuple[Any, ...]] = []
     for _, body in sorted(log, key=lambda item: item[0]):
+        if body.get("method") == "success":
+            continue
         key = frame_key(body)
         if key[0] in ("readyForContinue", "paused") and out and out[-1] == key:
             continue
@@ -240,6 +243,10 @@ class SessionModel(RuleBasedStateMachine):
         self.events_seen = 0
         self.blackhole_until = 0.0
         self.schedule: List[str] = []       # the rules run so far (see `traced`)
+        self.batch: Optional[simsync.ParallelSession] = None
+        self.batch_events: Dict[str, List[Any]] = {}     # per sub-session id
+        self.batch_records: Dict[str, Any] = {}          # the simulator's session objects
+        self.batch_subscribed = False
         self.in_rule = False
 
     # ------------------------------------------------------------------ helpers
@@ -277,8 +284,8 @@ class SessionModel(RuleBasedStateMachine):
             check_failure(what, exc)
         self._check_events(at_rest=True)
 
-    def _server_log(self) -> List[Tuple[int, Any]]:
-        record = self.server_session
+    def _server_log(self, record: Any = None) -> List[Tuple[int, Any]]:
+        record = record or self.server_session
         if record is None:
             return []
         return list(self.sim.call(lambda: list(record._log)))
@@ -339,7 +346,7 @@ class SessionModel(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ user actions
 
-    @precondition(lambda self: self.session is None)
+    @precondition(lambda self: self.session is None and self.batch is None)
     @rule(length=st.integers(2, 12), offset=st.integers(0, 40))
     @traced
     def start_session(self, length: int, offset: int) -> None:
@@ -504,6 +511,153 @@ class SessionModel(RuleBasedStateMachine):
         self.abandoned.append(self.session)
         self._forget_session()
 
+    # ------------------------------------------------------------------ parallel batches
+
+    @property
+    def batch_live(self) -> bool:
+        return self.batch is not None and any(
+            not self._sub_done(sid) for sid in self.batch_events)
+
+    def _sub_done(self, session_id: str) -> bool:
+        events = self.batch_events[session_id]
+        return bool(events) and isinstance(events[-1], simsync.Completed)
+
+    @precondition(lambda self: self.session is None and self.batch is None)
+    @rule(before=st.integers(1, 6), after=st.integers(1, 6), subscribe=st.booleans())
+    def start_parallel(self, before: int, after: int, subscribe: bool) -> None:
+        """A batch over the bundle boundary (two sub-sessions), read to every first pause."""
+        start, end = FIRST_SLOT + BUNDLE_SIZE - before, FIRST_SLOT + BUNDLE_SIZE + after
+        try:
+            batch = bounded("start_parallel", START_BOUND, lambda: self.client.start_parallel(
+                start_slot=start, end_slot=end, disconnect_timeout_secs=DETACH_WINDOW))
+        except simsync.SessionCreateError as exc:
+            if "does not create twice" not in str(exc):
+                check_failure("start_parallel", exc)
+            TALLY["creates lost (by design)"] += 1
+            return
+        except BaseException as exc:  # noqa: BLE001 - classified
+            check_failure("start_parallel", exc)
+        self.batch = batch
+        TALLY["parallel batches"] += 1
+        for sub in batch.sub_sessions:
+            sid = sub.info.session_id
+            self.known_ids.append(sid)
+            self.batch_events[sid] = []
+            self.batch_records[sid] = self.sim.call(
+                functools.partial(self.sim.registry.sessions.get, sid))
+            assert self.batch_records[sid] is not None, \
+                f"the server does not know sub-session {sid}"
+        if subscribe:
+            for sub in batch.sub_sessions:
+                try:
+                    bounded("subscribe_transactions (sub-session)", SUBSCRIBE_BOUND,
+                            functools.partial(sub.subscribe_transactions, [PROGRAM]))
+                except BaseException as exc:  # noqa: BLE001 - classified
+                    check_failure("subscribe_transactions (sub-session)", exc)
+            self.batch_subscribed = True
+        self._read_batch("the batch's first pauses", set(self.batch_events))
+
+    def _read_batch(self, what: str, waiting: set[str]) -> None:
+        """Take ``events()`` until every sub-session in ``waiting`` paused or completed
+        (bounded), then check each against the server's record."""
+        batch = self.batch
+        assert batch is not None
+        deadline = time.monotonic() + STEP_BOUND
+
+        def take() -> None:
+            while waiting:
+                if time.monotonic() >= deadline:
+                    raise Hung(f"{what}: sub-sessions {sorted(waiting)} did not pause "
+                               f"within {STEP_BOUND:g}s")
+                try:
+                    for sub, event in batch.events(timeout=0.5):
+                        sid = sub.info.session_id
+                        self.batch_events[sid].append(event)
+                        self.events_seen += 1
+                        if isinstance(event, (*PAUSES, simsync.Completed)):
+                            waiting.discard(sid)
+                        if not waiting or time.monotonic() >= deadline:
+                            return
+                    return              # every sub-session is done
+                except simsync.EventTimeout:
+                    continue
+        try:
+            bounded(what, STEP_BOUND + 1.0, take)
+        except BaseException as exc:  # noqa: BLE001 - classified
+            check_failure(what, exc)
+        self._check_batch(at_rest=True)
+
+    def _check_batch(self, at_rest: bool) -> None:
+        """Each sub-session's control events and transactions against the server's record."""
+        for sid, events in self.batch_events.items():
+            delivered = [k for k in (control_key(e) for e in events) if k is not None]
+            expected = expected_control(self._server_log(self.batch_records[sid]))
+            if at_rest:
+                assert delivered == expected, (
+                    f"sub-session {sid}: control events differ from what the server sent:\n"
+                    f"  server:    {expected}\n  delivered: {delivered}")
+            else:
+                assert delivered == expected[:len(delivered)], (
+                    f"sub-session {sid}: control events are not a prefix of the server's:\n"
+                    f"  server:    {expected}\n  delivered: {delivered}")
+            if self.batch_subscribed:
+                want = [t.signature for t in self.sim.executed(sid)
+                        if PROGRAM in t.program_ids]
+                got = [e.signature for e in events if isinstance(e, simsync.Transaction)]
+                assert got == want[:len(got)] and len(got) == len(set(got)), (
+                    f"sub-session {sid}: transactions are not an in-order prefix of what "
+                    f"the server executed, without repeats ({len(got)} delivered, "
+                    f"{len(want)} executed)")
+                if at_rest and self._sub_done(sid):
+                    assert got == want, (f"sub-session {sid}: Completed came with "
+                                         f"{len(want) - len(got)} transactions missing")
+
+    @precondition(lambda self: self.batch_live)
+    @rule(advance_count=st.integers(1, 3))
+    def step_batch(self, advance_count: int) -> None:
+        """Step every paused sub-session, then read until each paused again."""
+        batch = self.batch
+        assert batch is not None
+        stepped = set()
+        for sub in batch.sub_sessions:
+            sid = sub.info.session_id
+            if self._sub_done(sid):
+                continue
+            try:
+                bounded("send_continue (sub-session)", STEP_BOUND,
+                        functools.partial(sub.send_continue, advance_count=advance_count,
+                                          timeout=STEP_BOUND - 1))
+            except BaseException as exc:  # noqa: BLE001 - classified
+                check_failure("send_continue (sub-session)", exc)
+            stepped.add(sid)
+        self._read_batch(f"step_batch(advance_count={advance_count})", stepped)
+
+    @precondition(lambda self: self.batch is not None)
+    @rule(mid_step=st.booleans())
+    def close_batch(self, mid_step: bool) -> None:
+        """Close the batch (``mid_step``: right after stepping every paused sub-session)."""
+        batch = self.batch
+        assert batch is not None
+        try:
+            if mid_step:
+                for sub in batch.sub_sessions:
+                    if not self._sub_done(sub.info.session_id):
+                        bounded("send_continue (sub-session)", STEP_BOUND,
+                                functools.partial(sub.send_continue, timeout=STEP_BOUND - 1))
+            bounded("close (batch)", CLOSE_BOUND, batch.close)
+        except BaseException as exc:  # noqa: BLE001 - classified
+            check_failure("close (batch)", exc)
+        self._check_batch(at_rest=False)
+        ids = set(self.batch_events)
+        gone = wait_until(lambda: not ids & set(self.sim.session_ids()), SETTLE)
+        assert gone or "server-session-after-close" in SKIP, \
+            f"after close (batch), the server still has {sorted(ids & set(self.sim.session_ids()))}"
+        if not self.abandoned:
+            self._check_client_gone("close (batch)")
+        self.batch = None
+        self.batch_events, self.batch_records = {}, {}
+        self.batch_subscribed = False
+
     # ------------------------------------------------------------------ simulator faults
 
     @precondition(faults_on)
@@ -587,7 +741,8 @@ class SessionModel(RuleBasedStateMachine):
             self.proxy.clear()
             self.sim.faults.clear()
             failures: List[str] = []
-            for session in [s for s in [self.session] if s is not None] + self.abandoned:
+            for session in [s for s in [self.session, self.batch] if s is not None] \
+                    + self.abandoned:
                 try:
                     bounded("close", CLOSE_BOUND, session.close)
                 except BaseException as exc:  # noqa: BLE001 - reported below

@@ -77,13 +77,15 @@ SOAK_CONFIG = simsync.ClientConfig(
 
 PAUSES = (simsync.ReadyForContinue, simsync.Paused)
 #: Every fault kind the soak reports, as (action, channel, variant): session i's first fault is
-#: entry (i + seed) % len(COVERAGE), so each kind is drawn at least about sessions / 33 times
+#: entry (i + seed) % len(COVERAGE), so each kind is drawn at least about sessions / 35 times
 #: (a random draw under-samples the narrow ones: a PubSub close 1012 needs a subscribed
 #: session, the close action, the PubSub channel and that code).
 COVERAGE: Tuple[Tuple[str, str, Any], ...] = (
     tuple((action, "control", variant) for action, variant in (
         ("drop", "fin"), ("drop", "rst"), ("stall", None), ("delay", None), ("refuse", None),
         ("step_drop", None), ("recovery_drop", "fin"), ("recovery_drop", "rst"),
+        # twice: a re-announce rule fires only when a resume finds the session idle
+        ("reannounce", "never"), ("reannounce", "always"),
         ("reannounce", "never"), ("reannounce", "always")))
     + tuple(("close", channel, code) for channel in ("control", "pubsub")
             for code in (1001, 1011, 1012))
@@ -596,14 +598,14 @@ class Runner:
 
     @staticmethod
     def _hits_create(plan: SessionPlan) -> bool:
-        """Whether a control drop or stall may fire before the create was answered (the
+        """Whether a control drop, stall or close may fire before the create was answered (the
         parallel create answers with one frame per sub-session, then one more; the soak's
         batches have at most 16)."""
         create_frames = 18 if plan.kind == "parallel" else 1
         # an RST (or a proxy reset) also discards what the client had not read yet, so an
         # early RST, a drop on the first connection after a refused one, or any network
         # fault may take the create's answer with it
-        return any((spec.channel == "control" and spec.kind in ("drop", "stall")
+        return any((spec.channel == "control" and spec.kind in ("drop", "stall", "close")
                     and spec.after_frames is not None
                     and (spec.after_frames < create_frames
                          or (spec.how == "rst" and spec.after_frames < 10)))

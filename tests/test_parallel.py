@@ -183,3 +183,14 @@ def test_a_sub_session_closed_while_down_is_closed_after_the_reconnect(
         # the others are untouched and run to the end
         for sub in rest:
             assert isinstance(drive(sub)[-1], simsync.Completed)
+
+
+def test_completed_sub_sessions_are_closed_on_the_server(sim8: LocalSimulator) -> None:
+    """A completed sub-session is still held by the server (until the batch's detach window
+    ends) unless the client closes it: each ``Completed`` delivered closes its sub-session,
+    and ``close()`` the rest."""
+    with start(sim8) as batch:
+        ids = [s.info.session_id for s in batch.sub_sessions]
+        drive_from_one_thread(batch)
+        wait_for(lambda: not set(ids) & set(sim8.session_ids()), timeout=5,
+                 what="every completed sub-session closed on the server")
