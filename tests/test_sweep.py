@@ -34,7 +34,7 @@ from simsync.sweep import SweepJob, SweepJobFailed, SweepResult, split_range
 from tests import sweep_workers
 from tests.support import FAST, START
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(300)
 
 KEY = "sweep-test-key-3b9d5e21c7"
 Json = Dict[str, Any]
@@ -314,7 +314,7 @@ def test_without_retries_a_killed_dask_job_is_one_typed_failure(
 
 
 def simsync_cmd(*args: str, env: Optional[Dict[str, str]] = None,
-                timeout: float = 60) -> subprocess.CompletedProcess[str]:
+                timeout: float = 180) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k != "SIMULATOR_API_KEY"}
     return subprocess.run([sys.executable, "-m", "simsync", *args], capture_output=True,
                           text=True, timeout=timeout, env={**clean, **(env or {})},
