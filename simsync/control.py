@@ -260,8 +260,8 @@ class StepGate:
 Deliver = Callable[[Any, Optional[int]], None]   # (event, its seqId)
 
 
-#: How long ``close()`` may spend closing a detached session on fresh connections.
-DETACHED_CLOSE_SECS = 1.0
+#: The shortest attempt of a detached close; each gets half the time left, at least this.
+DETACHED_ATTEMPT_SECS = 0.25
 
 
 def _answered_pauses(events: List[Any]) -> set[int]:
@@ -279,12 +279,12 @@ def _answered_pauses(events: List[Any]) -> set[int]:
 
 def read_until(ws: websocket.WebSocket, deadline: float, done: Callable[[Any], bool]) -> None:
     """Receive frames on a plain websocket-client socket until ``done(event)`` (the
-    detached close's exchange); a fatal ``error`` raises ``SimsyncError``, so does the
-    deadline."""
+    detached close's exchange); a fatal ``error`` raises ``SimsyncError``, the deadline
+    ``TimeoutError``."""
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise SimsyncError("out of time")
+            raise TimeoutError("no answer before the deadline")
         ws.settimeout(remaining)
         _, event = decode_response(ws.recv())
         if done(event):
@@ -419,21 +419,26 @@ class ControlBase(Link):
     def close_detached(self, deadline: float) -> bool:
         """Close what the server still holds while this link's own connection is down (user
         thread, after the reader stopped): on a fresh socket, attach and close
-        (``_close_exchange``); connection failures are retried (tenacity, short backoff) for
-        at most ``DETACHED_CLOSE_SECS`` within ``deadline``. Without a detach window the
-        server ended the session with its connection: nothing to do. Best effort: returns
-        whether the server acknowledged."""
+        (``_close_exchange``). Each attempt gets half the time left (at least
+        ``DETACHED_ATTEMPT_SECS``), so one lost to a network that was still black gives way
+        to another; connection failures and timeouts are retried (tenacity, short backoff)
+        until ``deadline``. Without a detach window the server ended the session with its
+        connection: nothing to do. Best effort: returns whether the server acknowledged."""
         if not self.created or not self._create.sequenced \
                 or deadline - time.monotonic() < 0.1:
             return False
-        deadline = min(deadline, time.monotonic() + DETACHED_CLOSE_SECS)
+
+        def attempt() -> None:
+            now = time.monotonic()
+            self._close_on_fresh_socket(
+                min(deadline, now + max(DETACHED_ATTEMPT_SECS, (deadline - now) / 2)))
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_before_delay(max(0.0, deadline - time.monotonic() - 0.1)),
-            wait=tenacity.wait_exponential(multiplier=0.05, max=0.5),
+            stop=tenacity.stop_before_delay(max(0.0, deadline - time.monotonic() - 0.05)),
+            wait=tenacity.wait_exponential(multiplier=0.05, max=0.25),
             retry=tenacity.retry_if_exception_type((OSError, websocket.WebSocketException)),
             reraise=True)
         try:
-            retrying(self._close_on_fresh_socket, deadline)
+            retrying(attempt)
         except (OSError, websocket.WebSocketException, SimsyncError) as exc:
             log.info("simsync %s: could not close the detached session: %s", self.name, exc)
             return False
@@ -732,7 +737,7 @@ class SingleControl(ControlSide):
 
     def close(self, deadline: float) -> None:
         """``closeBacktestSession`` → ``success`` (if created and up), then close the
-        connection; a session whose connection is down gets one bounded attempt on a fresh
+        connection; a session whose connection is down gets bounded attempts on a fresh
         socket (``close_detached``), so it does not live on for its detach window. Bounded
         by ``deadline``."""
         link = self.link
@@ -754,7 +759,7 @@ class SingleControl(ControlSide):
             # down (reconnecting, out of budget, or ended by a drop after `completed`), or
             # the close could not be written (a signal handler that interrupted this
             # thread's own write): the server may hold the session for its detach window,
-            # so one bounded attempt on a fresh connection
+            # so bounded attempts on a fresh connection
             link.close_detached(deadline)
 
 

@@ -511,7 +511,7 @@ class ParallelSession(ProcessOwned):
                 arrivals.put(None)
         if self._link.open_subs() and not isinstance(self._connection.failure, SessionEnded):
             # the connection was down (or died before the acks): the server may hold them
-            # for the detach window, so one bounded attempt on a fresh connection
+            # for the detach window, so bounded attempts on a fresh connection
             self._link.close_detached(deadline)
 
     def __enter__(self) -> ParallelSession:

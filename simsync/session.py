@@ -201,14 +201,19 @@ class Inbox:
 
     def check_drain(self) -> None:
         """Fail the session when ``Completed`` is held and the server has sent nothing on
-        an open subscription for ``drain_timeout`` (time a reader spends waiting on the
-        user does not count: only the server's silence)."""
+        an open subscription for ``drain_timeout``. Only the server's silence on a live
+        connection counts: not time a reader spends waiting on the user, nor an outage
+        (a reconnecting subscription is bounded by the reconnect budget, and its clock
+        restarts at its subscribe ack)."""
         if self._held_completed is None:
             return
-        open_links = [link for link, connection in self.subscriptions
-                      if not link.complete and not connection.status.value.final]
-        if not open_links or any(link.holding_back() for link in open_links):
+        open_subs = [(link, connection) for link, connection in self.subscriptions
+                     if not link.complete and not connection.status.value.final]
+        if not open_subs or any(link.holding_back()
+                                or connection.status.value.state is not State.UP
+                                for link, connection in open_subs):
             return
+        open_links = [link for link, _ in open_subs]
         silent = time.monotonic() - max(link.last_frame_at for link in open_links)
         if silent > self._config.drain_timeout:
             self.fail(SubscriptionFailed(

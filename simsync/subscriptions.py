@@ -198,6 +198,7 @@ class SubscriptionLink(Link):
             if isinstance(event, SubscriptionAck) and event.id == self._request_id:
                 self._subscription = event.subscription
                 self._subscribed_once = True
+                self.last_frame_at = time.monotonic()
                 return
             if isinstance(event, SubscriptionRefused):
                 raise Fatal(f"the server refused {self.kind}: {event.message}")

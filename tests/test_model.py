@@ -18,6 +18,7 @@ short fault-free variant.
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from hypothesis import HealthCheck, Phase, seed, settings
@@ -95,5 +96,37 @@ def test_close_during_a_reconnect_ends_the_server_session() -> None:
             proxy.reset(side="both")
         finally:
             session.close()
+        assert wait_until(lambda: session_id not in sim.session_ids(), 5.0), \
+            "after close, the server still has the session live"
+
+
+
+
+@pytest.mark.timeout(60)
+def test_close_while_an_upward_blackhole_holds_the_reconnect_reaches_the_server() -> None:
+    """Found by the model-based test (seed 1: two ``net_blackhole(direction='up',
+    seconds=1.5)`` around ``subscribe_transactions()``, then ``close()``): the blackhole
+    made the keepalive drop the control connection, the reconnect's upgrade sat in the
+    blackhole, and close's fresh-connection attempt was capped at 1 s, less than the
+    blackhole had left. Attempts now run until the close's own deadline (half the time left
+    each), so the one in flight when the network comes back closes the session."""
+    with LocalSimulator(bundle_size=100, bundles=2) as sim, \
+            FaultProxy(upstream=("127.0.0.1", sim.port)) as proxy:
+        client = simsync.Client(proxy.url(sim.url), config=MODEL_CONFIG)
+        session = client.start_session(start_slot=400_000_000, end_slot=400_000_004,
+                                       disconnect_timeout_secs=60)
+        try:
+            while not isinstance(session.next_event(10), simsync.ReadyForContinue):
+                pass
+            session_id = session.info.session_id
+            black_until = time.monotonic() + 2.5
+            proxy.blackhole("up", duration=2.5)
+            session.wait_for_status(simsync.State.RECONNECTING, timeout=5)
+            left = black_until - time.monotonic()
+            assert 1.0 < left < MODEL_CONFIG.close_timeout - 0.3, left
+        finally:
+            began = time.monotonic()
+            session.close()
+        assert time.monotonic() - began < MODEL_CONFIG.close_timeout + 0.5
         assert wait_until(lambda: session_id not in sim.session_ids(), 5.0), \
             "after close, the server still has the session live"

@@ -230,11 +230,13 @@ def test_close_during_backoff_returns_quickly(sim: Any) -> None:
     sim.faults.add(Fault("drop", at="after_continue_received"))
     session.send_continue()
     wait_for(lambda: session.status.state is simsync.State.RECONNECTING, what="reconnecting")
+    refused = sim.stats.connects_refused
     started = time.monotonic()
-    session.close()
-    # the 30 s backoff is cut short; what remains is one bounded try, on fresh connections,
-    # to tell the server (refused here): well within close_timeout
+    session.close(timeout=1.5)
+    # the 30 s backoff is cut short; what remains are tries on fresh connections to tell
+    # the server (refused here), until the close's own timeout and no longer
     assert time.monotonic() - started < 2.0
+    assert sim.stats.connects_refused > refused
 
 
 def test_wrong_api_key_is_a_create_error_without_the_key() -> None:
