@@ -3,6 +3,7 @@ lost, duplicated or left incomplete; the full run behind ``-m soak``; the engine
 comparison; and the known bug the soak found (a PubSub stall before the first notification)."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -33,8 +34,11 @@ def check(report: Report) -> None:
 
 
 def test_short_soak_loses_and_duplicates_nothing() -> None:
-    """About 30 s: the first 80 sessions of ``python -m tests.soak --seed 1``."""
-    report = run_soak(sessions=80, seed=1, workers=3)
+    """About 30 s: the first 80 sessions of ``python -m tests.soak --seed 1`` (another seed
+    with ``SIMSYNC_SOAK_SEED``; the replay command is printed)."""
+    seed = int(os.environ.get("SIMSYNC_SOAK_SEED", "1"))
+    print(f"\nshort soak, replay with: python -m tests.soak --sessions 80 --seed {seed}")
+    report = run_soak(sessions=80, seed=seed, workers=3)
     assert len(report.results) == 80
     kinds = {r.plan.kind for r in report.results}
     assert kinds == {"single", "subscribed", "parallel"}
