@@ -17,8 +17,10 @@ short fault-free variant.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from typing import Iterator, Tuple
 
 import pytest
 from hypothesis import HealthCheck, Phase, seed, settings
@@ -81,25 +83,33 @@ def test_model_without_faults() -> None:
         parent=model_settings(6, 8), derandomize=True))
 
 
-@pytest.mark.timeout(60)
-def test_close_during_a_reconnect_ends_the_server_session() -> None:
+@contextlib.contextmanager
+def paused_behind_a_proxy() -> Iterator[Tuple[LocalSimulator, FaultProxy, simsync.Session]]:
+    """A session at its first pause, reached through a fault proxy; closed on exit, then
+    the server must no longer hold it."""
     with LocalSimulator(bundle_size=100, bundles=2) as sim, \
             FaultProxy(upstream=("127.0.0.1", sim.port)) as proxy:
         client = simsync.Client(proxy.url(sim.url), config=MODEL_CONFIG)
         session = client.start_session(start_slot=400_000_000, end_slot=400_000_004,
                                        disconnect_timeout_secs=60)
+        session_id = session.info.session_id
         try:
             while not isinstance(session.next_event(10), simsync.ReadyForContinue):
                 pass
-            session_id = session.info.session_id
-            sim.faults.refuse_connects(3)       # the reconnect takes a few attempts
-            proxy.reset(side="both")
+            yield sim, proxy, session
         finally:
+            began = time.monotonic()
             session.close()
+            assert time.monotonic() - began < MODEL_CONFIG.close_timeout + 0.5
         assert wait_until(lambda: session_id not in sim.session_ids(), 5.0), \
             "after close, the server still has the session live"
 
 
+@pytest.mark.timeout(60)
+def test_close_during_a_reconnect_ends_the_server_session() -> None:
+    with paused_behind_a_proxy() as (sim, proxy, _):
+        sim.faults.refuse_connects(3)       # the reconnect takes a few attempts
+        proxy.reset(side="both")
 
 
 @pytest.mark.timeout(60)
@@ -110,23 +120,9 @@ def test_close_while_an_upward_blackhole_holds_the_reconnect_reaches_the_server(
     blackhole, and close's fresh-connection attempt was capped at 1 s, less than the
     blackhole had left. Attempts now run until the close's own deadline (half the time left
     each), so the one in flight when the network comes back closes the session."""
-    with LocalSimulator(bundle_size=100, bundles=2) as sim, \
-            FaultProxy(upstream=("127.0.0.1", sim.port)) as proxy:
-        client = simsync.Client(proxy.url(sim.url), config=MODEL_CONFIG)
-        session = client.start_session(start_slot=400_000_000, end_slot=400_000_004,
-                                       disconnect_timeout_secs=60)
-        try:
-            while not isinstance(session.next_event(10), simsync.ReadyForContinue):
-                pass
-            session_id = session.info.session_id
-            black_until = time.monotonic() + 2.5
-            proxy.blackhole("up", duration=2.5)
-            session.wait_for_status(simsync.State.RECONNECTING, timeout=5)
-            left = black_until - time.monotonic()
-            assert 1.0 < left < MODEL_CONFIG.close_timeout - 0.3, left
-        finally:
-            began = time.monotonic()
-            session.close()
-        assert time.monotonic() - began < MODEL_CONFIG.close_timeout + 0.5
-        assert wait_until(lambda: session_id not in sim.session_ids(), 5.0), \
-            "after close, the server still has the session live"
+    with paused_behind_a_proxy() as (_, proxy, session):
+        black_until = time.monotonic() + 2.5
+        proxy.blackhole("up", duration=2.5)
+        session.wait_for_status(simsync.State.RECONNECTING, timeout=5)
+        left = black_until - time.monotonic()
+        assert 1.0 < left < MODEL_CONFIG.close_timeout - 0.3, left
