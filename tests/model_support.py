@@ -152,6 +152,22 @@ def with_schedule(model: SessionModel, exc: AssertionError) -> AssertionError:
     return type(exc)(f"{exc}\n  schedule (paste as a regression test):\n    {steps}")
 
 
+def create(what: str, call: Callable[[], T]) -> Optional[T]:
+    """Run a create under ``START_BOUND``; None when its answer was lost to a fault (by
+    design simsync never creates a second session, one may exist that nobody knows of: the
+    model goes on); any other exception fails the example."""
+    try:
+        return bounded(what, START_BOUND, call)
+    except simsync.SessionCreateError as exc:
+        if "does not create twice" not in str(exc):
+            check_failure(what, exc)
+        TALLY["creates lost (by design)"] += 1
+        return None
+    except BaseException as exc:  # noqa: BLE001 - classified
+        check_failure(what, exc)
+        raise       # unreachable: check_failure always raises
+
+
 def control_key(event: Any) -> Optional[Tuple[Any, ...]]:
     """A control event as a comparable tuple (None for data-plane events)."""
     if isinstance(event, simsync.Status):
@@ -368,18 +384,10 @@ class SessionModel(RuleBasedStateMachine):
     def start_session(self, length: int, offset: int) -> None:
         start = FIRST_SLOT + offset
         end = start + length
-        try:
-            self.session = bounded("start_session", START_BOUND, lambda: self.client.start_session(
-                start_slot=start, end_slot=end, disconnect_timeout_secs=DETACH_WINDOW))
-        except simsync.SessionCreateError as exc:
-            if "does not create twice" not in str(exc):
-                check_failure("start_session", exc)
-            # the create's answer was lost to a fault: by design simsync never creates a
-            # second session (one may exist that nobody knows of); the model goes on
-            TALLY["creates lost (by design)"] += 1
+        self.session = create("start_session", lambda: self.client.start_session(
+            start_slot=start, end_slot=end, disconnect_timeout_secs=DETACH_WINDOW))
+        if self.session is None:
             return
-        except BaseException as exc:  # noqa: BLE001 - classified
-            check_failure("start_session", exc)
         self.session_id = self.session.info.session_id
         self.known_ids.append(self.session_id)
         self.produced = self.sim.produced_slots(start, end)
@@ -546,16 +554,10 @@ class SessionModel(RuleBasedStateMachine):
     def start_parallel(self, before: int, after: int, subscribe: bool) -> None:
         """A batch over the bundle boundary (two sub-sessions), read to every first pause."""
         start, end = FIRST_SLOT + BUNDLE_SIZE - before, FIRST_SLOT + BUNDLE_SIZE + after
-        try:
-            batch = bounded("start_parallel", START_BOUND, lambda: self.client.start_parallel(
-                start_slot=start, end_slot=end, disconnect_timeout_secs=DETACH_WINDOW))
-        except simsync.SessionCreateError as exc:
-            if "does not create twice" not in str(exc):
-                check_failure("start_parallel", exc)
-            TALLY["creates lost (by design)"] += 1
+        batch = create("start_parallel", lambda: self.client.start_parallel(
+            start_slot=start, end_slot=end, disconnect_timeout_secs=DETACH_WINDOW))
+        if batch is None:
             return
-        except BaseException as exc:  # noqa: BLE001 - classified
-            check_failure("start_parallel", exc)
         self.batch = batch
         TALLY["parallel batches"] += 1
         for sub in batch.sub_sessions:
