@@ -260,10 +260,6 @@ class StepGate:
 Deliver = Callable[[Any, Optional[int]], None]   # (event, its seqId)
 
 
-#: The shortest attempt of a detached close; each gets half the time left, at least this.
-DETACHED_ATTEMPT_SECS = 0.25
-
-
 def _answered_pauses(events: List[Any]) -> set[int]:
     """Indexes of the pauses that a later frame of the same record shows were answered
     (a status or slot of the next step follows them)."""
@@ -419,26 +415,21 @@ class ControlBase(Link):
     def close_detached(self, deadline: float) -> bool:
         """Close what the server still holds while this link's own connection is down (user
         thread, after the reader stopped): on a fresh socket, attach and close
-        (``_close_exchange``). Each attempt gets half the time left (at least
-        ``DETACHED_ATTEMPT_SECS``), so one lost to a network that was still black gives way
-        to another; connection failures and timeouts are retried (tenacity, short backoff)
-        until ``deadline``. Without a detach window the server ended the session with its
-        connection: nothing to do. Best effort: returns whether the server acknowledged."""
+        (``_close_exchange``). An attempt may use all the time left (a slow network needs
+        several round trips: upgrade, attach, close); one that fails fast (refused, reset)
+        is retried (tenacity, short backoff) until ``deadline``. Without a detach window the
+        server ended the session with its connection: nothing to do. Best effort: returns
+        whether the server acknowledged."""
         if not self.created or not self._create.sequenced \
                 or deadline - time.monotonic() < 0.1:
             return False
-
-        def attempt() -> None:
-            now = time.monotonic()
-            self._close_on_fresh_socket(
-                min(deadline, now + max(DETACHED_ATTEMPT_SECS, (deadline - now) / 2)))
         retrying = tenacity.Retrying(
             stop=tenacity.stop_before_delay(max(0.0, deadline - time.monotonic() - 0.05)),
             wait=tenacity.wait_exponential(multiplier=0.05, max=0.25),
             retry=tenacity.retry_if_exception_type((OSError, websocket.WebSocketException)),
             reraise=True)
         try:
-            retrying(attempt)
+            retrying(self._close_on_fresh_socket, deadline)
         except (OSError, websocket.WebSocketException, SimsyncError) as exc:
             log.info("simsync %s: could not close the detached session: %s", self.name, exc)
             return False
