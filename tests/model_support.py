@@ -313,34 +313,43 @@ class SessionModel(RuleBasedStateMachine):
 
     def _check_events(self, at_rest: bool) -> None:
         """Invariants on what the client delivered, against the server's record."""
-        delivered = [k for k in (control_key(e) for e in self.events) if k is not None]
-        expected = expected_control(self._server_log())
+        self._check_stream("", self.session_id, self.server_session, self.events,
+                           self.subscribed, at_rest)
+
+    def _check_stream(self, label: str, session_id: str, record: Any, events: List[Any],
+                      subscribed: bool, at_rest: bool) -> None:
+        """One (sub-)session's control events and transactions against the server's record
+        (``label`` names a sub-session in the messages): equal at rest, a prefix while a
+        step may still run; ``Completed`` once and last; transactions an in-order prefix
+        without repeats, all of them once ``Completed`` came."""
+        delivered = [k for k in (control_key(e) for e in events) if k is not None]
+        expected = expected_control(self._server_log(record))
         if at_rest:
             assert delivered == expected, (
-                "control events differ from what the server sent:\n"
+                f"{label}control events differ from what the server sent:\n"
                 f"  server:    {expected}\n  delivered: {delivered}")
         else:
             assert delivered == expected[:len(delivered)], (
-                "control events are not a prefix of what the server sent:\n"
+                f"{label}control events are not a prefix of what the server sent:\n"
                 f"  server:    {expected}\n  delivered: {delivered}")
         completed = sum(1 for k in delivered if k == ("completed",))
-        assert completed <= 1, "Completed delivered more than once"
+        assert completed <= 1, f"{label}Completed delivered more than once"
         if completed:
-            assert isinstance(self.events[-1], simsync.Completed) or not at_rest, \
-                "an event was delivered after Completed"
-        if self.subscribed:
-            want = [t.signature for t in self.sim.executed(self.session_id)
+            assert isinstance(events[-1], simsync.Completed) or not at_rest, \
+                f"{label}an event was delivered after Completed"
+        if subscribed:
+            want = [t.signature for t in self.sim.executed(session_id)
                     if PROGRAM in t.program_ids]
-            got = [e.signature for e in self.events if isinstance(e, simsync.Transaction)]
+            got = [e.signature for e in events if isinstance(e, simsync.Transaction)]
             assert len(got) == len(set(got)), (
-                f"a transaction was delivered twice: {len(got)} delivered, "
+                f"{label}a transaction was delivered twice: {len(got)} delivered, "
                 f"{len(set(got))} distinct")
             assert got == want[:len(got)], (
-                "transactions are not an in-order prefix of what the server executed "
-                f"({len(got)} delivered, {len(want)} executed)")
-            if self.completed and at_rest:
-                assert got == want, (f"Completed came with {len(want) - len(got)} of "
-                                     f"{len(want)} executed transactions missing")
+                f"{label}transactions are not an in-order prefix of what the server "
+                f"executed ({len(got)} delivered, {len(want)} executed)")
+            if completed and at_rest:
+                assert got == want, (f"{label}Completed came with {len(want) - len(got)} "
+                                     f"of {len(want)} executed transactions missing")
 
     def _check_server_closed(self, ids: set[str], what: str, began: float) -> None:
         """After a close that began at ``began``: none of ``ids`` is live on the server,
@@ -609,29 +618,10 @@ class SessionModel(RuleBasedStateMachine):
         self._check_batch(at_rest=True)
 
     def _check_batch(self, at_rest: bool) -> None:
-        """Each sub-session's control events and transactions against the server's record."""
+        """Each sub-session against its own record (``_check_stream``)."""
         for sid, events in self.batch_events.items():
-            delivered = [k for k in (control_key(e) for e in events) if k is not None]
-            expected = expected_control(self._server_log(self.batch_records[sid]))
-            if at_rest:
-                assert delivered == expected, (
-                    f"sub-session {sid}: control events differ from what the server sent:\n"
-                    f"  server:    {expected}\n  delivered: {delivered}")
-            else:
-                assert delivered == expected[:len(delivered)], (
-                    f"sub-session {sid}: control events are not a prefix of the server's:\n"
-                    f"  server:    {expected}\n  delivered: {delivered}")
-            if self.batch_subscribed:
-                want = [t.signature for t in self.sim.executed(sid)
-                        if PROGRAM in t.program_ids]
-                got = [e.signature for e in events if isinstance(e, simsync.Transaction)]
-                assert got == want[:len(got)] and len(got) == len(set(got)), (
-                    f"sub-session {sid}: transactions are not an in-order prefix of what "
-                    f"the server executed, without repeats ({len(got)} delivered, "
-                    f"{len(want)} executed)")
-                if at_rest and self._sub_done(sid):
-                    assert got == want, (f"sub-session {sid}: Completed came with "
-                                         f"{len(want) - len(got)} transactions missing")
+            self._check_stream(f"sub-session {sid}: ", sid, self.batch_records[sid], events,
+                               self.batch_subscribed, at_rest)
 
     @precondition(lambda self: self.batch_live)
     @rule(advance_count=st.integers(1, 3))
