@@ -273,20 +273,39 @@ def _answered_pauses(events: List[Any]) -> set[int]:
     return answered
 
 
-def read_until(ws: websocket.WebSocket, deadline: float, done: Callable[[Any], bool]) -> None:
-    """Receive frames on a plain websocket-client socket until ``done(event)`` (the
-    detached close's exchange); a fatal ``error`` raises ``SimsyncError``, the deadline
-    ``TimeoutError``."""
-    while True:
-        remaining = deadline - time.monotonic()
+class FreshSocket:
+    """A plain websocket-client socket for the detached close's exchange (user thread, in
+    ``close_detached``): every send and receive ends by ``deadline`` (monotonic seconds),
+    and one that waits ``silence`` seconds without a byte raises ``TimeoutError``, so a
+    connection that went dead costs at most ``silence`` and a fresh one is tried."""
+
+    def __init__(self, ws: websocket.WebSocket, deadline: float, silence: float) -> None:
+        self.ws = ws
+        self.deadline = deadline
+        self.silence = silence
+
+    def bound(self) -> float:
+        """Seconds the next operation may wait; ``TimeoutError`` past the deadline."""
+        remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("no answer before the deadline")
-        ws.settimeout(remaining)
-        _, event = decode_response(ws.recv())
-        if done(event):
-            return
-        if isinstance(event, ServerError) and event.fatal:
-            raise SimsyncError(event.message)
+        return min(remaining, self.silence)
+
+    def send(self, request: Any) -> None:
+        self.ws.settimeout(self.bound())
+        self.ws.send(encode_request(request))
+
+    def read_until(self, done: Callable[[Any], bool]) -> None:
+        """Receive frames until ``done(event)``; a fatal ``error`` raises ``SimsyncError``,
+        the deadline ``TimeoutError``, silence websocket-client's
+        ``WebSocketTimeoutException``."""
+        while True:
+            self.ws.settimeout(self.bound())
+            _, event = decode_response(self.ws.recv())
+            if done(event):
+                return
+            if isinstance(event, ServerError) and event.fatal:
+                raise SimsyncError(event.message)
 
 
 class SessionEnded(Fatal):
@@ -415,45 +434,49 @@ class ControlBase(Link):
     def close_detached(self, deadline: float) -> bool:
         """Close what the server still holds while this link's own connection is down (user
         thread, after the reader stopped): on a fresh socket, attach and close
-        (``_close_exchange``). An attempt may use all the time left (a slow network needs
-        several round trips: upgrade, attach, close); one that fails fast (refused, reset)
-        is retried (tenacity, short backoff) until ``deadline``. Without a detach window the
-        server ended the session with its connection: nothing to do. Best effort: returns
-        whether the server acknowledged."""
-        if not self.created or not self._create.sequenced \
-                or deadline - time.monotonic() < 0.1:
+        (``_close_exchange``). An attempt that fails (refused, reset) or goes silent for
+        half the time the close had (at most ``dead_after``) is retried on another fresh
+        socket (tenacity, short backoff) until ``deadline``: a connection that died silently
+        does not use up the close, while a slow network, whose every round trip is shorter
+        than that, still gets through. Without a detach window the server ended the session
+        with its connection: nothing to do. Best effort: returns whether the server
+        acknowledged."""
+        budget = deadline - time.monotonic()
+        if not self.created or not self._create.sequenced or budget < 0.1:
             return False
+        silence = min(self._config.dead_after, budget / 2)
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_before_delay(max(0.0, deadline - time.monotonic() - 0.05)),
+            stop=tenacity.stop_before_delay(max(0.0, budget - 0.05)),
             wait=tenacity.wait_exponential(multiplier=0.05, max=0.25),
             retry=tenacity.retry_if_exception_type((OSError, websocket.WebSocketException)),
             reraise=True)
         try:
-            retrying(self._close_on_fresh_socket, deadline)
+            retrying(self._close_on_fresh_socket, deadline, silence)
         except (OSError, websocket.WebSocketException, SimsyncError) as exc:
             log.info("simsync %s: could not close the detached session: %s", self.name, exc)
             return False
         log.info("simsync %s: closed the detached session on a fresh connection", self.name)
         return True
 
-    def _close_on_fresh_socket(self, deadline: float) -> None:
+    def _close_on_fresh_socket(self, deadline: float, silence: float) -> None:
         sslopt = {"ca_certs": self._config.ca_bundle} if self._config.ca_bundle else {}
         ws = websocket.WebSocket(sslopt=sslopt)
         watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), ws.shutdown)
         watchdog.start()                         # cuts a trickling server off at the deadline
         try:
+            sock = FreshSocket(ws, deadline, silence)
             ws.connect(self._url, header=self.headers,  # type: ignore[no-untyped-call]
-                       timeout=max(0.05, deadline - time.monotonic()), suppress_origin=True)
-            self._close_exchange(ws, deadline)
+                       timeout=sock.bound(), suppress_origin=True)
+            self._close_exchange(sock)
         finally:
             watchdog.cancel()
             watchdog.join()
             ws.shutdown()  # type: ignore[no-untyped-call]
 
     @abc.abstractmethod
-    def _close_exchange(self, ws: websocket.WebSocket, deadline: float) -> None:
-        """Attach to the session(s) on ``ws`` and close what is still open, waiting for
-        the acknowledgements until ``deadline`` (``read_until``)."""
+    def _close_exchange(self, sock: FreshSocket) -> None:
+        """Attach to the session(s) on ``sock`` and close what is still open, waiting for
+        the acknowledgements (``FreshSocket.read_until``)."""
 
     @abc.abstractmethod
     def _create_session(self, channel: Channel) -> None:
@@ -649,14 +672,14 @@ class ControlLink(ControlBase):
         return self.send_request(CloseBacktestSession())
 
 
-    def _close_exchange(self, ws: websocket.WebSocket, deadline: float) -> None:
+    def _close_exchange(self, sock: FreshSocket) -> None:
         """``attachBacktestSession`` → ``sessionAttached``, ``closeBacktestSession`` →
         ``success`` on a fresh socket (see ``ControlBase.close_detached``)."""
         assert self.info is not None
-        ws.send(encode_request(AttachBacktestSession(self.info.session_id, self.gate.last_seq)))
-        read_until(ws, deadline, lambda event: isinstance(event, SessionAttached))
-        ws.send(encode_request(CloseBacktestSession()))
-        read_until(ws, deadline, lambda event: isinstance(event, Success))
+        sock.send(AttachBacktestSession(self.info.session_id, self.gate.last_seq))
+        sock.read_until(lambda event: isinstance(event, SessionAttached))
+        sock.send(CloseBacktestSession())
+        sock.read_until(lambda event: isinstance(event, Success))
         self.close_acked.set()
 
 
@@ -754,5 +777,5 @@ class SingleControl(ControlSide):
             link.close_detached(deadline)
 
 
-__all__: List[str] = ["ControlBase", "ControlLink", "ControlSide", "SessionEnded", "SessionInfo",
-                      "SingleControl", "Step", "StepGate", "StepState", "Verdict", "read_until"]
+__all__: List[str] = ["ControlBase", "ControlLink", "ControlSide", "FreshSocket", "SessionEnded",
+                      "SessionInfo", "SingleControl", "Step", "StepGate", "StepState", "Verdict"]

@@ -10,17 +10,15 @@ import threading
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-import websocket
-
 from simsync import urls
 from simsync.config import ClientConfig
 from simsync.control import (
     ControlBase,
     ControlSide,
+    FreshSocket,
     SessionEnded,
     SessionInfo,
     StepGate,
-    read_until,
 )
 from simsync.errors import (
     ControlFailed,
@@ -237,21 +235,20 @@ class ParallelControlLink(ControlBase):
             if self.subs[session_id].closing:
                 self.send_request(CloseSessionV1(session_id))
 
-    def _close_exchange(self, ws: websocket.WebSocket, deadline: float) -> None:
+    def _close_exchange(self, sock: FreshSocket) -> None:
         """``attachParallelControlSessionV2`` → ``parallelSessionAttachedV2``,
         ``resumeAttachedSession`` → ``success``, then ``closeSessionV1`` for every open
         sub-session → its wrapped ``success`` (see ``ControlBase.close_detached``)."""
         assert self.control_session_id is not None
         cursors = {sid: sub.gate.last_seq for sid, sub in self.subs.items()
                    if sub.gate.last_seq is not None}
-        ws.send(encode_request(AttachParallelControlSessionV2(self.control_session_id,
-                                                              cursors)))
-        read_until(ws, deadline, lambda event: isinstance(event, ParallelSessionAttachedV2))
-        ws.send(encode_request(ResumeAttachedSession()))
-        read_until(ws, deadline, lambda event: isinstance(event, Success))
+        sock.send(AttachParallelControlSessionV2(self.control_session_id, cursors))
+        sock.read_until(lambda event: isinstance(event, ParallelSessionAttachedV2))
+        sock.send(ResumeAttachedSession())
+        sock.read_until(lambda event: isinstance(event, Success))
         open_subs = self.open_subs()
         for session_id in open_subs:
-            ws.send(encode_request(CloseSessionV1(session_id)))
+            sock.send(CloseSessionV1(session_id))
 
         def acked(event: Any) -> bool:
             if isinstance(event, (SessionEventV2, SessionEventV1)) and isinstance(
@@ -259,7 +256,7 @@ class ParallelControlLink(ControlBase):
                 self.subs[event.session_id].close_acked.set()
             return not self.open_subs()
         if open_subs:
-            read_until(ws, deadline, acked)
+            sock.read_until(acked)
 
 
 class SubControl(ControlSide):

@@ -133,7 +133,22 @@ def test_close_after_a_reset_on_a_slow_network_reaches_the_server() -> None:
     """Found by the model-based test (seed 1: ``net_latency(direction='both',
     seconds=0.3)``, ``net_reset(side='client')``, then ``close()``): a fresh connection
     needs upgrade, attach and close (about 2 s at 0.3 s each way); attempts given half the
-    time left each never finished. One attempt may now use all of it."""
+    time left each never finished. An attempt now ends only after a silence of half the
+    close's time, longer than any round trip here."""
     with paused_behind_a_proxy() as (_, proxy, _session):
         proxy.set_latency(0.25, "both")
         proxy.reset(side="client")
+
+
+@pytest.mark.timeout(60)
+def test_close_whose_fresh_connection_goes_silent_retries_on_another() -> None:
+    """Found by the model-based test (seed 3: ``net_reset_after(direction='up', nbytes=1,
+    side='upstream')``, ``net_reset(side='client')``, then ``close()``): the close's fresh
+    connection lost its server side at the first byte and the client side stayed open and
+    silent; that one attempt waited out the whole close. An attempt silent for half the
+    close's time now gives way to another fresh connection."""
+    with paused_behind_a_proxy() as (_, proxy, _session):
+        proxy.reset_after(1, side="upstream", direction="up")
+        proxy.reset(side="client")
+    assert proxy.armed_resets() == 0, "the fault never fired"
+

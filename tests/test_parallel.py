@@ -10,6 +10,7 @@ import pytest
 
 import simsync
 from simsync.localsim import Fault, LocalSimulator
+from simsync.localsim.netproxy import FaultProxy
 from simsync.parallel import check_created
 from simsync.protocol import decode_response
 from simsync.transport import Fatal
@@ -163,6 +164,28 @@ def test_close_while_reconnecting_closes_every_server_sub_session(sim8: LocalSim
     began = time.monotonic()
     batch.close(timeout=3)
     assert time.monotonic() - began < 4
+    wait_for(lambda: not set(ids) & set(sim8.session_ids()), timeout=5,
+             what="the sub-sessions closed, not left for their 600 s detach window")
+
+
+def test_close_whose_fresh_connection_goes_silent_retries_on_another(
+        sim8: LocalSimulator) -> None:
+    """The close's fresh connection loses its server side at its first byte while the
+    client side stays open and silent (the single-session case was found by the model
+    test, seed 3): that attempt gives way to another fresh connection, which closes every
+    sub-session within the close timeout."""
+    config = FAST.replace(backoff_initial=5.0, backoff_max=5.0)
+    with FaultProxy(upstream=("127.0.0.1", sim8.port)) as proxy:
+        batch = simsync.Client(proxy.url(sim8.url), config=config).start_parallel(
+            start_slot=START, end_slot=END, disconnect_timeout_secs=600)
+        ids = [s.info.session_id for s in batch.sub_sessions]
+        proxy.reset_after(1, side="upstream", direction="up")
+        proxy.reset(side="client")                 # then a backoff sleep of up to 5 s
+        wait_for(lambda: batch.status.state is simsync.State.RECONNECTING)
+        began = time.monotonic()
+        batch.close(timeout=3)
+        assert time.monotonic() - began < 4
+        assert proxy.armed_resets() == 0, "the fault never fired"
     wait_for(lambda: not set(ids) & set(sim8.session_ids()), timeout=5,
              what="the sub-sessions closed, not left for their 600 s detach window")
 
