@@ -151,4 +151,3 @@ def test_close_whose_fresh_connection_goes_silent_retries_on_another() -> None:
         proxy.reset_after(1, side="upstream", direction="up")
         proxy.reset(side="client")
     assert proxy.armed_resets() == 0, "the fault never fired"
-
