@@ -275,9 +275,10 @@ def _answered_pauses(events: List[Any]) -> set[int]:
 
 class FreshSocket:
     """A plain websocket-client socket for the detached close's exchange (user thread, in
-    ``close_detached``): every send and receive ends by ``deadline`` (monotonic seconds),
-    and one that waits ``silence`` seconds without a byte raises ``TimeoutError``, so a
-    connection that went dead costs at most ``silence`` and a fresh one is tried."""
+    ``close_detached``): every send and receive ends by ``deadline`` (monotonic seconds,
+    ``TimeoutError``) or after ``silence`` seconds without a byte (websocket-client's
+    ``WebSocketTimeoutException``), so a connection that went dead costs at most
+    ``silence`` and a fresh one is tried."""
 
     def __init__(self, ws: websocket.WebSocket, deadline: float, silence: float) -> None:
         self.ws = ws
@@ -296,9 +297,7 @@ class FreshSocket:
         self.ws.send(encode_request(request))
 
     def read_until(self, done: Callable[[Any], bool]) -> None:
-        """Receive frames until ``done(event)``; a fatal ``error`` raises ``SimsyncError``,
-        the deadline ``TimeoutError``, silence websocket-client's
-        ``WebSocketTimeoutException``."""
+        """Receive frames until ``done(event)``; a fatal ``error`` raises ``SimsyncError``."""
         while True:
             self.ws.settimeout(self.bound())
             _, event = decode_response(self.ws.recv())

@@ -1,8 +1,7 @@
 """Loads the golden frames kept in ``tests/golden`` (copies of the protocol's fixtures).
 
-The suite reads only these in-repo copies, so it runs in any clone. Where the project's shared
-folder (``../shared/fixtures``, present beside CI's checkout) exists, ``test_golden_copies``
-checks that the copies still equal it.
+The suite reads only these in-repo copies, so it runs in any clone; ``.ci/run`` checks that
+they still equal the project's shared fixtures where those are beside the repo (in CI).
 """
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ import functools
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple, TypeVar
 
 import psutil
 from hypothesis import strategies as st
@@ -110,9 +110,9 @@ def bounded(what: str, bound: float, call: Callable[[], T]) -> T:
     return value  # type: ignore[no-any-return]
 
 
-def check_failure(what: str, exc: BaseException) -> None:
+def check_failure(what: str, exc: BaseException) -> NoReturn:
     """Any exception from the client under recoverable faults fails the example, with a
-    message that says which invariant it broke."""
+    message that says which invariant it broke (always raises)."""
     if isinstance(exc, (Hung, AssertionError)):
         raise exc
     if not isinstance(exc, simsync.SimsyncError):
@@ -165,7 +165,6 @@ def create(what: str, call: Callable[[], T]) -> Optional[T]:
         return None
     except BaseException as exc:  # noqa: BLE001 - classified
         check_failure(what, exc)
-        raise       # unreachable: check_failure always raises
 
 
 def control_key(event: Any) -> Optional[Tuple[Any, ...]]:

@@ -118,8 +118,8 @@ def test_close_while_an_upward_blackhole_holds_the_reconnect_reaches_the_server(
     seconds=1.5)`` around ``subscribe_transactions()``, then ``close()``): the blackhole
     made the keepalive drop the control connection, the reconnect's upgrade sat in the
     blackhole, and close's fresh-connection attempt was capped at 1 s, less than the
-    blackhole had left. An attempt now may use all the time up to the close's own deadline,
-    so the one in flight when the network comes back closes the session."""
+    blackhole had left. Attempts now go on until the close's own deadline, so the one in
+    flight when the network comes back (held bytes flow on) closes the session."""
     with paused_behind_a_proxy() as (_, proxy, session):
         black_until = time.monotonic() + 2.5
         proxy.blackhole("up", duration=2.5)

@@ -8,7 +8,7 @@ from typing import Any, Dict
 import pytest
 
 import simsync.protocol as P
-from tests.fixtures import GOLDEN, compact, frames, rows
+from tests.fixtures import compact, frames, rows
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -206,13 +206,3 @@ TYPED_S2C = [r for r in frames("control.jsonl", "s2c") if r["frame"]["method"] !
 def test_fast_path_agrees_with_dataclasses_json(row: Dict[str, Any]) -> None:
     reference = schema_decode(row["frame"])
     assert P.decode_response(compact(row["frame"]))[1] == reference
-
-
-_SHARED = GOLDEN.parents[2] / "shared" / "fixtures"
-
-
-@pytest.mark.skipif(not _SHARED.is_dir(), reason="no ../shared/fixtures beside this clone")
-def test_golden_copies_equal_the_shared_fixtures() -> None:
-    """The in-repo copies are byte-for-byte the protocol's fixtures, where those exist."""
-    for shared in sorted(_SHARED.iterdir()):
-        assert (GOLDEN / shared.name).read_bytes() == shared.read_bytes(), shared.name
