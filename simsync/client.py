@@ -178,7 +178,7 @@ class Client:
             status = control.status.value
             if status.state is State.FAILED:
                 raise SessionCreateError(f"could not attach to session {session_id}: "
-                                         f"{status.reason}")
+                                         f"{status.reason}", cause=control.failure)
         except BaseException:
             session.close()
             raise

@@ -741,7 +741,8 @@ class SingleControl(ControlSide):
             raise
         if status.state is not State.UP and not self.link.created:
             self.connection.close(self._config.close_timeout)
-            raise SessionCreateError(f"could not create the session: {status.reason}")
+            raise SessionCreateError(f"could not create the session: {status.reason}",
+                                     cause=self.connection.failure)
         # Created, even if it already failed since: next_event raises the failure.
 
     def send_step(self, request: Request, ready: Callable[[float], None],

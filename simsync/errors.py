@@ -24,14 +24,21 @@ class ConnectionFailedError(SimsyncError):
     """Base of the errors that end a connection. Besides the reason in plain words, what the
     server said when it said something: ``http_status`` (an upgrade refused),
     ``close_code`` and ``close_reason`` (a WebSocket close, RFC 6455 §7.4; 1006: lost without
-    a close frame). Each is ``None`` when unknown."""
+    a close frame). Each is ``None`` when unknown.
+
+    ``cause``: the connection's failure (a transport ``Fatal``/``Transient``, or any exception
+    with those attributes); each attribute not given explicitly is copied from it, so control
+    and PubSub failures carry what the server said the same way."""
 
     def __init__(self, message: str = "", *, http_status: Optional[int] = None,
-                 close_code: Optional[int] = None, close_reason: Optional[str] = None) -> None:
+                 close_code: Optional[int] = None, close_reason: Optional[str] = None,
+                 cause: Optional[BaseException] = None) -> None:
         super().__init__(message)
-        self.http_status = http_status
-        self.close_code = close_code
-        self.close_reason = close_reason
+        self.http_status = http_status if http_status is not None else _said(cause,
+                                                                             "http_status")
+        self.close_code = close_code if close_code is not None else _said(cause, "close_code")
+        self.close_reason = close_reason if close_reason is not None else _said(
+            cause, "close_reason")
 
 
 class SessionCreateError(ConnectionFailedError):
@@ -47,10 +54,17 @@ class ControlFailed(ConnectionFailedError):
 
     def __init__(self, message: str, server_error: Any = None, *,
                  http_status: Optional[int] = None, close_code: Optional[int] = None,
-                 close_reason: Optional[str] = None) -> None:
+                 close_reason: Optional[str] = None,
+                 cause: Optional[BaseException] = None) -> None:
         self.server_error = server_error
         super().__init__(message, http_status=http_status, close_code=close_code,
-                         close_reason=close_reason)
+                         close_reason=close_reason, cause=cause)
+
+
+def _said(cause: Optional[BaseException], name: str) -> Any:
+    """``cause.name`` (an int or str the server sent), ``None`` when absent."""
+    value = getattr(cause, name, None)
+    return value if isinstance(value, (int, str)) and not isinstance(value, bool) else None
 
 
 class SubscriptionFailed(ConnectionFailedError):
@@ -62,13 +76,18 @@ class SessionClosed(SimsyncError):
 
 
 class RpcError(SimsyncError):
-    """A per-session JSON-RPC call failed: a JSON-RPC error object, an HTTP error or bad JSON."""
+    """A per-session JSON-RPC call (or an HTTP request of the client) failed: a JSON-RPC
+    error object (``code``, ``data``), an HTTP error status (``http_status``), a body that
+    cannot be decoded, a timeout or a connection failure. ``retry_after``: seconds the server
+    asked to wait (HTTP ``Retry-After``, delta-seconds or HTTP-date), else ``None``."""
 
     def __init__(self, message: str, code: Optional[int] = None,
-                 http_status: Optional[int] = None, data: Any = None) -> None:
+                 http_status: Optional[int] = None, data: Any = None,
+                 retry_after: Optional[float] = None) -> None:
         self.code = code
         self.http_status = http_status
         self.data = data
+        self.retry_after = retry_after
         super().__init__(message)
 
 
@@ -86,9 +105,14 @@ class EventTimeout(SimsyncError, TimeoutError):
 
 def excerpt(frame: Any, limit: int = 80) -> str:
     """A short, printable excerpt of a frame for error messages (never the whole frame)."""
+    try:
+        shown = str(frame)
+    except (RecursionError, ValueError):       # too deeply nested, an int too long to print
+        shown = f"<{type(frame).__name__} too large to show>"
+        frame = shown
     if isinstance(frame, (bytes, bytearray, memoryview)):
         text = bytes(frame[:limit]).decode("utf-8", "replace")
     else:
-        text = str(frame)
+        text = shown
     text = text[:limit].encode("unicode_escape").decode("ascii")
-    return repr(text[:limit] + ("…" if len(str(frame)) > limit else ""))
+    return repr(text[:limit] + ("…" if len(shown) > limit else ""))

@@ -401,7 +401,8 @@ class ParallelSession(ProcessOwned):
             status = self._connection.status.wait_for({State.UP}, None)
             if status.state is not State.UP and not self._link.created:
                 raise SessionCreateError(
-                    f"could not create the parallel session: {status.reason}")
+                    f"could not create the parallel session: {status.reason}",
+                    cause=self._connection.failure)
             for info, slot_range, inbox in self._batch.pending:
                 self._bind(info, slot_range, inbox)
             for sub_session in self.sub_sessions:

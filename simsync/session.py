@@ -96,7 +96,7 @@ def failure_of(status: ConnectionStatus, cause: Optional[BaseException],
     frame ended it)."""
     if isinstance(cause, SessionEnded):
         return ControlFailed(str(cause), cause.server_error)
-    return ControlFailed(f"the {what} failed: {status.reason}")
+    return ControlFailed(f"the {what} failed: {status.reason}", cause=cause)
 
 
 class Inbox:
@@ -184,7 +184,7 @@ class Inbox:
         def on_status(value: ConnectionStatus) -> None:
             if value.state is State.FAILED:
                 self.fail(SubscriptionFailed(f"the {link.kind} subscription failed: "
-                                             f"{value.reason}"))
+                                             f"{value.reason}", cause=connection.failure))
         connection.status.watch(on_status)
         with self._lock:
             self.subscriptions.append((link, connection))
@@ -431,7 +431,8 @@ class Session(ProcessOwned):
             raise
         if status.state is not State.UP:
             connection.close(self._config.close_timeout)
-            raise SubscriptionFailed(f"{spec.method} failed: {status.reason}")
+            raise SubscriptionFailed(f"{spec.method} failed: {status.reason}",
+                                     cause=connection.failure)
         inbox.add_subscription(link, connection, position)
 
     @property
@@ -568,7 +569,7 @@ class Session(ProcessOwned):
             status = connection.status.wait_for({State.UP}, left())
             if status.state is State.FAILED:
                 raise self._inbox.fail(SubscriptionFailed(
-                    f"a subscription failed: {status.reason}"))
+                    f"a subscription failed: {status.reason}", cause=connection.failure))
             if status.state is not State.UP and not status.final:   # CLOSED: it ended
                 raise EventTimeout(f"a subscription was not back within {timeout:g}s "
                                    f"({status}); the step was not sent")
