@@ -14,18 +14,13 @@ from simsync.config import ClientConfig
 from simsync.control import ControlLink, SessionInfo, SingleControl
 from simsync.cursor import SessionCursor
 from simsync.errors import RpcError, SessionCreateError
+from simsync.netpolicy import TRANSIENT_HTTP_STATUSES, retry_after_seconds
 from simsync.parallel import ParallelSession
 from simsync.protocol import AvailableRange, CreateSessionParams, decode_available_ranges
-from simsync.rpc import CallWatch, close_http, timed_request, watched_http
+from simsync.rpc import HTTP_FAILURES, CallWatch, close_http, timed_request, watched_http
 from simsync.session import Inbox, Session, next_label
 from simsync.subscriptions import ReconnectCoordinator
-from simsync.transport import (
-    TRANSIENT_UPGRADE_STATUSES,
-    ReconnectPolicy,
-    State,
-    Transient,
-    retry_after_seconds,
-)
+from simsync.transport import ReconnectPolicy, State, Transient
 from simsync.usage import UsageReport, When, fetch_usage
 
 log = logging.getLogger(__name__)
@@ -54,7 +49,9 @@ class Client:
 
         Each request is bounded as a whole by ``rpc_timeout``; connection failures, timeouts
         and HTTP 408/429/502/503/504 are retried (backoff as for reconnects, honouring
-        ``Retry-After``) within ``initial_connect_budget``, each failure logged at WARNING.
+        ``Retry-After``) within ``initial_connect_budget``; the first failure is logged at
+        WARNING, the retries after it at INFO. Trust and proxy as every channel
+        (``simsync.netpolicy``).
         Raises ``RpcError`` naming the URL and the cause: at once for a TLS failure or any
         other HTTP error status, or once the budget is spent."""
         headers = {"X-API-Key": self._api_key} if self._api_key else {}
@@ -66,10 +63,11 @@ class Client:
         def log_retry(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             delay = state.next_action.sleep if state.next_action else 0.0
-            log.warning("simsync: GET %s failed (attempt %d): %s; retrying in %.2fs",
-                        url, state.attempt_number, exc, delay)
+            log.log(logging.WARNING if state.attempt_number == 1 else logging.INFO,
+                    "simsync: GET %s failed (attempt %d): %s; retrying in %.2fs",
+                    url, state.attempt_number, exc, delay)
 
-        http = watched_http()
+        http = watched_http(config)
         try:
             for attempt in policy.retrying(log_retry, lambda: config.initial_connect_budget):
                 with attempt:
@@ -88,14 +86,15 @@ class Client:
         watch = CallWatch(self.config.rpc_timeout)
         try:
             status, content, reply_headers = timed_request(
-                http, "GET", url, watch, headers=headers,
-                verify=self.config.ca_bundle or True, allow_redirects=False)
+                http, "GET", url, watch, self.config, headers=headers, allow_redirects=False)
         except requests.exceptions.SSLError as exc:
             raise RpcError(f"GET {url} failed: SSLError: {exc}") from None
-        except requests.RequestException as exc:
+        except requests.exceptions.ProxyError as exc:
+            raise RpcError(f"GET {url} failed: the proxy failed: {exc}") from None
+        except HTTP_FAILURES as exc:
             cut = f" ({watch.describe()})" if watch.expired else ""
             raise Transient(f"{type(exc).__name__}{cut}: {exc}") from None
-        if status in TRANSIENT_UPGRADE_STATUSES:
+        if status in TRANSIENT_HTTP_STATUSES:
             retry_after = retry_after_seconds(reply_headers.get("Retry-After"))
             raise Transient(f"HTTP {status}", http_status=status, retry_after=retry_after)
         if status >= 400:

@@ -10,7 +10,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from simsync.urls import parse_proxy
+
 SERVER_DETACH_CEILING_SECS = 900
+#: ``ClientConfig.proxy``'s default: follow ``HTTP(S)_PROXY``/``ALL_PROXY``/``NO_PROXY``.
+PROXY_FROM_ENVIRONMENT = "environment"
 
 
 @dataclass(frozen=True)
@@ -30,9 +34,11 @@ class ClientConfig:
     reconnect_budget: float = 840.0
     """Total wall-clock time one outage may spend reconnecting (below the server's 900 s),
     including an attempt in progress."""
-    initial_connect_budget: float = 30.0
+    initial_connect_budget: float = 5.0
     """Total wall-clock time the first connection of a link (before it was ever up: nothing
-    to resume yet) may spend connecting and retrying, including an attempt in progress."""
+    to resume yet) may spend connecting and retrying, including an attempt in progress: a
+    refused port or an unknown host fails within it. Once a link was up, an outage has
+    ``reconnect_budget``."""
     backoff_initial: float = 0.25
     """First backoff ceiling; each further attempt doubles it (full jitter below it)."""
     backoff_max: float = 10.0
@@ -48,8 +54,13 @@ class ClientConfig:
     """``"zstd"``: ask for PubSub notifications as one streaming zstd context per
     connection (needs ``pip install 'simsync[zstd]'``); ``None``: plain text frames."""
     rpc_timeout: float = 30.0
-    """Bound on one whole JSON-RPC HTTP call (connect, send, headers, body) and on each
-    ``/available-ranges`` request."""
+    """Bound on one whole JSON-RPC HTTP call (name resolution, connect, send, headers, body)
+    and on each ``/available-ranges`` and ``/usage`` request."""
+    rpc_retries: int = 0
+    """Further attempts of a JSON-RPC *read* (``get…``, ``simulateTransaction``, …) after a
+    connection failure or an HTTP 408/429/502/503/504, backing off as for reconnects and at
+    least the server's ``Retry-After``. 0: off. Writes (``sendTransaction``,
+    ``requestAirdrop``, ``modifyAccounts``) are never retried."""
     max_buffered_events: int = 10_000
     """Data-plane events that may wait in a session's mailbox before its readers hold back."""
     slow_consumer_timeout: float = 30.0
@@ -61,7 +72,13 @@ class ClientConfig:
     allow_foreign_rpc_host: bool = False
     """Accept an ``rpc_endpoint`` on a different host than the control URL."""
     ca_bundle: Optional[str] = None
-    """Path of a CA bundle for wss/https (default: the system's trust store via certifi)."""
+    """Path of a CA bundle (PEM) trusted for every wss/https channel instead of the system's
+    store (default ``None``: the system's store, ``SSL_CERT_FILE``/``SSL_CERT_DIR`` honoured;
+    never certifi's or ``REQUESTS_CA_BUNDLE``)."""
+    proxy: Optional[str] = PROXY_FROM_ENVIRONMENT
+    """The HTTP proxy of every channel: ``"environment"`` (``HTTP(S)_PROXY``, ``ALL_PROXY``,
+    ``NO_PROXY``, read as requests reads them), an ``http://[USER:PASS@]HOST:PORT`` URL for
+    all channels (WebSockets tunnel with HTTP CONNECT), or ``None``: connect directly."""
     extra_headers: dict[str, str] = field(default_factory=dict)
     """Extra HTTP headers on the control upgrade (never logged)."""
 
@@ -100,6 +117,10 @@ class ClientConfig:
             raise ValueError("ClientConfig.replay_window_slots must be >= 1")
         if self.max_buffered_events < 1:
             raise ValueError("ClientConfig.max_buffered_events must be >= 1")
+        if self.rpc_retries < 0:
+            raise ValueError("ClientConfig.rpc_retries must be >= 0")
+        if self.proxy is not None and self.proxy != PROXY_FROM_ENVIRONMENT:
+            parse_proxy(self.proxy)
         if self.coordinator_quick_attempts < 0:
             raise ValueError("ClientConfig.coordinator_quick_attempts must be >= 0")
 
@@ -119,7 +140,9 @@ class ClientConfig:
         return dataclasses.replace(self, **changes)
 
     def __repr__(self) -> str:
-        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                 if f.name != "extra_headers"}
+        shown: dict[str, Any] = {f.name: getattr(self, f.name)
+                                 for f in dataclasses.fields(self) if f.name != "extra_headers"}
+        if self.proxy not in (None, PROXY_FROM_ENVIRONMENT):
+            shown["proxy"] = parse_proxy(self.proxy).shown     # never its credentials
         inner = ", ".join(f"{k}={v!r}" for k, v in shown.items())
         return f"ClientConfig({inner}, extra_headers=<{len(self.extra_headers)} hidden>)"

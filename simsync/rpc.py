@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import http.client
 import itertools
 import json
 import logging
@@ -23,16 +24,22 @@ import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Any, Callable, Optional, Tuple
 
 import requests
+import tenacity
 import urllib3
-from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from simsync._version import __version__
 from simsync.config import ClientConfig
 from simsync.errors import RpcError, excerpt
+from simsync.netpolicy import (
+    TRANSIENT_HTTP_STATUSES,
+    PolicyAdapter,
+    requests_proxies,
+    retry_after_seconds,
+)
 
 __all__ = ["SessionRpc", "to_base64"]
 
@@ -43,6 +50,19 @@ _BODY_EXCERPT = 200
 _SERVER_MESSAGE_LIMIT = 500
 """Characters of a JSON-RPC error object's ``message`` an error message may quote."""
 _BASE58 = frozenset("123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz")
+#: Methods that change the simulated chain: never sent twice by ``rpc_retries``.
+WRITE_METHODS = frozenset({"sendTransaction", "requestAirdrop", "modifyAccounts"})
+#: Reads that do not start with ``get``.
+_OTHER_READS = frozenset({"simulateTransaction", "isBlockhashValid", "minimumLedgerSlot"})
+#: What may escape a requests call besides ``RequestException`` (a server that breaks HTTP).
+HTTP_FAILURES = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError,
+                  http.client.HTTPException, OSError, ValueError)
+
+
+def is_read(method: str) -> bool:
+    """Whether ``method`` only reads (``get…``, ``simulateTransaction``, …): only reads are
+    retried under ``ClientConfig.rpc_retries``."""
+    return method not in WRITE_METHODS and (method.startswith("get") or method in _OTHER_READS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,29 +283,44 @@ class _WatchedHTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _WatchedHTTPSConnection
 
 
-class _WatchedAdapter(HTTPAdapter):
+_WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class _WatchedAdapter(PolicyAdapter):
+    """The network policy's adapter (trust store) with watched connections, direct or
+    through a proxy."""
+
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+        self.poolmanager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
+        return manager
 
 
-def watched_http() -> requests.Session:
-    """A ``requests.Session`` whose calls a ``CallWatch`` can bound as a whole."""
+def watched_http(config: ClientConfig) -> requests.Session:
+    """A ``requests.Session`` whose calls a ``CallWatch`` can bound as a whole, trusting and
+    proxying as the network policy says (``simsync.netpolicy``); it reads nothing from the
+    environment itself (``trust_env`` off: no ``REQUESTS_CA_BUNDLE``, no ``.netrc``): pass
+    ``proxies=requests_proxies(url, config)`` and ``verify=True`` on each request."""
     http = requests.Session()
-    http.mount("http://", _WatchedAdapter())
-    http.mount("https://", _WatchedAdapter())
+    http.trust_env = False
+    http.mount("http://", _WatchedAdapter(config))
+    http.mount("https://", _WatchedAdapter(config))
     return http
 
 
 def timed_request(http: requests.Session, method: str, url: str, watch: CallWatch,
-                  **kwargs: Any) -> Tuple[int, bytes, Any]:
+                  config: ClientConfig, **kwargs: Any) -> Tuple[int, bytes, Any]:
     """One request bounded as a whole by ``watch`` (calling thread; ``http`` from
-    :func:`watched_http`): returns ``(status, body, headers)``. Raises
-    ``requests.RequestException``; when the deadline cut the call, ``watch.expired`` is True
-    and ``watch.describe()`` names the phase that ran out."""
-    with watch, http.request(method, url, timeout=watch.timeout, stream=True,
-                             **kwargs) as response:
+    :func:`watched_http`, proxied as ``config`` says): returns ``(status, body, headers)``.
+    Raises ``requests.RequestException`` (or, from a server that breaks HTTP, another of
+    ``HTTP_FAILURES``); when the deadline cut the call, ``watch.expired`` is True and
+    ``watch.describe()`` names the phase that ran out."""
+    with watch, http.request(method, url, timeout=watch.timeout, stream=True, verify=True,
+                             proxies=requests_proxies(url, config), **kwargs) as response:
         watch.enter("body")
         return response.status_code, response.content, response.headers
 
@@ -293,9 +328,11 @@ def timed_request(http: requests.Session, method: str, url: str, watch: CallWatc
 class SessionRpc:
     """The JSON-RPC client of one session's simulated chain (PROTOCOL.md §10).
 
-    One pooled :class:`requests.Session` per instance; each request is bounded by
-    ``config.rpc_timeout`` (connect and read) and verified against ``config.ca_bundle`` when
-    set. There are no retries: a failed call raises :class:`simsync.RpcError`.
+    One pooled :class:`requests.Session` per instance; each request is bounded as a whole by
+    ``config.rpc_timeout``, trusts and proxies as every channel does (``simsync.netpolicy``:
+    the system's store or ``config.ca_bundle``; ``config.proxy``). A failed call raises
+    :class:`simsync.RpcError`; reads are tried again ``config.rpc_retries`` times (default
+    0) after a connection failure or an HTTP 408/429/502/503/504, writes never.
 
     Threads: every method runs on the calling user thread. An instance is safe to share
     between threads; calls are serialised by an internal lock (``requests.Session`` is not
@@ -313,14 +350,12 @@ class SessionRpc:
             raise ValueError(f"per-session RPC URL must be http(s)://…, got {excerpt(url)}")
         self._url = url
         self._timeout = config.rpc_timeout
+        self._config = config
         self._ended = ended
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._closed = False
-        # Passed on every request: a Session-level ``verify`` loses to REQUESTS_CA_BUNDLE /
-        # CURL_CA_BUNDLE in requests' environment merge, a request-level one does not.
-        self._verify: Union[bool, str] = config.ca_bundle or True
-        self._http = watched_http()
+        self._http = watched_http(config)
         self._http.headers.update({
             "Content-Type": "application/json",
             "Accept": "application/json",
@@ -381,42 +416,81 @@ class SessionRpc:
         refusal = self._refusal(method)
         if refusal is not None:
             raise refusal
+        request_id = next(self._ids)          # itertools.count: atomic under the GIL
+        try:
+            body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method,
+                               "params": list(params or [])}, separators=(",", ":"))
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise TypeError(f"{method}: params are not JSON-serialisable: {exc}") from None
+        payload = body.encode("utf-8")
+        return self._with_retries(method, lambda: self._send(method, request_id, payload))
+
+    def _with_retries(self, method: str, attempt: Callable[[], Any]) -> Any:
+        """``attempt()`` once, or under ``rpc_retries`` for a read (calling thread; sleeps
+        the backoff, at least the server's ``Retry-After``, but never longer than
+        ``rpc_timeout`` for one wait: a longer ``Retry-After`` is raised at once)."""
+        if self._config.rpc_retries == 0 or not is_read(method):
+            return attempt()
+        config = self._config
+        backoff = tenacity.wait_random_exponential(multiplier=config.backoff_initial,
+                                                   max=config.backoff_max)
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            after = getattr(exc, "retry_after", None) or 0.0
+            return max(float(backoff(state)), after)
+
+        def worth_it(state: tenacity.RetryCallState) -> bool:
+            exc = state.outcome.exception() if state.outcome else None
+            after = getattr(exc, "retry_after", None)
+            return isinstance(exc, RpcError) and _retryable(exc) and (
+                after is None or after <= self._timeout) and self._refusal(method) is None
+
+        def log_retry(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.info("rpc %s failed (attempt %d of %d): %s; retrying in %.2fs", method,
+                     state.attempt_number, config.rpc_retries + 1, exc,
+                     state.next_action.sleep if state.next_action else 0.0)
+
+        return tenacity.Retrying(stop=tenacity.stop_after_attempt(config.rpc_retries + 1),
+                                 wait=wait, retry=worth_it, before_sleep=log_retry,
+                                 reraise=True)(attempt)
+
+    def _send(self, method: str, request_id: int, payload: bytes) -> Any:
+        """One HTTP POST and its decoding (calling thread, under the call lock)."""
         with self._lock:
             refusal = self._refusal(method)
             if refusal is not None:
                 raise refusal
-            request_id = next(self._ids)
-            try:
-                body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method,
-                                   "params": list(params or [])}, separators=(",", ":"))
-            except (TypeError, ValueError) as exc:
-                raise TypeError(f"{method}: params are not JSON-serialisable: {exc}") from None
             started = time.monotonic()
             watch: Optional[CallWatch] = None
             try:
-                with CallWatch(self._timeout) as watch, \
-                        self._http.post(self._url, data=body.encode("utf-8"),
-                                        timeout=self._timeout, verify=self._verify,
-                                        allow_redirects=False, stream=True) as response:
-                    watch.enter("body")
-                    status, content = response.status_code, response.content
-            except requests.exceptions.RequestException as exc:
+                watch = CallWatch(self._timeout)
+                status, content, headers = timed_request(
+                    self._http, "POST", self._url, watch, self._config, data=payload,
+                    allow_redirects=False)
+            except HTTP_FAILURES as exc:
                 raise self._transport_error(method, exc, watch) from exc
             log.debug("rpc %s id=%d -> HTTP %d in %.3fs (%d bytes)", method, request_id, status,
                       time.monotonic() - started, len(content))
-        return self._decode(method, request_id, status, content)
+        retry_after = retry_after_seconds(headers.get("Retry-After"))
+        return self._decode(method, request_id, status, content, retry_after)
 
-    def _transport_error(self, method: str, exc: requests.exceptions.RequestException,
+    def _transport_error(self, method: str, exc: BaseException,
                          watch: Optional[CallWatch] = None) -> RpcError:
         if watch is not None and (watch.expired or isinstance(exc,
                                                               requests.exceptions.Timeout)):
             what = f"{watch.describe()} ({type(exc).__name__})"
         elif isinstance(exc, requests.exceptions.Timeout):
             what = f"no answer within rpc_timeout={self._timeout:g}s ({type(exc).__name__})"
+        elif isinstance(exc, requests.exceptions.ProxyError):
+            what = f"the proxy failed ({type(exc).__name__})"
         elif isinstance(exc, requests.exceptions.ConnectionError):
             what = f"connection failed ({type(exc).__name__})"
-        else:
+        elif isinstance(exc, requests.exceptions.RequestException):
             what = f"HTTP request failed ({type(exc).__name__})"
+        else:
+            what = f"the server broke HTTP ({type(exc).__name__})"
         after = self._ended() if self._ended is not None else None
         if after is not None:
             what += f"; the session has ended ({after})"
@@ -424,22 +498,29 @@ class SessionRpc:
             what += "; this SessionRpc was closed meanwhile"
         return RpcError(f"{method}: {what} at {self._url}: {excerpt(str(exc), _BODY_EXCERPT)}")
 
-    def _decode(self, method: str, request_id: int, status: int, content: bytes) -> Any:
+    def _decode(self, method: str, request_id: int, status: int, content: bytes,
+                retry_after: Optional[float] = None) -> Any:
+        why = ""
         try:
             reply: Any = json.loads(content)
-        except ValueError:
-            reply = None
-            parsed = False
+        except RecursionError:
+            reply, parsed, why = None, False, "nested too deeply to decode"
+        except ValueError as exc:       # not JSON, not UTF-8, an integer too long
+            reply, parsed, why = None, False, excerpt(str(exc), 80)
         else:
             parsed = True
         error = reply.get("error") if isinstance(reply, dict) else None
         if not 200 <= status < 300:
+            after = f", Retry-After {retry_after:g}s" if retry_after is not None else ""
             if isinstance(error, dict):  # an error object carried on an HTTP error status
-                raise self._error_object(method, error, http_status=status)
-            raise RpcError(f"{method}: HTTP {status} from {self._url}: "
-                           f"{excerpt(content, _BODY_EXCERPT)}", http_status=status)
+                raise self._error_object(method, error, http_status=status,
+                                         retry_after=retry_after)
+            raise RpcError(f"{method}: HTTP {status}{after} from {self._url}: "
+                           f"{excerpt(content, _BODY_EXCERPT)}", http_status=status,
+                           retry_after=retry_after)
         if not parsed:
-            raise RpcError(f"{method}: response is not JSON: {excerpt(content, _BODY_EXCERPT)}")
+            raise RpcError(f"{method}: response is not JSON ({why}): "
+                           f"{excerpt(content, _BODY_EXCERPT)}")
         if not isinstance(reply, dict):
             raise RpcError(f"{method}: response is not a JSON-RPC object: "
                            f"{excerpt(content, _BODY_EXCERPT)}")
@@ -462,7 +543,8 @@ class SessionRpc:
 
     @staticmethod
     def _error_object(method: str, error: Mapping[str, Any],
-                      http_status: Optional[int] = None) -> RpcError:
+                      http_status: Optional[int] = None,
+                      retry_after: Optional[float] = None) -> RpcError:
         raw_code = error.get("code")
         code = raw_code if isinstance(raw_code, int) and not isinstance(raw_code, bool) else None
         message = str(error.get("message") or "no message")
@@ -472,7 +554,7 @@ class SessionRpc:
         if http_status is not None:
             where += f", HTTP {http_status}"
         return RpcError(f"{method}: {message} ({where})", code=code, http_status=http_status,
-                        data=error.get("data"))
+                        data=error.get("data"), retry_after=retry_after)
 
     # -- typed helpers (PROTOCOL.md §10) -------------------------------------------------------
     # Each runs on the calling thread and blocks like call(): at most rpc_timeout.
@@ -622,6 +704,15 @@ class SessionRpc:
             address = _base58(key, "account address")
             payload[address] = _account_data(value, address)
         return self.call("modifyAccounts", [payload])
+
+
+def _retryable(exc: RpcError) -> bool:
+    """A failure another attempt of a read may mend: a transient HTTP status, or a
+    connection that failed before any answer (not a timeout: that spent ``rpc_timeout``)."""
+    cause = exc.__cause__
+    return exc.http_status in TRANSIENT_HTTP_STATUSES or (
+        isinstance(cause, requests.exceptions.ConnectionError)
+        and not isinstance(cause, requests.exceptions.Timeout))
 
 
 def _sequence(values: Any, what: str) -> Sequence[Any]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
-import email.utils
 import enum
 import errno
 import logging
@@ -45,6 +44,12 @@ from simsync import urls
 from simsync._version import __version__
 from simsync.config import ClientConfig
 from simsync.errors import excerpt
+from simsync.netpolicy import (
+    TRANSIENT_HTTP_STATUSES,
+    TrustStoreError,
+    retry_after_seconds,
+    tls_context,
+)
 
 log = logging.getLogger(__name__)
 
@@ -509,24 +514,8 @@ def describe(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def retry_after_seconds(value: Optional[str]) -> Optional[float]:
-    """An HTTP ``Retry-After`` (delta-seconds or an HTTP-date) in seconds from now."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 #: Upgrade answers worth another attempt (RFC 9110): timeout, rate limit, gateway trouble.
-TRANSIENT_UPGRADE_STATUSES = frozenset({408, 429, 502, 503, 504})
+TRANSIENT_UPGRADE_STATUSES = TRANSIENT_HTTP_STATUSES
 #: Close codes (RFC 6455 §7.4.1, IANA registry) after which a reconnect cannot help: the
 #: server refused what we sent. 4000-4999 (application codes) are fatal too.
 FATAL_CLOSE_CODES = {1003: "unsupported data", 1007: "invalid payload data",
@@ -922,6 +911,8 @@ class Connection:
         if isinstance(exc, websocket.WebSocketException) and "Redirect" in str(exc):
             return Fatal(f"the server at {url} answered the WebSocket upgrade with a redirect; "
                          "simsync does not follow redirects: use the final URL")
+        if isinstance(exc, TrustStoreError):
+            return Fatal(str(exc))
         if isinstance(exc, ssl.SSLCertVerificationError):
             return Fatal(f"TLS certificate verification failed for {url}: "
                          f"{exc.verify_message}")
@@ -948,7 +939,7 @@ class Connection:
         return exc
 
     def _tls_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=self.config.ca_bundle)
+        return tls_context(self.config)
 
     def _publish(self, sock: DeadlineSocket) -> DeadlineSocket:
         with self._sock_lock:

@@ -1,8 +1,9 @@
 """URL rules of PROTOCOL.md §1: control URL, HTTP base, rpc_endpoint, PubSub URL."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 _WS_TO_HTTP = {"ws": "http", "wss": "https"}
 _HTTP_TO_WS = {"http": "ws", "https": "wss"}
@@ -87,3 +88,38 @@ def plain_ws(url: str) -> str:
     parts = urlsplit(shown(url))
     scheme = {"wss": "ws", "https": "http"}.get(parts.scheme, parts.scheme)
     return urlunsplit((scheme,) + tuple(parts[1:]))
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """An HTTP proxy: where it is and its credentials (never shown: see :attr:`shown`)."""
+
+    url: str
+    host: str
+    port: int
+    username: Optional[str] = None
+    password: Optional[str] = None
+
+    @property
+    def shown(self) -> str:
+        """``http://HOST:PORT`` (no credentials), for messages."""
+        return f"http://{self.host}:{self.port}"
+
+    def __repr__(self) -> str:
+        return f"Proxy({self.shown!r})"
+
+
+def parse_proxy(text: str) -> Proxy:
+    """``http://[USER[:PASSWORD]@]HOST[:PORT]`` (a bare ``HOST:PORT`` is taken as http)."""
+    parts = urlsplit(text if "://" in text else f"http://{text}")
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError("a proxy must be an http://HOST[:PORT] URL (HTTP CONNECT), not "
+                         f"{parts.scheme}://…")
+    try:
+        port = parts.port or 80
+    except ValueError:
+        raise ValueError("the proxy URL has a bad port") from None
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    return Proxy(text if "://" in text else f"http://{text}", parts.hostname, port, user,
+                 password)

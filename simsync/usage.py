@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Union
 from urllib.parse import urlencode
 
-import requests
-
 from simsync import urls
 from simsync.config import ClientConfig
 from simsync.errors import ProtocolError, RpcError
-from simsync.rpc import close_http
+from simsync.netpolicy import retry_after_seconds
+from simsync.rpc import HTTP_FAILURES, CallWatch, close_http, timed_request, watched_http
 
 #: A window bound: an aware ``datetime`` (a naive one is taken as UTC) or ISO-8601 text.
 When = Union[datetime.datetime, str]
@@ -136,24 +135,27 @@ def _parse(text: str) -> datetime.datetime:
 def fetch_usage(control_url: str, api_key: Optional[str], config: ClientConfig,
                 since: Optional[When] = None, until: Optional[When] = None) -> UsageReport:
     """One ``GET /usage`` with the ``X-API-Key`` header (caller's thread; blocks at most
-    ``config.rpc_timeout`` per connect and per read). Raises ``RpcError`` naming the URL
-    (never the key) on a connection failure or an HTTP error status, ``ProtocolError`` on a
-    malformed body, ``ValueError``/``TypeError`` for a bad window."""
+    ``config.rpc_timeout`` in all; trusts and proxies as every channel, see
+    ``simsync.netpolicy``). Raises ``RpcError`` naming the URL (never the key) on a
+    connection failure or an HTTP error status (``http_status``, ``retry_after``),
+    ``ProtocolError`` on a malformed body, ``ValueError``/``TypeError`` for a bad window."""
     url = usage_url(control_url, since, until)
     headers = {"X-API-Key": api_key, "Accept": "application/json"} if api_key else \
         {"Accept": "application/json"}
-    http = requests.Session()
+    http = watched_http(config)
+    watch = CallWatch(config.rpc_timeout)
     try:
-        reply = http.get(url, headers=headers, timeout=config.rpc_timeout,
-                         verify=config.ca_bundle or True, allow_redirects=False)
-        content = reply.content
-    except requests.RequestException as exc:
-        raise RpcError(f"GET {url} failed: {type(exc).__name__}") from None
+        status, content, reply_headers = timed_request(http, "GET", url, watch, config,
+                                                       headers=headers, allow_redirects=False)
+    except HTTP_FAILURES as exc:
+        cut = f" ({watch.describe()})" if watch.expired else ""
+        raise RpcError(f"GET {url} failed: {type(exc).__name__}{cut}") from None
     finally:
         close_http(http)
-    if reply.status_code >= 400:
-        raise RpcError(f"GET {url} answered HTTP {reply.status_code}",
-                       http_status=reply.status_code)
+    if status >= 400:
+        retry_after = retry_after_seconds(reply_headers.get("Retry-After"))
+        raise RpcError(f"GET {url} answered HTTP {status}", http_status=status,
+                       retry_after=retry_after)
     return decode_usage(content)
 
 

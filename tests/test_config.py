@@ -52,7 +52,7 @@ def test_defaults_are_the_reference_clients() -> None:
     assert config.extra_headers == {}
     assert config.allow_foreign_rpc_host is False
     assert config.ca_bundle is None
-    assert config.initial_connect_budget == 30
+    assert config.initial_connect_budget == 5      # a dead first connect fails fast (#27.4)
 
 
 def test_defaults_are_not_shared_between_instances() -> None:

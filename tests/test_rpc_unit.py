@@ -9,9 +9,11 @@ from typing import Any, Callable, Iterator, Optional
 import pytest
 import requests
 import responses
+import trustme
 
 from simsync.config import ClientConfig
 from simsync.errors import RpcError
+from simsync.netpolicy import tls_context
 from simsync.rpc import SessionRpc, to_base64
 
 pytestmark = pytest.mark.timeout(30)
@@ -80,12 +82,16 @@ def test_request_uses_rpc_timeout_and_ca_bundle(mock: responses.RequestsMock, tm
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "env-ca.pem"))
     monkeypatch.setenv("CURL_CA_BUNDLE", str(tmp_path / "env-ca.pem"))
     answer(mock, result=1)
-    bundle = str(tmp_path / "ca.pem")
-    with SessionRpc(URL, ClientConfig(rpc_timeout=3.25, ca_bundle=bundle)) as client:
+    bundle = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(bundle))
+    config = ClientConfig(rpc_timeout=3.25, ca_bundle=str(bundle))
+    with SessionRpc(URL, config) as client:
         client.get_slot()
     kwargs = mock.calls[0].request.req_kwargs  # type: ignore[attr-defined]
     assert kwargs["timeout"] == 3.25
-    assert kwargs["verify"] == bundle
+    # the bundle is in the network policy's SSLContext (issue 23 item 1), never requests' own
+    assert kwargs["verify"] is True
+    assert tls_context(config).get_ca_certs() and len(tls_context(config).get_ca_certs()) == 1
 
 
 def test_no_api_key_header_is_ever_sent(mock: responses.RequestsMock) -> None:
