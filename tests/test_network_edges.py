@@ -5,14 +5,17 @@ simulator and its fault plan, hostile servers (tests/hostile.py), a local TLS se
 test CA (trustme), a small HTTP CONNECT proxy written here, a resolver slowed in-process."""
 from __future__ import annotations
 
-import json
+import email.utils
+import socket
 import time
-from typing import Any, Iterator
+from typing import Iterator, List
 
 import pytest
 
 import simsync
+from simsync.errors import RpcError
 from simsync.localsim import SYSTEM_PROGRAM_ID, Fault, FaultPlan, LocalSimulator
+from simsync.rpc import SessionRpc
 from tests.hostile import HostileServer, Peer
 from tests.support import FAST, START, client
 
@@ -112,5 +115,145 @@ def test_a_fatal_close_on_pubsub_carries_code_and_reason(sim: LocalSimulator) ->
     assert (failure.close_code, failure.close_reason) == (4200, "too many subscriptions")
 
 
-def _unused() -> Any:  # keeps json imported for the RPC tests below
-    return json
+# ------------------------------------------------------------------ 23.6 hostile JSON on RPC
+
+RPC_CONFIG = simsync.ClientConfig(rpc_timeout=5.0, backoff_initial=0.01, backoff_max=0.1)
+
+
+def http_answer(body: bytes, status: str = "200 OK", headers: str = "") -> bytes:
+    return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{headers}"
+            "Connection: close\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def serve(answers: List[bytes]) -> HostileServer:
+    """An HTTP server answering its k-th connection with ``answers[k]`` (the last repeats)."""
+    def behaviour(peer: Peer) -> None:
+        peer.read_request()
+        peer.sock.sendall(answers[min(peer.server.connections, len(answers)) - 1])
+        peer.sock.shutdown(socket.SHUT_WR)
+        peer.drain()
+    return HostileServer(behaviour)
+
+
+def rpc_for(server: HostileServer, config: simsync.ClientConfig = RPC_CONFIG) -> SessionRpc:
+    return SessionRpc(f"http://127.0.0.1:{server.port}/backtest/s", config)
+
+
+def reply(result: str) -> bytes:
+    return ('{"jsonrpc":"2.0","id":1,"result":' + result + "}").encode()
+
+
+HOSTILE_BODIES = {
+    "nested": b"[" * 200_000 + b"]" * 200_000,
+    "nested-object": b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+    "nested-result": reply("[" * 990 + "]" * 990),
+    "long-int": reply("9" * 50_000),
+    "not-utf8": b'{"jsonrpc":"2.0","id":1,"result":"\xff\xfe"}',
+    "nan": reply("NaN"),
+    "truncated": b'{"jsonrpc":"2.0","id":1,"res',
+    "empty": b"",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_BODIES))
+def test_an_undecodable_rpc_body_is_an_rpc_error_naming_the_method(name: str) -> None:
+    with serve([http_answer(HOSTILE_BODIES[name])]) as server, rpc_for(server) as rpc:
+        with pytest.raises(RpcError) as info:
+            rpc.get_slot()
+    assert str(info.value).startswith("getSlot: "), str(info.value)
+    assert len(str(info.value)) < 600
+
+
+def test_a_nested_reply_names_why() -> None:
+    with serve([http_answer(HOSTILE_BODIES["nested"])]) as server, rpc_for(server) as rpc:
+        with pytest.raises(RpcError, match="getSlot: response is not JSON .nested too deeply"):
+            rpc.get_slot()
+
+
+@pytest.mark.parametrize("raw", [b"HTTP/1.1 abc\r\n\r\n", b"SMTP ready\r\n",
+                                 b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n{",
+                                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"])
+def test_a_server_that_breaks_http_is_an_rpc_error(raw: bytes) -> None:
+    def behaviour(peer: Peer) -> None:
+        peer.read_request()
+        peer.sock.sendall(raw)
+        peer.sock.shutdown(socket.SHUT_WR)
+        peer.drain()
+    with HostileServer(behaviour) as server, rpc_for(server) as rpc:
+        with pytest.raises(RpcError, match="^getSlot: "):
+            rpc.get_slot()
+
+
+# ------------------------------------------------------------------ 23.7 rate limits
+
+def test_a_429_carries_retry_after_in_seconds() -> None:
+    answer = http_answer(b"slow down", "429 Too Many Requests", "Retry-After: 7\r\n")
+    with serve([answer]) as server, rpc_for(server) as rpc:
+        with pytest.raises(RpcError) as info:
+            rpc.get_slot()
+    assert info.value.http_status == 429 and info.value.retry_after == 7.0
+    assert "Retry-After 7s" in str(info.value)
+
+
+def test_retry_after_as_an_http_date() -> None:
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    answer = http_answer(b"", "503 Busy", f"Retry-After: {when}\r\n")
+    with serve([answer]) as server, rpc_for(server) as rpc:
+        with pytest.raises(RpcError) as info:
+            rpc.get_balance("11111111111111111111111111111111")
+    assert info.value.retry_after is not None and 25 <= info.value.retry_after <= 31
+
+
+def test_retries_are_off_by_default() -> None:
+    busy = http_answer(b"", "503 Busy", "Retry-After: 0\r\n")
+    with serve([busy, http_answer(reply("5"))]) as server, rpc_for(server) as rpc:
+        with pytest.raises(RpcError):
+            rpc.get_slot()
+        assert server.connections == 1
+
+
+def test_a_read_is_retried_honouring_retry_after() -> None:
+    busy = http_answer(b"", "429 Too Many Requests", "Retry-After: 1\r\n")
+    config = RPC_CONFIG.replace(rpc_retries=2)
+    with serve([busy, http_answer(reply("5"))]) as server, rpc_for(server, config) as rpc:
+        assert rpc.get_slot() == 5
+        assert server.connections == 2
+        assert server.times[1] - server.times[0] >= 0.9
+
+
+def test_a_read_gives_up_after_rpc_retries() -> None:
+    busy = http_answer(b"", "503 Busy", "Retry-After: 0\r\n")
+    config = RPC_CONFIG.replace(rpc_retries=2)
+    with serve([busy]) as server, rpc_for(server, config) as rpc:
+        with pytest.raises(RpcError) as info:
+            rpc.simulate_transaction(b"\x01" * 64)
+        assert server.connections == 3
+    assert info.value.http_status == 503
+
+
+def test_a_retry_after_beyond_rpc_timeout_is_not_waited_for() -> None:
+    busy = http_answer(b"", "429 Too Many Requests", "Retry-After: 600\r\n")
+    config = RPC_CONFIG.replace(rpc_retries=3)
+    with serve([busy]) as server, rpc_for(server, config) as rpc:
+        began = time.monotonic()
+        with pytest.raises(RpcError) as info:
+            rpc.get_slot()
+        assert time.monotonic() - began < 5.0
+        assert server.connections == 1
+    assert info.value.retry_after == 600.0
+
+
+@pytest.mark.parametrize("write", ["send_transaction", "modify_accounts", "requestAirdrop"])
+def test_writes_are_never_retried(write: str) -> None:
+    busy = http_answer(b"", "503 Busy", "Retry-After: 0\r\n")
+    config = RPC_CONFIG.replace(rpc_retries=3)
+    with serve([busy, http_answer(reply('"x"'))]) as server, rpc_for(server, config) as rpc:
+        with pytest.raises(RpcError):
+            if write == "send_transaction":
+                rpc.send_transaction(b"\x01" * 64)
+            elif write == "modify_accounts":
+                rpc.modify_accounts({})
+            else:
+                rpc.call(write, ["11111111111111111111111111111111", 1])
+        assert server.connections == 1
