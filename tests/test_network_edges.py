@@ -8,7 +8,7 @@ from __future__ import annotations
 import email.utils
 import socket
 import time
-from typing import Iterator, List
+from typing import Iterator, List, Union
 
 import pytest
 
@@ -16,6 +16,7 @@ import simsync
 from simsync.errors import RpcError
 from simsync.localsim import SYSTEM_PROGRAM_ID, Fault, FaultPlan, LocalSimulator
 from simsync.rpc import SessionRpc
+from simsync.transport import Channel, Connection, Fatal, Link, State
 from tests.hostile import HostileServer, Peer
 from tests.support import FAST, START, client
 
@@ -257,3 +258,65 @@ def test_writes_are_never_retried(write: str) -> None:
             else:
                 rpc.call(write, ["11111111111111111111111111111111", 1])
         assert server.connections == 1
+
+
+# ------------------------------------------------------------------ 23.4 handshake violations
+
+class QuietLink(Link):
+    """A link with no handshake of its own: up once upgraded."""
+
+    name = "quiet"
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    def url(self) -> str:
+        return self._url
+
+    def handshake(self, channel: Channel, attempt: int) -> None:
+        pass
+
+    def on_frame(self, data: Union[str, bytes]) -> None:
+        pass
+
+
+WS_CONFIG = simsync.ClientConfig(connect_timeout=2.0, ping_interval=0.3, dead_after=1.5,
+                                 backoff_initial=0.01, backoff_max=0.1, reconnect_budget=60.0,
+                                 stable_after=60.0, close_timeout=3.0)
+VIOLATIONS = {
+    "extension": lambda peer: peer.upgrade_response().replace(
+        b"\r\n\r\n", b"\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"),
+    "subprotocol": lambda peer: peer.upgrade_response().replace(
+        b"\r\n\r\n", b"\r\nSec-WebSocket-Protocol: chat\r\n\r\n"),
+    "bad-accept": lambda peer: peer.upgrade_response().replace(
+        peer.accept_key().encode(), b"dGhlIHNhbXBsZSBub25jZQ=="),
+}
+REASONS = {"extension": "permessage-deflate", "subprotocol": "a subprotocol",
+           "bad-accept": "Sec-WebSocket-Accept"}
+
+
+@pytest.mark.parametrize("reconnect", [False, True], ids=["first", "reconnect"])
+@pytest.mark.parametrize("violation", sorted(VIOLATIONS))
+def test_a_handshake_violation_fails_at_once(violation: str, reconnect: bool) -> None:
+    def behaviour(peer: Peer) -> None:
+        if reconnect and peer.server.connections == 1:
+            peer.upgrade()
+            peer.send_frame(0x8, b"")        # close without a code: transient, reconnect
+            peer.drain()
+            return
+        peer.read_request()
+        peer.sock.sendall(VIOLATIONS[violation](peer))
+        peer.drain()
+    with HostileServer(behaviour) as server:
+        connection = Connection(QuietLink(server.url()), WS_CONFIG, "t")
+        connection.start()
+        try:
+            began = time.monotonic()
+            status = connection.status.wait_for({State.FAILED}, 30)
+            assert status.state is State.FAILED, status
+            assert time.monotonic() - began < 10
+            assert server.connections == (2 if reconnect else 1)
+            assert isinstance(connection.failure, Fatal)
+            assert REASONS[violation] in str(status.reason), status.reason
+        finally:
+            assert connection.close(5)
