@@ -776,10 +776,12 @@ class Connection:
         delay = state.next_action.sleep if state.next_action else None
         if exc is not None and not (isinstance(exc, ConnectionProblem) and exc.by_budget):
             self._last_cause = describe(exc)
-        if not self._ever_up and exc is not None:
-            log.warning("%s: connecting to %s failed (attempt %d): %s; retrying in %.2fs",
-                        self._name, urls.shown(self.link.url()), state.attempt_number,
-                        describe(exc), delay or 0.0)
+        if not self._ever_up and exc is not None:    # one WARNING, then INFO per retry
+            log.log(logging.WARNING if state.attempt_number == 1 else logging.INFO,
+                    "%s: connecting to %s failed (attempt %d): %s; retrying in %.2fs "
+                    "(initial_connect_budget=%gs)", self._name, urls.shown(self.link.url()),
+                    state.attempt_number, describe(exc), delay or 0.0,
+                    self.config.initial_connect_budget)
         self.status.set(ConnectionStatus(State.RECONNECTING, describe(exc) if exc else None,
                                          state.attempt_number), delay)
 

@@ -6,9 +6,10 @@ test CA (trustme), a small HTTP CONNECT proxy written here, a resolver slowed in
 from __future__ import annotations
 
 import email.utils
+import logging
 import socket
 import time
-from typing import Iterator, List, Union
+from typing import Any, Iterator, List, Union
 
 import pytest
 
@@ -320,3 +321,47 @@ def test_a_handshake_violation_fails_at_once(violation: str, reconnect: bool) ->
             assert REASONS[violation] in str(status.reason), status.reason
         finally:
             assert connection.close(5)
+
+
+# ------------------------------------------------------------------ 27.4 the first connect
+
+def closed_port() -> int:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return port
+
+
+def test_a_dead_port_fails_within_seconds_by_default_with_one_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="simsync")
+    url = f"ws://127.0.0.1:{closed_port()}/backtest"
+    began = time.monotonic()
+    with pytest.raises(simsync.SessionCreateError) as info:
+        simsync.Client(url).start_session(start_slot=START, end_slot=END)
+    elapsed = time.monotonic() - began
+    assert elapsed < 5.0 + 5.0, elapsed             # the default budget (5 s) plus slack
+    assert url in str(info.value) and "refused" in str(info.value)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    retries = [r for r in caplog.records if "failed (attempt" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert len(retries) > 1                          # the retries are there, at INFO
+
+
+def test_an_unknown_host_fails_within_seconds_by_default(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    real = socket.getaddrinfo
+
+    def resolver(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "sim.unknown.test":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    began = time.monotonic()
+    with pytest.raises(simsync.SessionCreateError) as info:
+        simsync.Client("ws://sim.unknown.test/backtest").start_session(start_slot=START,
+                                                                      end_slot=END)
+    assert time.monotonic() - began < 5.0 + 5.0
+    assert "sim.unknown.test" in str(info.value)
+    assert "Name or service not known" in str(info.value)
