@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 import traceback
 from typing import Any, Iterator, List, Tuple
 
@@ -341,3 +342,49 @@ def test_a_parallel_batch_refuses_a_foreign_rpc_host(foreign_sim: LocalSimulator
     finally:
         if batch is not None:
             batch.close()
+
+
+# ------------------------------------------------- one trust store on every channel (#23.1)
+
+def test_a_ca_in_the_system_store_is_trusted_by_every_channel(
+        tls_sim: LocalSimulator, tls: Tls, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Any) -> None:
+    """The CA only in ``SSL_CERT_FILE`` (the system's store), no ``ca_bundle``: control,
+    PubSub, JSON-RPC, /available-ranges and /usage all trust it; requests' own bundle
+    (certifi, or ``REQUESTS_CA_BUNDLE`` pointing at another CA) plays no part."""
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    monkeypatch.setenv("SSL_CERT_FILE", tls.pem)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(other))
+    the_client = simsync.Client(tls_sim.url, config=FAST)
+    assert the_client.available_ranges()
+    assert the_client.usage() is not None
+    with the_client.start_session(start_slot=START, end_slot=END,
+                                  disconnect_timeout_secs=60) as session:
+        session.subscribe_transactions([SYSTEM])
+        events = drive_with_rpc(session, lambda s: s.rpc.get_slot())
+    assert slots(events) == tls_sim.produced_slots(START, END)
+    channels = {r.channel for r in tls_sim.requests_seen()}
+    assert {"control", "pubsub", "rpc", "ranges"} <= channels
+
+
+@pytest.mark.parametrize("channel", ["rpc", "ranges", "usage"])
+def test_a_ca_bundle_replaces_the_system_store_on_http_channels_too(
+        tls_sim: LocalSimulator, tls: Tls, monkeypatch: pytest.MonkeyPatch, tmp_path: Any,
+        channel: str) -> None:
+    """``ca_bundle`` of another CA: refused at once on HTTP as on WebSocket, even with the
+    server's CA in the system store (``ca_bundle`` is the only trust when set)."""
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    monkeypatch.setenv("SSL_CERT_FILE", tls.pem)
+    config = FAST.replace(ca_bundle=str(other))
+    began = time.monotonic()
+    with pytest.raises(simsync.RpcError, match="SSLError|certificate"):
+        if channel == "rpc":
+            with SessionRpc(tls_sim.http_url + "/backtest/none", config) as rpc:
+                rpc.get_slot()
+        elif channel == "ranges":
+            simsync.Client(tls_sim.url, config=config).available_ranges()
+        else:
+            simsync.Client(tls_sim.url, config=config).usage()
+    assert time.monotonic() - began < 2.0
