@@ -20,9 +20,11 @@ from __future__ import annotations
 import email.utils
 import functools
 import os
+import socket
 import ssl
+import threading
 import time
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 import requests.exceptions
@@ -32,8 +34,9 @@ from requests.adapters import HTTPAdapter
 from simsync.config import PROXY_FROM_ENVIRONMENT, ClientConfig
 from simsync.urls import Proxy, parse_proxy
 
-__all__ = ["TRANSIENT_HTTP_STATUSES", "PolicyAdapter", "TrustStoreError", "proxy_for", "requests_proxies",
-           "retry_after_seconds", "tls_context"]
+__all__ = ["TRANSIENT_HTTP_STATUSES", "PolicyAdapter", "Proxy", "TrustStoreError",
+           "parse_proxy", "proxy_for", "requests_proxies", "resolve", "retry_after_seconds",
+           "tls_context"]
 
 #: HTTP answers worth another attempt (RFC 9110): timeout, rate limit, gateway trouble.
 TRANSIENT_HTTP_STATUSES = frozenset({408, 429, 502, 503, 504})
@@ -144,3 +147,50 @@ def requests_proxies(url: str, config: ClientConfig) -> Optional[dict[str, str]]
     if proxy is None:
         return {"http": "", "https": ""}
     return {"http": proxy.url, "https": proxy.url}
+
+
+# ------------------------------------------------------------------ name resolution
+
+AddrInfo = Tuple[int, int, int, str, Any]
+
+
+def resolve(host: str, port: int, deadline: Optional[float],
+            stopping: Callable[[], bool] = lambda: False) -> List[AddrInfo]:
+    """``socket.getaddrinfo(host, port, type=SOCK_STREAM)`` within ``deadline`` (a
+    ``time.monotonic()`` value; ``None``: no deadline), given up at once when ``stopping()``
+    turns true (checked every 0.1 s). Raises ``TimeoutError("resolving HOST did not
+    complete …")``, ``InterruptedError`` when stopped, or the lookup's own
+    ``socket.gaierror``.
+
+    A numeric address is answered on the calling thread. Otherwise the lookup runs on a
+    daemon thread ``simsync-resolve`` of its own: the C library's ``getaddrinfo`` cannot be
+    cancelled, so a caller that stops waiting leaves that one thread to finish the lookup
+    and end by itself (bounded by the system resolver's own timeout, ``resolv.conf``); it
+    holds no socket and no lock of simsync's, and its answer is dropped."""
+    try:
+        return list(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_NUMERICHOST))
+    except socket.gaierror:
+        pass
+    done = threading.Event()
+    outcome: List[Any] = []
+
+    def lookup() -> None:
+        try:
+            outcome.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+            outcome.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=lookup, daemon=True, name=f"simsync-resolve-{host}").start()
+    while not done.wait(0.1 if deadline is None else
+                        max(0.0, min(0.1, deadline - time.monotonic()))):
+        if stopping():
+            raise InterruptedError(f"resolving {host} was cut short")
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"resolving {host} did not complete by its deadline")
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return list(result)

@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 import tenacity
 import websocket
 from websocket import ABNF
+from websocket._http import _tunnel as tunnel  # HTTP CONNECT on a socket we own
 
 from simsync import urls
 from simsync._version import __version__
@@ -47,6 +48,8 @@ from simsync.errors import excerpt
 from simsync.netpolicy import (
     TRANSIENT_HTTP_STATUSES,
     TrustStoreError,
+    proxy_for,
+    resolve,
     retry_after_seconds,
     tls_context,
 )
@@ -533,6 +536,19 @@ _NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_L
             "record layer failure", "packet length too long")
 
 
+def _check_upgrade(headers: Any, url: str) -> None:
+    """Refuse a 101 that agreed to what was never asked (RFC 6455 §4.1: the client MUST fail
+    the connection): an extension (``permessage-deflate`` would compress frames this client
+    cannot read) or a subprotocol. A protocol violation: ``Fatal`` on every attempt."""
+    headers = {str(k).lower(): v for k, v in (headers or {}).items()}
+    for name, what in (("sec-websocket-extensions", "an extension"),
+                       ("sec-websocket-protocol", "a subprotocol")):
+        if headers.get(name):
+            raise Fatal(f"the server at {url} violated the WebSocket handshake: it accepted "
+                        f"{what} the client never asked for ({name}: "
+                        f"{excerpt(headers[name], 60)})")
+
+
 def close_problem(code: Optional[int], reason: str, url: str = "") -> ConnectionProblem:
     """What a close frame from the server means: ``Fatal`` or ``Transient``, naming both
     (and ``url``, as shown in errors, when the close is fatal)."""
@@ -849,13 +865,16 @@ class Connection:
         secure = parts.scheme == "wss"
         host = parts.hostname or ""
         port = parts.port or (443 if secure else 80)
-        phase = "resolving the host name"
+        proxy = proxy_for(url, self.config)
+        dial_host, dial_port = (proxy.host, proxy.port) if proxy else (host, port)
+        via = f" to the proxy {proxy.shown}" if proxy else ""
+        phase = f"resolving {dial_host}" + (" (the proxy)" if proxy else "")
         sock: Optional[DeadlineSocket] = None
         try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos = resolve(dial_host, dial_port, deadline, self._stop.is_set)
             error: Optional[OSError] = None
             for family, kind, proto, _, address in infos:
-                phase = "the TCP connect"
+                phase = "the TCP connect" + via
                 sock = self._publish(DeadlineSocket(socket.socket(family, kind, proto),
                                                     self.config.dead_after))
                 try:
@@ -868,7 +887,12 @@ class Connection:
                     self._drop_socket(sock)
                     sock = None
             if sock is None:
-                raise error or OSError(f"no address for {host}")
+                raise error or OSError(f"no address for {dial_host}")
+            if proxy is not None:
+                phase = f"the HTTP CONNECT through the proxy {proxy.shown}"
+                sock.recv_deadline = sock.send_deadline = deadline
+                tunnel(sock, host, port,  # type: ignore[arg-type]
+                       (proxy.username, proxy.password))
             if secure:
                 phase = "the TLS handshake"
                 sock.start_tls(self._tls_context(), host, deadline)
@@ -879,6 +903,7 @@ class Connection:
             ws.connect(url, header=headers, suppress_origin=True,  # type: ignore[no-untyped-call]
                        socket=sock, redirect_limit=0)
             sock.recv_deadline = sock.send_deadline = None
+            _check_upgrade(ws.getheaders(), shown)
         except BaseException as exc:
             if sock is not None:
                 self._drop_socket(sock)
@@ -895,6 +920,13 @@ class Connection:
     def _connect_problem(self, exc: BaseException, url: str, phase: str, by_budget: bool,
                          elapsed: float) -> BaseException:
         """Classify a failed connect (see the README's failure table)."""
+        if isinstance(exc, ConnectionProblem):
+            return exc
+        if isinstance(exc, websocket.WebSocketProxyException):
+            return Fatal(f"{phase} failed: {describe(exc)} (the proxy refused; check "
+                         "ClientConfig.proxy or HTTP(S)_PROXY/NO_PROXY)")
+        if isinstance(exc, InterruptedError):
+            return LinkDone()
         if isinstance(exc, websocket.WebSocketBadStatusException):
             status = exc.status_code
             headers = exc.resp_headers or {}
@@ -935,7 +967,8 @@ class Connection:
         if isinstance(exc, websocket.WebSocketException) and phase == "the WebSocket upgrade" \
                 and "Invalid WebSocket Header" in str(exc):
             return Fatal(f"the server at {url} answered 101 without a valid WebSocket "
-                         "handshake (not a simulator?)")
+                         "handshake (a bad Sec-WebSocket-Accept, Upgrade or Connection "
+                         "header: not a simulator?)")
         if isinstance(exc, (OSError, websocket.WebSocketException, ValueError)):
             return Transient(f"connect failed during {phase}: {describe(exc)}")
         return exc
