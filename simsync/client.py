@@ -14,7 +14,7 @@ from simsync.config import ClientConfig
 from simsync.control import ControlLink, SessionInfo, SingleControl
 from simsync.cursor import SessionCursor
 from simsync.errors import RpcError, SessionCreateError
-from simsync.netpolicy import TRANSIENT_HTTP_STATUSES, retry_after_seconds
+from simsync.netpolicy import TRANSIENT_HTTP_STATUSES, proxy_for, retry_after_seconds
 from simsync.parallel import ParallelSession
 from simsync.protocol import AvailableRange, CreateSessionParams, decode_available_ranges
 from simsync.rpc import HTTP_FAILURES, CallWatch, close_http, timed_request, watched_http
@@ -90,7 +90,9 @@ class Client:
         except requests.exceptions.SSLError as exc:
             raise RpcError(f"GET {url} failed: SSLError: {exc}") from None
         except requests.exceptions.ProxyError as exc:
-            raise RpcError(f"GET {url} failed: the proxy failed: {exc}") from None
+            proxy = proxy_for(url, self.config)
+            raise RpcError(f"GET {url} failed: the proxy {proxy.shown if proxy else ''} "
+                           f"failed, not the simulator: {exc}") from None
         except HTTP_FAILURES as exc:
             cut = f" ({watch.describe()})" if watch.expired else ""
             raise Transient(f"{type(exc).__name__}{cut}: {exc}") from None

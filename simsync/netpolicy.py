@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import email.utils
 import functools
+import ipaddress
 import os
 import socket
 import ssl
@@ -168,10 +169,11 @@ def resolve(host: str, port: int, deadline: Optional[float],
     and end by itself (bounded by the system resolver's own timeout, ``resolv.conf``); it
     holds no socket and no lock of simsync's, and its answer is dropped."""
     try:
-        return list(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                       flags=socket.AI_NUMERICHOST))
-    except socket.gaierror:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
         pass
+    else:                         # a literal address: no lookup to wait for
+        return list(socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM))
     done = threading.Event()
     outcome: List[Any] = []
 

@@ -37,7 +37,9 @@ from simsync.errors import RpcError, excerpt
 from simsync.netpolicy import (
     TRANSIENT_HTTP_STATUSES,
     PolicyAdapter,
+    proxy_for,
     requests_proxies,
+    resolve,
     retry_after_seconds,
 )
 
@@ -185,13 +187,16 @@ class CallWatch:
 
     _current = threading.local()
 
-    PHASES = {"connect": "while connecting", "send": "while sending the request",
+    PHASES = {"resolve": "while resolving the host name", "connect": "while connecting",
+              "send": "while sending the request",
               "headers": "while waiting for the response headers",
               "body": "while reading the response body"}
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
+        self.started = time.monotonic()
         self.phase = "connect"
+        self.resolving: Optional[str] = None
         self.expired = False
         self._conn: Any = None
         self._lock = threading.Lock()
@@ -229,7 +234,18 @@ class CallWatch:
             self.phase = phase
 
     def describe(self) -> str:
+        if self.phase == "resolve" and self.resolving:
+            return f"rpc_timeout={self.timeout:g}s ran out while resolving {self.resolving}"
         return f"rpc_timeout={self.timeout:g}s ran out {self.PHASES.get(self.phase, '')}"
+
+    @property
+    def deadline(self) -> float:
+        return self.started + self.timeout
+
+    def ran_out(self) -> None:
+        """The deadline passed in a phase with no socket to cut (name resolution)."""
+        with self._lock:
+            self.expired = True
 
     def _expire(self) -> None:
         with self._lock:
@@ -257,6 +273,43 @@ class _Watched:
         super().connect()  # type: ignore[misc]
         if watch is not None:
             watch.using(self, "send")
+
+    def _new_conn(self) -> Any:
+        """Resolve within the call's deadline (``netpolicy.resolve``), then connect to each
+        address in turn; TLS still checks the host name (``self.host``)."""
+        watch = CallWatch.current()
+        conn: Any = self          # an urllib3 HTTPConnection (this is its mixin)
+        host: str = conn._dns_host
+        if watch is None:
+            return super()._new_conn()  # type: ignore[misc]
+        with self._resolving(watch, host):
+            infos = resolve(host, conn.port, watch.deadline, lambda: watch.expired)
+        watch.enter("connect")
+        error: Optional[BaseException] = None
+        try:
+            for *_, address in infos:
+                conn._dns_host = address[0]
+                try:
+                    return super()._new_conn()  # type: ignore[misc]
+                except urllib3.exceptions.NewConnectionError as exc:
+                    error = exc
+        finally:
+            conn._dns_host = host
+        raise error or OSError(f"no address for {host}")
+
+    @contextlib.contextmanager
+    def _resolving(self, watch: CallWatch, host: str) -> Any:
+        watch.enter("resolve")
+        watch.resolving = host
+        try:
+            yield
+        except (TimeoutError, InterruptedError) as exc:
+            watch.ran_out()
+            raise urllib3.exceptions.NewConnectionError(
+                self, f"{watch.describe()}: {exc}") from exc  # type: ignore[arg-type]
+        except socket.gaierror as exc:
+            raise urllib3.exceptions.NameResolutionError(
+                host, self, exc) from exc  # type: ignore[arg-type]
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         watch = CallWatch.current()
@@ -484,7 +537,9 @@ class SessionRpc:
         elif isinstance(exc, requests.exceptions.Timeout):
             what = f"no answer within rpc_timeout={self._timeout:g}s ({type(exc).__name__})"
         elif isinstance(exc, requests.exceptions.ProxyError):
-            what = f"the proxy failed ({type(exc).__name__})"
+            proxy = proxy_for(self._url, self._config)
+            what = (f"the proxy {proxy.shown if proxy else ''} failed, not the simulator "
+                    f"({type(exc).__name__})")
         elif isinstance(exc, requests.exceptions.ConnectionError):
             what = f"connection failed ({type(exc).__name__})"
         elif isinstance(exc, requests.exceptions.RequestException):

@@ -5,11 +5,14 @@ simulator and its fault plan, hostile servers (tests/hostile.py), a local TLS se
 test CA (trustme), a small HTTP CONNECT proxy written here, a resolver slowed in-process."""
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
 import socket
+import threading
 import time
 from typing import Any, Iterator, List, Union
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -19,7 +22,7 @@ from simsync.localsim import SYSTEM_PROGRAM_ID, Fault, FaultPlan, LocalSimulator
 from simsync.rpc import SessionRpc
 from simsync.transport import Channel, Connection, Fatal, Link, State
 from tests.hostile import HostileServer, Peer
-from tests.support import FAST, START, client
+from tests.support import FAST, START, client, drive
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -365,3 +368,248 @@ def test_an_unknown_host_fails_within_seconds_by_default(
     assert time.monotonic() - began < 5.0 + 5.0
     assert "sim.unknown.test" in str(info.value)
     assert "Name or service not known" in str(info.value)
+
+
+# ------------------------------------------------------------------ 23.2 resolution in the deadline
+
+SLOW_HOST = "slow.sim.test"
+
+
+class SlowResolver:
+    """``socket.getaddrinfo`` made slow in-process for ``SLOW_HOST`` (20 s, or until the test
+    ends); every other name resolves as usual. ``entered`` is set once a lookup began."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self._real = socket.getaddrinfo
+        monkeypatch.setattr(socket, "getaddrinfo", self)
+
+    def __call__(self, host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == SLOW_HOST:
+            self.entered.set()
+            self.release.wait(20)
+            return self._real("127.0.0.1", port, *args, **kwargs)
+        return self._real(host, port, *args, **kwargs)
+
+
+@pytest.fixture
+def slow(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlowResolver]:
+    resolver = SlowResolver(monkeypatch)
+    yield resolver
+    resolver.release.set()          # the abandoned lookup ends by itself (see netpolicy)
+
+
+def test_rpc_timeout_bounds_name_resolution_and_names_it(slow: SlowResolver) -> None:
+    config = RPC_CONFIG.replace(rpc_timeout=2.0)
+    with SessionRpc(f"http://{SLOW_HOST}:{closed_port()}/backtest/s", config) as rpc:
+        began = time.monotonic()
+        with pytest.raises(RpcError) as info:
+            rpc.get_slot()
+        elapsed = time.monotonic() - began
+    assert 1.5 < elapsed < 2.0 + 3.0, elapsed
+    assert f"ran out while resolving {SLOW_HOST}" in str(info.value), str(info.value)
+
+
+def test_connect_timeout_bounds_name_resolution_and_names_it(slow: SlowResolver) -> None:
+    config = FAST.replace(connect_timeout=2.0, initial_connect_budget=2.0)
+    began = time.monotonic()
+    with pytest.raises(simsync.SessionCreateError) as info:
+        simsync.Client(f"ws://{SLOW_HOST}:{closed_port()}/backtest",
+                       config=config).start_session(start_slot=START, end_slot=END)
+    elapsed = time.monotonic() - began
+    assert elapsed < 2.0 + 3.0, elapsed
+    assert f"resolving {SLOW_HOST}" in str(info.value), str(info.value)
+
+
+def test_close_never_waits_on_a_lookup(slow: SlowResolver) -> None:
+    connection = Connection(QuietLink(f"ws://{SLOW_HOST}:1/backtest"), WS_CONFIG, "t")
+    connection.start()
+    assert slow.entered.wait(10)
+    began = time.monotonic()
+    assert connection.close(2.0), "close() abandoned a thread"
+    assert time.monotonic() - began < 2.0
+    assert connection.status.value.state is State.CLOSED
+
+
+# ------------------------------------------------------------------ 23.3 one proxy policy
+
+class ConnectProxy:
+    """A small HTTP proxy on 127.0.0.1 (one thread per connection): ``CONNECT host:port``
+    tunnels, an absolute-form request (``POST http://host/path``) is forwarded; ``refuse``
+    answers 403 to everything. ``seen`` lists each request line's method and target."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.refuse = refuse
+        self.seen: List[str] = []
+        self._threads: List[threading.Thread] = []
+        self._sockets: List[socket.socket] = []
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self.port = self._listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._spawn(self._accept)
+
+    def _spawn(self, target: Any, *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True, name="test-proxy")
+        self._threads.append(thread)
+        thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client_sock, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self._sockets.append(client_sock)
+            self._spawn(self._serve, client_sock)
+
+    def _serve(self, client_sock: socket.socket) -> None:
+        head = b""
+        with contextlib.suppress(OSError):
+            while b"\r\n\r\n" not in head:
+                chunk = client_sock.recv(65536)
+                if not chunk:
+                    return
+                head += chunk
+            line, _, rest = head.partition(b"\r\n")
+            method, target, version = line.decode("latin-1").split(" ", 2)
+            self.seen.append(f"{method} {target}")
+            if self.refuse:
+                client_sock.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                return
+            if method == "CONNECT":
+                host, _, port = target.rpartition(":")
+                upstream = socket.create_connection((host, int(port)))
+                self._sockets.append(upstream)
+                client_sock.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                pending = b""
+            else:
+                parts = urlsplit(target)
+                upstream = socket.create_connection((parts.hostname, parts.port or 80))
+                self._sockets.append(upstream)
+                path = parts.path + (f"?{parts.query}" if parts.query else "")
+                pending = f"{method} {path} {version}\r\n".encode() + rest
+            upstream.sendall(pending)
+            self._spawn(self._pipe, upstream, client_sock)
+            self._pipe(client_sock, upstream)
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def __enter__(self) -> ConnectProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._listener.close()
+        for sock in list(self._sockets):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        for thread in list(self._threads):
+            thread.join(5)
+
+
+def no_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+def run_through(server: LocalSimulator, config: simsync.ClientConfig) -> None:
+    the_client = simsync.Client(server.url, config=config)
+    assert the_client.available_ranges()
+    with the_client.start_session(start_slot=START, end_slot=END) as session:
+        session.subscribe_transactions([SYSTEM_PROGRAM_ID])
+        assert session.rpc.get_slot() >= START
+        drive(session)
+
+
+@pytest.mark.parametrize("how", ["environment", "config"])
+def test_every_channel_goes_through_the_proxy(sim: LocalSimulator, how: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    no_proxy_environment(monkeypatch)
+    with ConnectProxy() as proxy:
+        config = FAST
+        if how == "environment":
+            monkeypatch.setenv("HTTP_PROXY", proxy.url)
+            monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        else:
+            config = FAST.replace(proxy=proxy.url)
+        run_through(sim, config)
+        seen = list(proxy.seen)
+    host = f"127.0.0.1:{urlsplit(sim.url).port}"
+    assert f"CONNECT {host}" in seen                       # control and PubSub tunnel
+    assert sum(line == f"CONNECT {host}" for line in seen) >= 2
+    assert any(line.startswith(f"GET http://{host}/available-ranges") for line in seen)
+    assert any(line.startswith(f"POST http://{host}/backtest/") for line in seen)
+
+
+def test_proxy_none_connects_directly_whatever_the_environment(
+        sim: LocalSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    no_proxy_environment(monkeypatch)
+    dead = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("HTTP_PROXY", dead)
+    monkeypatch.setenv("HTTPS_PROXY", dead)
+    run_through(sim, FAST.replace(proxy=None))
+
+
+def test_no_proxy_is_honoured_on_every_channel(sim: LocalSimulator,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    no_proxy_environment(monkeypatch)
+    dead = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("HTTP_PROXY", dead)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    run_through(sim, FAST)
+
+
+def test_a_refusing_proxy_fails_the_create_at_once_naming_the_proxy(
+        sim: LocalSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    no_proxy_environment(monkeypatch)
+    with ConnectProxy(refuse=True) as proxy:
+        began = time.monotonic()
+        with pytest.raises(simsync.SessionCreateError) as info:
+            simsync.Client(sim.url, config=FAST.replace(proxy=proxy.url)).start_session(
+                start_slot=START, end_slot=END)
+        assert time.monotonic() - began < 3.0
+        assert len(proxy.seen) == 1                            # not retried
+    text = str(info.value)
+    assert proxy.url in text and "403" in text, text
+    assert "the server at" not in text
+
+
+def test_a_dead_proxy_fails_http_at_once_naming_the_proxy(
+        sim: LocalSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    no_proxy_environment(monkeypatch)
+    dead = f"http://127.0.0.1:{closed_port()}"
+    config = FAST.replace(proxy=dead)
+    began = time.monotonic()
+    with pytest.raises(RpcError) as ranges:
+        simsync.Client(sim.url, config=config).available_ranges()
+    with SessionRpc(f"{sim.http_url}/backtest/s", config) as rpc, \
+            pytest.raises(RpcError) as call:
+        rpc.get_slot()
+    assert time.monotonic() - began < 3.0
+    for failure in (ranges.value, call.value):
+        assert dead in str(failure) and "proxy" in str(failure), str(failure)
+
+
+def test_a_dead_proxy_fails_the_create_naming_the_proxy(
+        sim: LocalSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    no_proxy_environment(monkeypatch)
+    dead = f"http://127.0.0.1:{closed_port()}"
+    with pytest.raises(simsync.SessionCreateError) as info:
+        simsync.Client(sim.url, config=FAST.replace(proxy=dead, initial_connect_budget=1.0)
+                       ).start_session(start_slot=START, end_slot=END)
+    assert f"the proxy {dead}" in str(info.value), str(info.value)
