@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Union
 from urllib.parse import urlencode
 
+import requests
+
 from simsync import urls
 from simsync.config import ClientConfig
 from simsync.errors import ProtocolError, RpcError
-from simsync.netpolicy import retry_after_seconds
+from simsync.netpolicy import proxy_for, retry_after_seconds
 from simsync.rpc import HTTP_FAILURES, CallWatch, close_http, timed_request, watched_http
 
 #: A window bound: an aware ``datetime`` (a naive one is taken as UTC) or ISO-8601 text.
@@ -149,6 +151,9 @@ def fetch_usage(control_url: str, api_key: Optional[str], config: ClientConfig,
                                                        headers=headers, allow_redirects=False)
     except HTTP_FAILURES as exc:
         cut = f" ({watch.describe()})" if watch.expired else ""
+        proxy = proxy_for(url, config)
+        if isinstance(exc, requests.exceptions.ProxyError) and proxy is not None:
+            cut += f": the proxy {proxy.shown} failed, not the simulator"
         raise RpcError(f"GET {url} failed: {type(exc).__name__}{cut}") from None
     finally:
         close_http(http)

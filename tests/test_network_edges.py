@@ -57,10 +57,9 @@ def next_failure(session: simsync.Session, timeout: float = 30.0) -> BaseExcepti
 
 @pytest.mark.parametrize("status", [401, 404])
 def test_a_refused_create_upgrade_carries_its_http_status(status: int) -> None:
-    with HostileServer(lambda peer: peer.answer(status, "Refused")) as server:
-        with pytest.raises(simsync.SessionCreateError) as info:
-            simsync.Client(server.url(), config=FAST).start_session(start_slot=START,
-                                                                     end_slot=END)
+    with HostileServer(lambda peer: peer.answer(status, "Refused")) as server, \
+            pytest.raises(simsync.SessionCreateError) as info:
+        simsync.Client(server.url(), config=FAST).start_session(start_slot=START, end_slot=END)
     assert info.value.http_status == status
     assert info.value.close_code is None
 
@@ -71,10 +70,9 @@ def test_a_fatal_close_on_create_carries_code_and_reason() -> None:
         peer.recv_text()                                    # createBacktestSession
         peer.send_close(4003, "key revoked")
         peer.drain()
-    with HostileServer(behaviour) as server:
-        with pytest.raises(simsync.SessionCreateError) as info:
-            simsync.Client(server.url(), config=FAST).start_session(start_slot=START,
-                                                                     end_slot=END)
+    with HostileServer(behaviour) as server, pytest.raises(simsync.SessionCreateError) as info:
+        simsync.Client(server.url(), config=FAST).start_session(start_slot=START,
+                                                                 end_slot=END)
     assert (info.value.close_code, info.value.close_reason) == (4003, "key revoked")
 
 
@@ -99,10 +97,10 @@ def test_a_refused_reconnect_carries_its_http_status(sim: LocalSimulator) -> Non
 
 def test_a_refused_subscription_carries_its_http_status() -> None:
     plan = FaultPlan([Fault("refuse", channel="pubsub", status=404, times=0)])
-    with LocalSimulator(bundle_size=100, bundles=4, faults=plan) as server:
-        with client(server).start_session(start_slot=START, end_slot=END) as session:
-            with pytest.raises(simsync.SubscriptionFailed) as info:
-                session.subscribe_transactions([SYSTEM_PROGRAM_ID])
+    with LocalSimulator(bundle_size=100, bundles=4, faults=plan) as server, \
+            client(server).start_session(start_slot=START, end_slot=END) as session, \
+            pytest.raises(simsync.SubscriptionFailed) as info:
+        session.subscribe_transactions([SYSTEM_PROGRAM_ID])
     assert info.value.http_status == 404
 
 
@@ -163,17 +161,17 @@ HOSTILE_BODIES = {
 
 @pytest.mark.parametrize("name", sorted(HOSTILE_BODIES))
 def test_an_undecodable_rpc_body_is_an_rpc_error_naming_the_method(name: str) -> None:
-    with serve([http_answer(HOSTILE_BODIES[name])]) as server, rpc_for(server) as rpc:
-        with pytest.raises(RpcError) as info:
-            rpc.get_slot()
+    with serve([http_answer(HOSTILE_BODIES[name])]) as server, rpc_for(server) as rpc, \
+            pytest.raises(RpcError) as info:
+        rpc.get_slot()
     assert str(info.value).startswith("getSlot: "), str(info.value)
     assert len(str(info.value)) < 600
 
 
 def test_a_nested_reply_names_why() -> None:
-    with serve([http_answer(HOSTILE_BODIES["nested"])]) as server, rpc_for(server) as rpc:
-        with pytest.raises(RpcError, match="getSlot: response is not JSON .nested too deeply"):
-            rpc.get_slot()
+    with serve([http_answer(HOSTILE_BODIES["nested"])]) as server, rpc_for(server) as rpc, \
+            pytest.raises(RpcError, match="getSlot: response is not JSON .nested too deeply"):
+        rpc.get_slot()
 
 
 @pytest.mark.parametrize("raw", [b"HTTP/1.1 abc\r\n\r\n", b"SMTP ready\r\n",
@@ -185,18 +183,17 @@ def test_a_server_that_breaks_http_is_an_rpc_error(raw: bytes) -> None:
         peer.sock.sendall(raw)
         peer.sock.shutdown(socket.SHUT_WR)
         peer.drain()
-    with HostileServer(behaviour) as server, rpc_for(server) as rpc:
-        with pytest.raises(RpcError, match="^getSlot: "):
-            rpc.get_slot()
+    with HostileServer(behaviour) as server, rpc_for(server) as rpc, \
+            pytest.raises(RpcError, match="^getSlot: "):
+        rpc.get_slot()
 
 
 # ------------------------------------------------------------------ 23.7 rate limits
 
 def test_a_429_carries_retry_after_in_seconds() -> None:
     answer = http_answer(b"slow down", "429 Too Many Requests", "Retry-After: 7\r\n")
-    with serve([answer]) as server, rpc_for(server) as rpc:
-        with pytest.raises(RpcError) as info:
-            rpc.get_slot()
+    with serve([answer]) as server, rpc_for(server) as rpc, pytest.raises(RpcError) as info:
+        rpc.get_slot()
     assert info.value.http_status == 429 and info.value.retry_after == 7.0
     assert "Retry-After 7s" in str(info.value)
 
@@ -204,9 +201,8 @@ def test_a_429_carries_retry_after_in_seconds() -> None:
 def test_retry_after_as_an_http_date() -> None:
     when = email.utils.formatdate(time.time() + 30, usegmt=True)
     answer = http_answer(b"", "503 Busy", f"Retry-After: {when}\r\n")
-    with serve([answer]) as server, rpc_for(server) as rpc:
-        with pytest.raises(RpcError) as info:
-            rpc.get_balance("11111111111111111111111111111111")
+    with serve([answer]) as server, rpc_for(server) as rpc, pytest.raises(RpcError) as info:
+        rpc.get_balance("11111111111111111111111111111111")
     assert info.value.retry_after is not None and 25 <= info.value.retry_after <= 31
 
 
@@ -600,8 +596,10 @@ def test_a_dead_proxy_fails_http_at_once_naming_the_proxy(
     with SessionRpc(f"{sim.http_url}/backtest/s", config) as rpc, \
             pytest.raises(RpcError) as call:
         rpc.get_slot()
+    with pytest.raises(RpcError) as usage:
+        simsync.Client(sim.url, config=config).usage()
     assert time.monotonic() - began < 3.0
-    for failure in (ranges.value, call.value):
+    for failure in (ranges.value, call.value, usage.value):
         assert dead in str(failure) and "proxy" in str(failure), str(failure)
 
 
