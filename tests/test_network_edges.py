@@ -9,8 +9,11 @@ import contextlib
 import email.utils
 import logging
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Iterator, List, Union
 from urllib.parse import urlsplit
 
@@ -611,3 +614,16 @@ def test_a_dead_proxy_fails_the_create_naming_the_proxy(
         simsync.Client(sim.url, config=FAST.replace(proxy=dead, initial_connect_budget=1.0)
                        ).start_session(start_slot=START, end_slot=END)
     assert f"the proxy {dead}" in str(info.value), str(info.value)
+
+
+def test_the_cli_connect_timeout_bounds_a_dead_first_connect() -> None:
+    simsync_command = Path(sys.executable).with_name("simsync")
+    began = time.monotonic()
+    done = subprocess.run([str(simsync_command), "ranges", "--url",
+                           f"ws://127.0.0.1:{closed_port()}", "--connect-timeout", "1"],
+                          capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - began
+    assert done.returncode == 1, done.stderr
+    assert "initial_connect_budget=1s" in done.stderr
+    assert elapsed < 1.0 + 8.0, elapsed              # interpreter start-up on a loaded box
+    assert done.stderr.count("WARNING") <= 1, done.stderr

@@ -174,6 +174,10 @@ def _endpoint(parser: argparse.ArgumentParser) -> None:
                             "embedded local simulator for this command)")
     group.add_argument("--api-key", metavar="KEY",
                        help=f"API key (default: ${API_KEY_ENV}); never printed")
+    group.add_argument("--connect-timeout", type=float, metavar="SECS",
+                       default=simsync.ClientConfig().initial_connect_budget,
+                       help="give up the first connection after this long (default: "
+                            "%(default)gs; a session that was up reconnects for longer)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -352,7 +356,10 @@ def _connecting(client: simsync.Client, command: str) -> None:
 def _client(args: argparse.Namespace) -> Iterator[simsync.Client]:
     """The simulator of this command: ``--url``, or an embedded one started for it."""
     if args.url:
-        yield simsync.Client(args.url, api_key=args.api_key)
+        budget = getattr(args, "connect_timeout", None)
+        config = simsync.ClientConfig() if budget is None else simsync.ClientConfig(
+            initial_connect_budget=budget)
+        yield simsync.Client(args.url, api_key=args.api_key, config=config)
         return
     try:
         from simsync.localsim import LocalSimulator
