@@ -457,7 +457,7 @@ class ParallelSession(ProcessOwned):
             if arrivals is None:
                 raise SimsyncError("the sub-sessions of this batch are driven by their own "
                                    "next_event(): events() cannot be used as well")
-            sub_session = self._next_arrival(arrivals, timeout)
+            sub_session = self._next_arrival(arrivals, timeout, done)
             if sub_session is None:
                 raise SessionClosed("the parallel session was closed")
             sub_id = sub_session.info.session_id
@@ -480,13 +480,20 @@ class ParallelSession(ProcessOwned):
             yield sub_session, event
 
     def _next_arrival(self, arrivals: queue.SimpleQueue[Optional[SubSession]],
-                      timeout: Optional[float]) -> Optional[SubSession]:
+                      timeout: Optional[float], done: set[str]) -> Optional[SubSession]:
+        """The next sub-session with a ready event. Every slice it waits, it runs each
+        unfinished sub-session's completion drain (``Inbox.check_drain``), as
+        ``next_event`` does: a ``Completed`` (or a failure) held back behind a silent
+        subscription fails after ``drain_timeout``, and that failure is an arrival."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             wait = SLICE if deadline is None else min(SLICE, deadline - time.monotonic())
             try:
                 return arrivals.get(timeout=max(0.001, wait))
             except queue.Empty:
+                for sub_session in self.sub_sessions:
+                    if sub_session.info.session_id not in done:
+                        sub_session._inbox.check_drain()
                 if deadline is not None and time.monotonic() >= deadline:
                     raise EventTimeout(f"no event within {timeout:g}s") from None
 
