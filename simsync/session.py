@@ -138,8 +138,7 @@ class Inbox:
         if kind is Slot:
             self.current_slot = event.slot
         elif kind is Completed and self.subscriptions:
-            with self._lock:
-                self._held_completed = (seq, event)
+            self._held_completed = (seq, event)
             self.release_completed()
             return
         self.mailbox.put((seq, event))
@@ -156,11 +155,12 @@ class Inbox:
     def release_completed(self) -> None:
         """Any reader: deliver the held ``Completed`` (or fatal failure) once no
         subscription is open."""
-        with self._lock:
-            if self.open_subscriptions():
-                return
-            item, self._held_completed = self._held_completed, None
-            failure, self._held_failure = self._held_failure, None
+        if self.open_subscriptions():
+            return
+        # swaps without a call between read and write: atomic under the GIL, and no lock
+        # that an interrupt on the user's thread could leave taken
+        item, self._held_completed = self._held_completed, None
+        failure, self._held_failure = self._held_failure, None
         if item is not None:
             self.mailbox.put(item)
         if failure is not None:
@@ -245,8 +245,7 @@ class Inbox:
         silent = time.monotonic() - max(link.last_frame_at for link, _ in open_subs)
         if silent <= self._config.drain_timeout:
             return
-        with self._lock:
-            held, self._held_failure = self._held_failure, None
+        held, self._held_failure = self._held_failure, None     # atomic swap, as above
         if held is not None:
             log.warning("simsync: the session failed and its subscriptions sent no end of "
                         "stream for %.1fs; delivering the failure", silent)
