@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from simsync.subscriptions import SubscriptionSpec
 
@@ -80,15 +80,17 @@ class StreamPosition:
                  ) -> None:
         self.spec = spec
         self.last_slot = last_slot
-        self.keys: List[Any] = list(keys)
+        self.keys: Dict[Any, None] = dict.fromkeys(keys)    # ordered, without repeats
 
     def delivered(self, event: Any) -> None:
+        """Note one event handed to the user; idempotent (an event handed over again after
+        an interrupted ``next_event`` is noted once)."""
         slot = event.slot
         if slot is None:
             return
         if slot != self.last_slot:
-            self.last_slot, self.keys = slot, []
-        self.keys.append(event.dedup_key)
+            self.last_slot, self.keys = slot, {}
+        self.keys[event.dedup_key] = None
 
     def cursor(self) -> SubscriptionCursor:
         return SubscriptionCursor(self.spec, self.last_slot, tuple(self.keys))

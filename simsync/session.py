@@ -99,11 +99,19 @@ def failure_of(status: ConnectionStatus, cause: Optional[BaseException],
     return ControlFailed(f"the {what} failed: {status.reason}")
 
 
+def _waits_for_data(error: BaseException) -> bool:
+    """Whether a failure ends the session on the server's word (a fatal server error, of a
+    session or of a parallel sub-session): the subscriptions may still carry what the
+    server executed before it, so it waits for them like ``Completed``."""
+    return isinstance(error, ControlFailed) and error.server_error is not None
+
+
 class Inbox:
     """Where one session's readers put what arrives; the user's thread takes it through
-    the ``Mailbox`` in order. It holds ``Completed`` back until every subscription has
-    ended (the completion drain), knows the slot the control link last announced, and
-    records the session's first failure, which travels in band behind earlier events.
+    the ``Mailbox`` in order. It holds ``Completed``, and a fatal server error, back until
+    every subscription has ended (the completion drain: what the subscriptions carry was
+    executed before it), knows the slot the control link last announced, and records the
+    session's first failure, which travels in band behind earlier events.
 
     Reader threads call ``on_control_event``/``deliver_data``/``fail``; the user's thread
     ``check_drain`` and the rest."""
@@ -116,6 +124,7 @@ class Inbox:
         self.subscriptions: List[Tuple[SubscriptionLink, Connection]] = []
         self.positions: List[StreamPosition] = []       # what each delivered to the user
         self._held_completed: Optional[Tuple[Optional[int], Completed]] = None  # held back
+        self._held_failure: Optional[BaseException] = None     # a fatal error, held back
         self.current_slot = start_slot                      # the last slot announced
         self.failure: Optional[BaseException] = None
         self.closing = False
@@ -145,20 +154,33 @@ class Inbox:
             raise Fatal(str(exc)) from exc
 
     def release_completed(self) -> None:
-        """Any reader: deliver the held ``Completed`` once no subscription is open."""
+        """Any reader: deliver the held ``Completed`` (or fatal failure) once no
+        subscription is open."""
         with self._lock:
-            if self._held_completed is None or self.open_subscriptions():
+            if self.open_subscriptions():
                 return
             item, self._held_completed = self._held_completed, None
-        self.mailbox.put(item)
+            failure, self._held_failure = self._held_failure, None
+        if item is not None:
+            self.mailbox.put(item)
+        if failure is not None:
+            self.mailbox.fail(failure)
 
     def fail(self, error: BaseException) -> BaseException:
         """Record the session's failure (the first one wins) behind every event so far;
-        returns the failure that is recorded. Any thread."""
+        returns the failure that is recorded. A fatal server error waits for the open
+        subscriptions (``release_completed``, ``check_drain``). Any thread."""
         with self._lock:
             if self.failure is None:
                 self.failure = error
-                self.mailbox.fail(error)
+                if _waits_for_data(error) and self.open_subscriptions():
+                    self._held_failure = error
+                else:
+                    self.mailbox.fail(error)
+            elif self._held_failure is not None and not _waits_for_data(error):
+                # a later failure of the data plane itself: nothing more will come
+                held, self._held_failure = self._held_failure, None
+                self.mailbox.fail(held)
             return self.failure
 
     def before_resume(self, timeout: float) -> None:
@@ -180,16 +202,19 @@ class Inbox:
 
     def add_subscription(self, link: SubscriptionLink, connection: Connection,
                          position: StreamPosition) -> None:
-        """Track a subscription that is up; its failure fails the session (in band)."""
+        """Track a subscription that is up; its failure fails the session (in band), and
+        its end (failed or closed) may release what was held back for it."""
         def on_status(value: ConnectionStatus) -> None:
             if value.state is State.FAILED:
                 self.fail(SubscriptionFailed(f"the {link.kind} subscription failed: "
                                              f"{value.reason}"))
+            if value.final:
+                self.release_completed()
         connection.status.watch(on_status)
         with self._lock:
             self.subscriptions.append((link, connection))
             self.positions.append(position)
-        if connection.status.value.state is State.FAILED:
+        if connection.status.value.final:
             on_status(connection.status.value)
 
     def open_subscriptions(self) -> List[Connection]:
@@ -200,25 +225,42 @@ class Inbox:
     # ------------------------------------------------------------------ user thread
 
     def check_drain(self) -> None:
-        """Fail the session when ``Completed`` is held and the server has sent nothing on
-        an open subscription for ``drain_timeout``. Only the server's silence on a live
-        connection counts: not time a reader spends waiting on the user, nor an outage
-        (a reconnecting subscription is bounded by the reconnect budget, and its clock
-        restarts at its subscribe ack)."""
-        if self._held_completed is None:
+        """When ``Completed`` (or a fatal failure) is held and the server has sent nothing
+        on an open subscription for ``drain_timeout``: fail the session (``Completed``: the
+        stream is incomplete) or deliver the held failure. Only the server's silence on a
+        live connection counts: not time a reader spends waiting on the user (nor the
+        moment after, ``SubscriptionLink.last_frame_at``), nor an outage (a reconnecting
+        subscription is bounded by the reconnect budget, and its clock restarts at its
+        subscribe ack)."""
+        if self._held_completed is None and self._held_failure is None:
             return
         open_subs = [(link, connection) for link, connection in self.subscriptions
                      if not link.complete and not connection.status.value.final]
-        if not open_subs or any(link.holding_back()
-                                or connection.status.value.state is not State.UP
-                                for link, connection in open_subs):
+        if not open_subs:
+            self.release_completed()
             return
-        open_links = [link for link, _ in open_subs]
-        silent = time.monotonic() - max(link.last_frame_at for link in open_links)
-        if silent > self._config.drain_timeout:
+        if any(link.holding_back() or connection.status.value.state is not State.UP
+               for link, connection in open_subs):
+            return
+        silent = time.monotonic() - max(link.last_frame_at for link, _ in open_subs)
+        if silent <= self._config.drain_timeout:
+            return
+        with self._lock:
+            held, self._held_failure = self._held_failure, None
+        if held is not None:
+            log.warning("simsync: the session failed and its subscriptions sent no end of "
+                        "stream for %.1fs; delivering the failure", silent)
+            self.mailbox.fail(held)
+        else:
             self.fail(SubscriptionFailed(
                 f"the session completed but a subscription sent nothing for {silent:.1f}s "
                 "before its end of stream: the stream is incomplete"))
+
+    def finish(self, reason: str) -> None:
+        """User thread, handing over ``Completed``: end the stream behind it, so every other
+        consumer, waiting or later, gets ``SessionClosed`` at once."""
+        self.closing = True
+        self.mailbox.finish(reason)
 
     def close(self, reason: str) -> None:
         self.closing = True
@@ -280,6 +322,8 @@ class Session(ProcessOwned):
         self._slot = create.start_slot if resume is None else resume.slot  # the last slot read
         self._close_lock = threading.RLock()
         self._closed = False
+        self._releasing: Optional[int] = None   # the thread running _release (once)
+        self._released = threading.Event()
 
     def check_rpc_host(self) -> None:
         """Refuse an untrusted ``rpc_endpoint`` unless the config allows it (user thread).
@@ -454,30 +498,43 @@ class Session(ProcessOwned):
     def next_event(self, timeout: Optional[float] = None) -> Event:
         """The next event, in order, exactly once (any thread). Blocks up to ``timeout``
         seconds (``None``: until something happens), in short slices so Ctrl-C gets
-        through.
+        through; an interrupted call (``KeyboardInterrupt`` or any exception raised while
+        the event is handed over) leaves the event queued for the next call.
 
         Raises ``EventTimeout`` when nothing came; ``ControlFailed``/``SubscriptionFailed``
         /``SlowConsumerError`` once, after every event that arrived before the failure;
-        ``SessionClosed`` after ``Completed``, after a failure, or after ``close()``.
+        ``SessionClosed`` after ``Completed``, after a failure, or after ``close()`` — also
+        to other threads already waiting when one of them takes ``Completed``.
         Delivering ``Completed`` closes the session's connections."""
         self._check_process()
         if self._finished is not None:
             raise SessionClosed(self._finished)
-        tag, event = self._get(timeout)
-        event = cast(Event, event)
-        if type(tag) is StreamPosition:
-            tag.delivered(event)
-        elif tag is not None:
-            self._control_seq = tag
-        kind = type(event)                  # exact types: isinstance on ABCs is slow
-        if isinstance(event, Slot):
-            self._slot = event.slot
-        if kind is Completed:
-            self._finished = "the session has completed"
-            self._release()
-        if kind is DiscoveryBatch or self._discovery is not None:
-            self._track_discovery(event)
-        return event
+        mailbox = self._inbox.mailbox
+        item = None             # (tag, event) while this call holds it
+        try:
+            item = self._get(timeout)
+            tag, event = item
+            data = type(tag) is StreamPosition
+            if data:
+                tag.delivered(event)                # idempotent: a given-back event again
+            elif tag is not None:
+                self._control_seq = tag
+            kind = type(event)                  # exact types: isinstance on ABCs is slow
+            if kind is Slot:
+                self._slot = event.slot
+            if kind is DiscoveryBatch or self._discovery is not None:
+                self._track_discovery(event)
+            if kind is Completed:
+                self._inbox.finish("the session has completed")
+                self._release()
+            mailbox.read(data)
+            if kind is Completed:
+                self._finished = "the session has completed"
+            return cast(Event, event)           # no call between here and the caller
+        except BaseException:
+            if item is not None:
+                mailbox.give_back(item, type(item[0]) is StreamPosition)
+            raise
 
     def _track_discovery(self, event: Any) -> None:
         """Remember the announced ``DiscoveryBatch`` until the session reaches or passes it
@@ -636,15 +693,32 @@ class Session(ProcessOwned):
         self._release(timeout)
 
     def _release(self, timeout: Optional[float] = None) -> None:
-        """Close the control side, the subscriptions and the RPC client, within ``timeout``."""
+        """Close the control side, the subscriptions and the RPC client, within ``timeout``
+        — once: a later call (``close()`` after ``Completed``) waits for the first to end
+        (bounded by its own ``timeout``) instead of closing again; only a release that was
+        interrupted runs again."""
         deadline = time.monotonic() + (timeout or self._config.close_timeout)
+        with self._close_lock:
+            owner = self._releasing
+            if owner is None:
+                self._releasing = threading.get_ident()
+        if owner is not None:
+            if owner != threading.get_ident():      # not a signal handler inside it
+                self._released.wait(max(0.0, deadline - time.monotonic()))
+            return
         try:
-            self._control.close(deadline)
-        finally:
-            for _, connection in self._inbox.subscriptions:
-                connection.close(max(0.0, deadline - time.monotonic()))
-            if self._rpc is not None:
-                self._rpc.close()
+            try:
+                self._control.close(deadline)
+            finally:
+                for _, connection in self._inbox.subscriptions:
+                    connection.close(max(0.0, deadline - time.monotonic()))
+                if self._rpc is not None:
+                    self._rpc.close()
+        except BaseException:
+            with self._close_lock:
+                self._releasing = None
+            raise
+        self._released.set()
 
     def __enter__(self) -> Session:
         return self

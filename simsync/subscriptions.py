@@ -245,6 +245,10 @@ class SubscriptionLink(Link):
                 try:
                     self._deliver(event)
                 finally:
+                    # time parked on the user is not the server's silence: the clock
+                    # restarts now, before the flag drops (``Inbox.check_drain`` reads
+                    # the flag first)
+                    self.last_frame_at = time.monotonic()
                     self._waiting_on_user = False
                 self.delivered += 1
             if self.kind in ONE_SHOT:
