@@ -1147,13 +1147,14 @@ class SessionModel(RuleBasedStateMachine):
         exactly once (the server's record is the oracle)."""
         start = FIRST_SLOT + offset
         end = start + length
+        produced = self.sim.produced_slots(start, end)
         handle, out = tempfile.mkstemp(prefix="simsync-model-crash-", suffix=".jsonl")
         os.close(handle)
         command = [sys.executable, "-m", "tests.workers", "crash",
                    self.proxy.url(self.sim.url),
                    json.dumps(dataclasses.asdict(MODEL_CONFIG)), str(start), str(end),
                    str(DETACH_WINDOW), PROGRAM if subscribe else "-", str(advance_count),
-                   str(kill_after), out]
+                   str(kill_after), str(max(produced, default=end)), out]
         child = subprocess.Popen(command, cwd=REPO, stdin=subprocess.DEVNULL,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         bound = START_BOUND + STEP_BOUND * (length + 1) / 2
@@ -1176,10 +1177,9 @@ class SessionModel(RuleBasedStateMachine):
         session_id = lines[0]["session_id"]
         self.known_ids.append(session_id)
         self.session_id = session_id
-        self.produced = self.sim.produced_slots(start, end)
+        self.produced = produced
         self.server_session = self.sim.call(
             lambda: self.sim.registry.sessions.get(session_id))
-        assert self.server_session is not None, "the server does not know the session"
         handled = [line for line in lines[1:] if "cursor" in line]
         self.prior_control = [tuple(line["key"]) for line in handled if line["key"]]
         self.prior_signatures = [line["signature"] for line in handled if line["signature"]]
@@ -1188,10 +1188,9 @@ class SessionModel(RuleBasedStateMachine):
         if lines[-1].get("done"):
             assert child.returncode == 0, stderr[-2000:]
             TALLY["crash_resume: completed before the kill"] += 1
-            self.completed = True
-            self._check_events(at_rest=True)
-            self._forget_session()
+            self._forget_session()      # closed there; the server forgot its record
             return
+        assert self.server_session is not None, "the server does not know the session"
         assert child.returncode == -signal.SIGKILL, (
             f"crash_resume: the driving process failed (exit {child.returncode}) after "
             f"{len(handled)} events: {stderr[-2000:]}")

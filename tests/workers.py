@@ -52,13 +52,14 @@ def event_key(event: Any) -> Optional[Tuple[Any, ...]]:
 
 def drive_then_crash(url: str, config: Dict[str, Any], start: int, end: int,
                      detach_window: int, program: Optional[str], advance_count: int,
-                     kill_after: int, out: str) -> None:
+                     kill_after: int, last_slot: int, out: str) -> None:
     """Create a session, subscribe to ``program``'s transactions (None: no subscription),
     step ``advance_count`` blocks at every pause, and after handling each event append one
     JSON line to ``out``: ``{"key": [...], "signature": ..., "cursor": "..."}`` (the first
-    line names the session). Once ``kill_after`` events were handled, the process SIGKILLs
-    itself at the next event that is not a pause (mid-step: the server runs on). A session
-    that completes first is closed and a ``{"done": true}`` line written."""
+    line names the session). Once ``kill_after`` events were handled, or at ``Slot(last_slot)``
+    (the session's last produced slot), the process SIGKILLs itself at the next event that
+    is not a pause (mid-step: the server runs on). A session that completes first (a fault
+    hid that slot) is closed and a ``{"done": true}`` line written."""
     client = simsync.Client(url, config=simsync.ClientConfig(**config))
     fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
@@ -83,7 +84,8 @@ def drive_then_crash(url: str, config: Dict[str, Any], start: int, end: int,
             record({"done": True})
             return
         pause = isinstance(event, (simsync.ReadyForContinue, simsync.Paused))
-        if handled >= kill_after and not pause:
+        last = isinstance(event, simsync.Slot) and event.slot >= last_slot
+        if (handled >= kill_after or last) and not pause:
             os.kill(os.getpid(), signal.SIGKILL)
         if pause:
             session.send_continue(advance_count=advance_count, timeout=30.0)
@@ -91,7 +93,7 @@ def drive_then_crash(url: str, config: Dict[str, Any], start: int, end: int,
 
 def main(argv: Optional[List[str]] = None) -> None:
     """``python -m tests.workers crash URL CONFIG_JSON START END WINDOW PROGRAM|- ADVANCE
-    KILL_AFTER OUT`` (the model-based test's crash-resume kind)."""
+    KILL_AFTER LAST_SLOT OUT`` (the model-based test's crash-resume kind)."""
     parser = argparse.ArgumentParser(prog="python -m tests.workers")
     parser.add_argument("command", choices=["crash"])
     parser.add_argument("url")
@@ -102,11 +104,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("program")
     parser.add_argument("advance_count", type=int)
     parser.add_argument("kill_after", type=int)
+    parser.add_argument("last_slot", type=int)
     parser.add_argument("out")
     args = parser.parse_args(argv)
     drive_then_crash(args.url, json.loads(args.config), args.start, args.end, args.window,
                      None if args.program == "-" else args.program, args.advance_count,
-                     args.kill_after, args.out)
+                     args.kill_after, args.last_slot, args.out)
 
 
 if __name__ == "__main__":
