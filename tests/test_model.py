@@ -151,3 +151,68 @@ def test_close_whose_fresh_connection_goes_silent_retries_on_another() -> None:
         proxy.reset_after(1, side="upstream", direction="up")
         proxy.reset(side="client")
     assert proxy.armed_resets() == 0, "the fault never fired"
+
+
+def replay(*steps: str) -> None:
+    """Run a schedule as the model prints it (``state.rule(arg=value)`` lines), teardown
+    included: its invariants are the model's."""
+    state = SessionModel()
+    try:
+        for step in steps:
+            eval(step, {"state": state})   # noqa: S307 - the model's own printed schedule
+    finally:
+        state.teardown()
+
+
+@pytest.mark.timeout(90)
+def test_model_fatal_error_with_subscriptions_delivers_everything_before_it() -> None:
+    """Issue 28, kind (c): every transaction executed before ``advanceSlotFailed`` comes
+    before ``ControlFailed``, then ``SessionClosed``."""
+    replay("state.first_session(length=10, offset=0, subscribe=True)",
+           "state.fatal_error(ahead=3, advance_count=2)", "state.close()")
+
+
+@pytest.mark.timeout(90)
+def test_model_several_consumer_threads_are_all_woken_at_the_end() -> None:
+    """Issue 28, kind (e), item 5 (failed before the fix: the threads waiting when another
+    took ``Completed`` timed out with ``EventTimeout``)."""
+    replay("state.first_session(length=10, offset=0, subscribe=True)",
+           "state.consume_in_threads(threads=3, advance_count=1)", "state.close()")
+
+
+@pytest.mark.timeout(90)
+def test_model_interrupts_inside_next_event_lose_nothing() -> None:
+    """Issue 28, kind (d), item 3 (failed before the fix: a ``Status`` lost to an
+    interrupt)."""
+    gaps = [0, 1, 2, 3, 0, 1, 5, 2, 0, 1, 1, 1, 0, 3, 2, 1, 0, 0, 1, 2] * 2
+    replay("state.first_session(length=10, offset=0, subscribe=True)",
+           *[f"state.step_interrupted(advance_count=2, gaps={gaps})"] * 5)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.xfail(strict=True, reason="issue 28 item 11 (link28): a parallel sub-session's "
+                   "step lost in a drop without re-announce is never resent")
+def test_model_a_lost_step_is_resent_on_both_links() -> None:
+    """Issue 28, kind (f), item 11 (failed before the fix on the parallel link: the batch
+    waited for ever for a step the server never got)."""
+    replay("state.first_session(length=10, offset=0, subscribe=True)",
+           "state.lost_step(advance_count=1, reannounce='never')", "state.close()",
+           "state.start_parallel(before=3, after=3, subscribe=True)",
+           "state.lost_step(advance_count=1, reannounce='never')",
+           "state.step_batch(advance_count=1)")
+
+
+@pytest.mark.timeout(90)
+def test_model_full_partition_mid_step_then_reset() -> None:
+    """Issue 28, kind (b): every socket blackholed 2.5 s mid-step, then reset."""
+    replay("state.first_session(length=10, offset=0, subscribe=True)",
+           "state.partition(seconds=2.5, mid_step=True, advance_count=3)",
+           "state.step(advance_count=1)")
+
+
+@pytest.mark.timeout(90)
+def test_model_crash_resume_from_a_killed_process() -> None:
+    """Issue 28, kind (a): a process SIGKILLed mid-step after persisting its cursor; this
+    one attaches and the two together saw every event once."""
+    replay("state.crash_resume(length=10, offset=0, subscribe=True, advance_count=2, "
+           "kill_after=12)", "state.step(advance_count=3)", "state.close()")
