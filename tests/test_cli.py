@@ -566,3 +566,25 @@ def test_undecodable_transactions_key_changes_by_index() -> None:
     assert record["sol_changes"] == {"0": -3, "1": 3}
     wire = base64.b64encode(b"\x00" * 3).decode()
     assert report.transaction_record(1, "sig", [wire, "base64"], meta)["success"] is True
+
+
+def ignore_sigint() -> None:
+    """What ``cmd &`` / nohup / some CI runners hand a child: SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("argv", [["-m", "simsync", "serve"], ["-m", "simsync.localsim"]])
+def test_server_started_with_sigint_ignored_still_stops_on_sigint(argv: List[str]) -> None:
+    proc = subprocess.Popen([sys.executable, *argv, "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+                            preexec_fn=ignore_sigint, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        assert "ws://127.0.0.1:" in proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
