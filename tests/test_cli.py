@@ -559,13 +559,13 @@ def test_serve_prints_its_url_and_stops_on_sigint() -> None:
 
 def test_undecodable_transactions_key_changes_by_index() -> None:
     """In-process check of the fallback used without solders or for undecodable bytes."""
-    from simsync.cli import report
+    from simsync import runoutput
 
     meta = {"err": None, "preBalances": [10, 5], "postBalances": [7, 8], "logMessages": []}
-    record = report.transaction_record(1, "sig", ["not base64!", "base64"], meta)
+    record = runoutput.transaction_record(1, "sig", ["not base64!", "base64"], meta)
     assert record["sol_changes"] == {"0": -3, "1": 3}
     wire = base64.b64encode(b"\x00" * 3).decode()
-    assert report.transaction_record(1, "sig", [wire, "base64"], meta)["success"] is True
+    assert runoutput.transaction_record(1, "sig", [wire, "base64"], meta)["success"] is True
 
 
 def ignore_sigint() -> None:
