@@ -257,10 +257,14 @@ class Collector:
     signature of a transaction that invoked ``program_id`` (when its instructions cannot be
     read, without solders, the server's subscription filter is trusted); diffs are joined to
     their transaction by signature (in either arrival order); diffs of transactions that are
-    not listed are counted in ``unmatched_diffs`` and left out. User thread only."""
+    not listed are counted in ``unmatched_diffs`` and left out. ``diffs_subscribed``: the
+    run subscribed to account diffs (so token changes are measured from them when the meta
+    has no token balances). User thread only."""
 
-    def __init__(self, program_id: Optional[str] = None) -> None:
+    def __init__(self, program_id: Optional[str] = None, diffs_subscribed: bool = False) -> None:
         self.program_id = program_id
+        self.diffs_subscribed = diffs_subscribed
+        self.meta_token_balances = False   # some entry's meta listed token balances
         self._records: Dict[str, Json] = {}
         self._diffs: Dict[str, Dict[str, Json]] = {}
         self.diff_count = 0
@@ -278,6 +282,17 @@ class Collector:
                 return
         self._records[signature] = transaction_record(event.slot, signature,
                                                       event.transaction, event.meta)
+        meta = event.meta if isinstance(event.meta, dict) else {}
+        if meta.get("preTokenBalances") or meta.get("postTokenBalances"):
+            self.meta_token_balances = True
+
+    @property
+    def token_changes_measured(self) -> bool:
+        """Whether ``token_changes`` were measured: account diffs were subscribed, or the
+        server fills the meta's token balances (some entry listed one). Empty lists in every
+        meta do not count: a server that does not fill them (the local simulator) sends
+        them empty for token transfers too."""
+        return self.diffs_subscribed or self.meta_token_balances
 
     def diff(self, event: Any) -> None:
         self.diff_count += 1
@@ -303,13 +318,20 @@ class Collector:
 
 
 def document(records: List[Json], start_slot: int, end_slot: int, program_id: Optional[str],
-             session_ids: Sequence[str]) -> Json:
-    """The whole output file."""
+             session_ids: Sequence[str], token_changes_measured: Optional[bool] = None,
+             complete: bool = True) -> Json:
+    """The whole output file. ``metadata.token_changes_measured`` is written when given
+    (``Collector.token_changes_measured``); ``complete=False`` adds ``metadata.incomplete:
+    true`` (a run interrupted before ``Completed``: the entries collected so far)."""
     stamp = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-    return {"metadata": {"start_slot": start_slot, "end_slot": end_slot,
-                         "program_id": program_id, "session_ids": list(session_ids),
-                         "timestamp": stamp.isoformat().replace("+00:00", "Z")},
-            "transactions": records, "summary": totals(records)}
+    metadata: Json = {"start_slot": start_slot, "end_slot": end_slot,
+                      "program_id": program_id, "session_ids": list(session_ids),
+                      "timestamp": stamp.isoformat().replace("+00:00", "Z")}
+    if token_changes_measured is not None:
+        metadata["token_changes_measured"] = token_changes_measured
+    if not complete:
+        metadata["incomplete"] = True
+    return {"metadata": metadata, "transactions": records, "summary": totals(records)}
 
 
 def totals(records: Iterable[Json]) -> Json:
@@ -461,7 +483,8 @@ def collect_run(client: Client, create: Dict[str, Any], *, program_id: Optional[
     (``ControlFailed``, ``SessionCreateError``, ...)."""
     program = program_id or SYSTEM_PROGRAM_ID
     seen = observer if observer is not None else NoObserver()
-    kept = collector if collector is not None else Collector(program)
+    kept = collector if collector is not None else Collector(
+        program, diffs_subscribed="account-diff" in subscriptions)
 
     def driver(session: Union[Session, SubSession], key: str) -> Driver:
         made = Driver(session, key, program_id=program_id, elf=elf,

@@ -253,7 +253,8 @@ def run_job(job: SweepJob) -> Dict[str, Any]:
         advance_count=job.advance_count, elf=elf)
     ids = [d.session.info.session_id for d in drivers]
     return runoutput.document(collector.records(), job.start_slot, job.end_slot,
-                              job.program_id or runoutput.SYSTEM_PROGRAM_ID, ids)
+                              job.program_id or runoutput.SYSTEM_PROGRAM_ID, ids,
+                              token_changes_measured=collector.token_changes_measured)
 
 
 # ----------------------------------------------------------------------------- running

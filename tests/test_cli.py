@@ -588,3 +588,31 @@ def test_server_started_with_sigint_ignored_still_stops_on_sigint(argv: List[str
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_compare_refuses_runs_of_different_programs_or_slots(sim: LocalSimulator,
+                                                             tmp_path: Path) -> None:
+    """The README's old walkthrough compared a System run with a Token run: refused."""
+    files = {name: tmp_path / f"{name}.json" for name in ("system", "token", "token_short")}
+    for name, end, extra in (("system", START + 9, ()),
+                             ("token", START + 9, ("--program-id", TOKEN_PROGRAM_ID)),
+                             ("token_short", START + 5, ("--program-id", TOKEN_PROGRAM_ID))):
+        done = simsync_cmd(*run_args(sim.url, START, end, *extra,
+                                     "--output-file", str(files[name])))
+        assert done.returncode == 0, done.stderr
+    programs = simsync_cmd("compare", str(files["system"]), str(files["token"]))
+    assert programs.returncode == 2, programs.stdout
+    assert (f"program {SYSTEM_PROGRAM_ID} (BASE) vs {TOKEN_PROGRAM_ID} (EXP)"
+            in programs.stderr), programs.stderr
+    assert programs.stdout == ""
+    slots = simsync_cmd("compare", str(files["token"]), str(files["token_short"]))
+    assert slots.returncode == 2
+    assert f"slots {START}-{START + 9} (BASE) vs {START}-{START + 5} (EXP)" in slots.stderr
+    # Like with like: no account-diff subscription and no token balances in the local
+    # simulator's meta, so token changes were not measured (not "0 accounts").
+    same = simsync_cmd("compare", str(files["token"]), str(files["token"]))
+    assert same.returncode == 0, same.stderr
+    assert "token balance differences: not measured (BASE and EXP" in same.stdout, same.stdout
+    assert "token balance differences (sum of token_changes)" not in same.stdout
+    doc = json.loads(files["token"].read_text())
+    assert doc["metadata"]["token_changes_measured"] is False

@@ -202,3 +202,22 @@ def test_the_library_never_imports_the_command_line() -> None:
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             lazy += [f"{name}: {n}" for n in names if n.split(".")[:2] == ["simsync", "cli"]]
     assert lazy == []
+
+
+def test_token_changes_are_measured_from_filled_meta_or_diffs_only() -> None:
+    tx = signed(Instruction(Pubkey.from_string(TOKEN_PROGRAM_ID), b"\x03",
+                            [AccountMeta(PAYER.pubkey(), True, False)]))
+    empty = ok_meta(preTokenBalances=[], postTokenBalances=[])
+    unmeasured = runoutput.Collector(TOKEN_PROGRAM_ID)
+    unmeasured.transaction(event(tx, empty))
+    assert unmeasured.token_changes_measured is False
+    assert runoutput.Collector(TOKEN_PROGRAM_ID, diffs_subscribed=True).token_changes_measured
+    balance = {"accountIndex": 0, "mint": str(MINT), "owner": str(PAYER.pubkey()),
+               "uiTokenAmount": {"amount": "5", "decimals": 6}}
+    filled = runoutput.Collector(TOKEN_PROGRAM_ID)
+    filled.transaction(event(tx, ok_meta(preTokenBalances=[balance], postTokenBalances=[])))
+    assert filled.token_changes_measured is True
+    doc = runoutput.document(unmeasured.records(), 1, 2, TOKEN_PROGRAM_ID, ["s"],
+                             token_changes_measured=unmeasured.token_changes_measured)
+    lines = report.compare(doc, doc)
+    assert lines[-1].startswith("token balance differences: not measured (BASE and EXP")

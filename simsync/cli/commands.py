@@ -5,6 +5,7 @@ import argparse
 import datetime
 import json
 import signal
+import sys
 from typing import Any, Dict, List, Optional
 
 import simsync
@@ -88,7 +89,15 @@ def cmd_summarize(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    lines: List[str] = report.compare(report.load(args.base), report.load(args.exp), args.what)
+    """``simsync compare``: refuses (exit 2) files of different programs or slot ranges."""
+    base, exp = report.load(args.base), report.load(args.exp)
+    differences = report.coverage_differences(base, exp)
+    if differences:
+        print(f"simsync compare: error: {args.base} and {args.exp} cover different runs: "
+              f"{'; '.join(differences)}; compare runs of the same program over the same "
+              "slots", file=sys.stderr)
+        return 2
+    lines: List[str] = report.compare(base, exp, args.what)
     for line in lines:
         print(line)
     return 0

@@ -8,8 +8,8 @@ from typing import Dict, List, Sequence, Tuple
 
 from simsync.runoutput import KEYS_DECODABLE, Json, load, totals, write
 
-__all__ = ["KEYS_DECODABLE", "Json", "compare", "load", "net_changes", "net_token_changes",
-           "summarize", "totals", "write"]
+__all__ = ["KEYS_DECODABLE", "Json", "compare", "coverage_differences", "load", "net_changes",
+           "net_token_changes", "summarize", "token_changes_measured", "totals", "write"]
 
 # ----------------------------------------------------------------------------- reading
 
@@ -66,6 +66,34 @@ def summarize(doc: Json, accounts: Sequence[str], top: int = 5) -> List[str]:
     return lines
 
 
+def _metadata(doc: Json) -> Json:
+    meta = doc.get("metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
+def coverage_differences(base: Json, exp: Json) -> List[str]:
+    """What makes two output files incomparable: a different ``metadata.program_id`` or slot
+    range (``start_slot``-``end_slot``), as ``"program X (BASE) vs Y (EXP)"`` phrases. A
+    field missing from either file's metadata is not compared. Empty when they match."""
+    b, e = _metadata(base), _metadata(exp)
+    out = []
+    if None not in (b.get("program_id"), e.get("program_id")) \
+            and b["program_id"] != e["program_id"]:
+        out.append(f"program {b['program_id']} (BASE) vs {e['program_id']} (EXP)")
+    slots = [(m.get("start_slot"), m.get("end_slot")) for m in (b, e)]
+    if None not in slots[0] + slots[1] and slots[0] != slots[1]:
+        out.append(f"slots {slots[0][0]}-{slots[0][1]} (BASE) vs "
+                   f"{slots[1][0]}-{slots[1][1]} (EXP)")
+    return out
+
+
+def token_changes_measured(doc: Json) -> bool:
+    """False when the file says its token changes were not measured (no token balances in
+    the transaction meta and no ``account-diff`` subscription); True otherwise (files
+    without the flag, such as the service CLI's, are taken as measured)."""
+    return _metadata(doc).get("token_changes_measured") is not False
+
+
 def compare(base: Json, exp: Json, what: str = "all") -> List[str]:
     """Regressions and improvements by signature, and per-account balance differences."""
     base_by = {r["signature"]: r for r in base["transactions"]}
@@ -93,6 +121,13 @@ def compare(base: Json, exp: Json, what: str = "all") -> List[str]:
             b, e = base_net.get(account, 0), exp_net.get(account, 0)
             lines.append(f"  {account}  BASE {_signed(b)}  EXP {_signed(e)}  "
                          f"diff {_signed(e - b)}")
+        unmeasured = [name for name, doc in (("BASE", base), ("EXP", exp))
+                      if not token_changes_measured(doc)]
+        if unmeasured:
+            lines.append(f"token balance differences: not measured ({' and '.join(unmeasured)} "
+                         "ran without token balances in the transaction meta and without "
+                         "--subscriptions transactions,account-diff)")
+            return lines
         base_tok, exp_tok = net_token_changes(base), net_token_changes(exp)
         tok_differ = sorted(k for k in set(base_tok) | set(exp_tok)
                             if base_tok.get(k, 0) != exp_tok.get(k, 0))

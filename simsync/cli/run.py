@@ -72,7 +72,8 @@ def cmd_run(args: argparse.Namespace, client: simsync.Client) -> int:
         print(line)
     print(f"reconnects: {progress.reconnects}")
     if args.output_file:
-        doc = runoutput.document(records, args.start_slot, args.end_slot, program_id, ids)
+        doc = runoutput.document(records, args.start_slot, args.end_slot, program_id, ids,
+                                 token_changes_measured=collector.token_changes_measured)
         runoutput.write(doc, args.output_file)
         print(f"wrote {args.output_file}")
     return 0
