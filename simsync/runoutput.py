@@ -34,6 +34,7 @@ from typing import (
     Dict,
     Iterable,
     List,
+    Literal,
     Optional,
     Protocol,
     Sequence,
@@ -347,6 +348,41 @@ def write(doc: Json, path: str) -> None:
         out.write("\n")
 
 
+#: The columns of a ``--format jsonl`` line, in order: scalars only (the nested changes are
+#: JSON text), so ``pandas.read_json(path, lines=True)`` gives one row per transaction.
+FLAT_COLUMNS = ("slot", "signature", "success", "error", "logs", "sol_changes",
+                "token_changes", "account_diffs", "program_id", "run_complete")
+
+
+def flat_rows(doc: Json) -> List[Json]:
+    """One flat dict per transaction (``FLAT_COLUMNS``): ``error``, ``logs``,
+    ``sol_changes`` and ``token_changes`` as JSON text (``error`` None on success),
+    ``account_diffs`` the number of diffs, ``program_id`` from the metadata, ``run_complete``
+    False when the run was interrupted (``metadata.incomplete``)."""
+    found = doc.get("metadata")
+    meta: Json = found if isinstance(found, dict) else {}
+    complete = not meta.get("incomplete", False)
+    rows = []
+    for record in doc["transactions"]:
+        error = record.get("error")
+        rows.append({"slot": record.get("slot"), "signature": record["signature"],
+                     "success": record.get("success"),
+                     "error": None if error is None else json.dumps(error),
+                     "logs": json.dumps(record.get("logs") or []),
+                     "sol_changes": json.dumps(record.get("sol_changes") or {}),
+                     "token_changes": json.dumps(record.get("token_changes") or {}),
+                     "account_diffs": len(record.get("account_diffs") or {}),
+                     "program_id": meta.get("program_id"), "run_complete": complete})
+    return rows
+
+
+def write_jsonl(doc: Json, path: str) -> None:
+    """``doc`` as JSON Lines: one ``flat_rows`` line per transaction."""
+    with open(path, "w", encoding="utf-8") as out:
+        for row in flat_rows(doc):
+            out.write(json.dumps(row) + "\n")
+
+
 def load(path: str) -> Json:
     """Read an output file (ours or the service CLI's); ValueError when it is not one."""
     with open(path, encoding="utf-8") as source:
@@ -459,12 +495,42 @@ class Driver:
             self.observer.finished(self.key)
 
 
+#: ELF ``e_machine`` values of Solana programs: EM_BPF (eBPF, the older SBF toolchains) and
+#: EM_SBF (SBFv2+).
+SBF_MACHINES = {247: "EM_BPF", 263: "EM_SBF"}
+
+
+def check_program_elf(header: bytes, name: str) -> None:
+    """Raises ``ValueError`` (one line naming ``name``) unless ``header`` (the first 20 or more
+    bytes of a file) starts an ELF of a Solana program: the ``\\x7fELF`` magic, 64-bit,
+    little-endian, ``e_machine`` EM_BPF (247) or EM_SBF (263). An x86 or ARM binary (say
+    ``/bin/ls``) would be installed and kill the session inside the simulator."""
+    if not header.startswith(b"\x7fELF"):
+        raise ValueError(f"{name} is not an ELF file (no \\x7fELF header)")
+    if len(header) < 20:
+        raise ValueError(f"{name} is a truncated ELF file ({len(header)} bytes)")
+    order: Optional[Literal["little", "big"]] = {1: "little", 2: "big"}.get(header[5])  # type: ignore[assignment]
+    if order is None:
+        raise ValueError(f"{name} is not a valid ELF file (byte order {header[5]})")
+    machine = int.from_bytes(header[18:20], order)
+    if machine not in SBF_MACHINES:
+        kind = ELF_MACHINES.get(machine, "unknown")
+        raise ValueError(f"{name} is an ELF for e_machine {machine} ({kind}), not a Solana "
+                         "program (SBF: e_machine 247 EM_BPF or 263 EM_SBF)")
+    if header[4] != 2 or order != "little":
+        raise ValueError(f"{name} is not a 64-bit little-endian ELF: not a Solana program")
+
+
+#: Names for the error line of the usual wrong files.
+ELF_MACHINES = {3: "x86", 40: "ARM", 62: "x86-64", 183: "AArch64", 243: "RISC-V"}
+
+
 def read_elf(path: str) -> bytes:
-    """The bytes of an ELF file; ValueError when it has no ELF header."""
+    """The bytes of a Solana program's ELF file; ``ValueError`` when it is not one
+    (``check_program_elf``); ``OSError`` when it cannot be read."""
     with open(path, "rb") as source:
         elf = source.read()
-    if not elf.startswith(b"\x7fELF"):
-        raise ValueError(f"{path} is not an ELF file (no \\x7fELF header)")
+    check_program_elf(elf, path)
     return elf
 
 

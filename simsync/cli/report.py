@@ -66,6 +66,69 @@ def summarize(doc: Json, accounts: Sequence[str], top: int = 5) -> List[str]:
     return lines
 
 
+ACCOUNT_COLUMNS = ("account", "net_lamports", "transactions")
+OUTCOME_COLUMNS = ("signature", "slot", "base_success", "exp_success", "change")
+
+
+def account_rows(doc: Json, accounts: Sequence[str]) -> List[Json]:
+    """``summarize --csv``: per account (``accounts``, else every one that changed, largest
+    change first) its net lamport change and how many transactions changed it."""
+    net = net_changes(doc)
+    touched: Dict[str, int] = {}
+    for record in doc["transactions"]:
+        for account, delta in (record.get("sol_changes") or {}).items():
+            if delta:
+                touched[account] = touched.get(account, 0) + 1
+    chosen = list(accounts) or sorted(net, key=lambda a: (-abs(net[a]), a))
+    return [{"account": a, "net_lamports": net.get(a, 0), "transactions": touched.get(a, 0)}
+            for a in chosen]
+
+
+def summary_data(doc: Json, accounts: Sequence[str]) -> Json:
+    """``summarize --json``: the metadata, the totals and ``account_rows``."""
+    return {"metadata": _metadata(doc), "summary": totals(doc["transactions"]),
+            "accounts": account_rows(doc, accounts)}
+
+
+def outcome_rows(base: Json, exp: Json) -> List[Json]:
+    """``compare --csv``: each signature in both files, its outcomes and the change."""
+    exp_by = {r["signature"]: r for r in exp["transactions"]}
+    rows = []
+    for record in base["transactions"]:
+        other = exp_by.get(record["signature"])
+        if other is None:
+            continue
+        pair = (record["success"], other["success"])
+        change = {(True, False): "regression", (False, True): "improvement"}.get(pair, "same")
+        rows.append({"signature": record["signature"], "slot": record.get("slot"),
+                     "base_success": pair[0], "exp_success": pair[1], "change": change})
+    return rows
+
+
+def compare_data(base: Json, exp: Json) -> Json:
+    """``compare --json``: counts, the regressions and improvements, per-account lamport
+    differences, and token differences (None when not measured)."""
+    rows = outcome_rows(base, exp)
+    base_net, exp_net = net_changes(base), net_changes(exp)
+    balances = [{"account": a, "base": base_net.get(a, 0), "exp": exp_net.get(a, 0),
+                 "diff": exp_net.get(a, 0) - base_net.get(a, 0)}
+                for a in sorted(set(base_net) | set(exp_net))
+                if base_net.get(a, 0) != exp_net.get(a, 0)]
+    tokens = None
+    if token_changes_measured(base) and token_changes_measured(exp):
+        base_tok, exp_tok = net_token_changes(base), net_token_changes(exp)
+        tokens = [{"owner": o, "mint": m, "base": base_tok.get((o, m), 0),
+                   "exp": exp_tok.get((o, m), 0),
+                   "diff": exp_tok.get((o, m), 0) - base_tok.get((o, m), 0)}
+                  for o, m in sorted(set(base_tok) | set(exp_tok))
+                  if base_tok.get((o, m), 0) != exp_tok.get((o, m), 0)]
+    return {"in_both": len(rows), "only_in_base": len(base["transactions"]) - len(rows),
+            "only_in_exp": len(exp["transactions"]) - len(rows),
+            "regressions": [r for r in rows if r["change"] == "regression"],
+            "improvements": [r for r in rows if r["change"] == "improvement"],
+            "balance_differences": balances, "token_differences": tokens}
+
+
 def _metadata(doc: Json) -> Json:
     meta = doc.get("metadata")
     return meta if isinstance(meta, dict) else {}

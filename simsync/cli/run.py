@@ -46,13 +46,33 @@ def run_job(client: simsync.Client, create: Dict[str, Any], args: argparse.Names
             observer=progress, collector=collector)
 
 
+def write_output(doc: runoutput.Json, args: argparse.Namespace) -> None:
+    """``--output-file`` in ``--format`` json (the service CLI's document) or jsonl."""
+    if args.format == "jsonl":
+        runoutput.write_jsonl(doc, args.output_file)
+    else:
+        runoutput.write(doc, args.output_file)
+
+
 def cmd_run(args: argparse.Namespace, client: simsync.Client) -> int:
     elf = read_elf(args.program_so) if args.program_so else None
     program_id = args.program_id or SYSTEM_PROGRAM_ID
     progress = Progress(args.start_slot, args.end_slot, args.progress_interval)
     started = time.monotonic()
+    collector = runoutput.Collector(program_id,
+                                    diffs_subscribed="account-diff" in args.subscriptions)
     try:
-        drivers, collector = run_job(client, create_params(args), args, elf, progress)
+        drivers, _ = run_job(client, create_params(args), args, elf, progress, collector)
+    except KeyboardInterrupt:
+        progress.close()
+        if args.output_file:      # what was collected, marked incomplete
+            doc = runoutput.document(collector.records(), args.start_slot, args.end_slot,
+                                     program_id, [], collector.token_changes_measured,
+                                     complete=False)
+            write_output(doc, args)
+            print(f"interrupted: wrote {len(doc['transactions'])} transactions to "
+                  f"{args.output_file} (marked incomplete)")
+        raise
     finally:
         progress.close()
     records = collector.records()
@@ -74,6 +94,6 @@ def cmd_run(args: argparse.Namespace, client: simsync.Client) -> int:
     if args.output_file:
         doc = runoutput.document(records, args.start_slot, args.end_slot, program_id, ids,
                                  token_changes_measured=collector.token_changes_measured)
-        runoutput.write(doc, args.output_file)
+        write_output(doc, args)
         print(f"wrote {args.output_file}")
     return 0
