@@ -13,10 +13,17 @@ from simsync import urls
 from simsync.config import ClientConfig
 from simsync.control import ControlLink, SessionInfo, SingleControl
 from simsync.cursor import SessionCursor
-from simsync.errors import RpcError, SessionCreateError
+from simsync.errors import (
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    RpcError,
+    SessionClosed,
+    SessionCreateError,
+)
 from simsync.netpolicy import TRANSIENT_HTTP_STATUSES, proxy_for, retry_after_seconds
 from simsync.parallel import ParallelSession
 from simsync.protocol import AvailableRange, CreateSessionParams, decode_available_ranges
+from simsync.protocol.types import Discovery
 from simsync.rpc import HTTP_FAILURES, CallWatch, close_http, timed_request, watched_http
 from simsync.session import Inbox, Session, next_label
 from simsync.subscriptions import ReconnectCoordinator
@@ -39,10 +46,30 @@ class Client:
         self.url = urls.control_url(url)
         self._api_key = api_key or None
         self.config = config or ClientConfig()
+        self._closed = False
 
     def __repr__(self) -> str:
         key = "<set>" if self._api_key else None
-        return f"Client({self.url!r}, api_key={key})"
+        closed = ", closed" if self._closed else ""
+        return f"Client({self.url!r}, api_key={key}{closed})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Refuse new sessions from now on (``start_session``, ``start_parallel`` and
+        ``attach_session`` raise ``SessionClosed``). The client keeps no connection between
+        calls (each ``available_ranges``/``usage`` call closes its own HTTP pool), so there
+        is nothing else to release; sessions already started stay open: close them (``with``
+        or ``Session.close()``). Idempotent; any thread; does not block."""
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SessionClosed("the Client is closed: create a new one")
 
     def available_ranges(self) -> List[AvailableRange]:
         """The bundles the service can replay: ``GET /available-ranges`` (user thread).
@@ -114,20 +141,39 @@ class Client:
         return fetch_usage(self.url, self._api_key, self.config, since, until)
 
     def start_session(self, params: Optional[CreateSessionParams] = None, *,
-                      coordinator: Optional[ReconnectCoordinator] = None,
-                      **fields: Any) -> Session:
-        """Create a session and return it once the server confirmed it (blocks through the
-        start-up statuses). Takes a ``CreateSessionParams`` or its fields as keywords
-        (``start_slot=``, ``end_slot=``, ``disconnect_timeout_secs=``, ...).
+                      start_slot: Optional[int] = None, end_slot: Optional[int] = None,
+                      slot_count: Optional[int] = None,
+                      signer_filter: Optional[List[str]] = None,
+                      send_summary: Optional[bool] = None, parallel: Optional[bool] = None,
+                      disconnect_timeout_secs: Optional[int] = None,
+                      capacity_wait_timeout_secs: Optional[int] = None,
+                      extra_compute_units: Optional[int] = None,
+                      discoveries: Optional[List[Discovery]] = None,
+                      replay_account_state: Optional[bool] = None,
+                      extra: Optional[Dict[str, Any]] = None,
+                      coordinator: Optional[ReconnectCoordinator] = None) -> Session:
+        """Create a session and return it once the server confirmed it (user thread; blocks
+        through the start-up statuses). Takes a ``CreateSessionParams``, or its fields as
+        keywords (``start_slot=``, ``end_slot=`` or ``slot_count=``, ``disconnect_timeout_secs=``,
+        ...; see ``CreateSessionParams``; ``None`` leaves a field to the server's default).
 
         ``coordinator``: a ``ReconnectCoordinator`` shared with other sessions, so that
         their subscriptions, after a few quick attempts each, reconnect (and replay) one at
         a time, as a parallel batch's do.
 
-        Raises ``SessionCreateError`` with the server's reason when it refuses."""
-        create = _create_params(params, fields)
+        Raises ``InvalidArgumentError`` (also a ``ValueError``) or ``InvalidArgumentTypeError``
+        (also a ``TypeError``) for bad fields, before connecting; ``SessionCreateError`` with
+        the server's reason when it refuses."""
+        self._check_open()
+        create = _create_params(params, dict(
+            start_slot=start_slot, end_slot=end_slot, slot_count=slot_count,
+            signer_filter=signer_filter, send_summary=send_summary, parallel=parallel,
+            disconnect_timeout_secs=disconnect_timeout_secs,
+            capacity_wait_timeout_secs=capacity_wait_timeout_secs,
+            extra_compute_units=extra_compute_units, discoveries=discoveries,
+            replay_account_state=replay_account_state, extra=extra))
         if create.parallel:
-            raise ValueError("parallel=True needs Client.start_parallel(...)")
+            raise InvalidArgumentError("parallel=True needs Client.start_parallel(...)")
         inbox = Inbox(self.config, create.start_slot)
         link = ControlLink(self.url, self._api_key, create, self.config,
                            inbox.on_control_event, inbox.before_resume)
@@ -154,10 +200,19 @@ class Client:
         record (its pauses that were already answered are left out: they are history). A
         pause the user had handled is announced again when the server is idle there (its
         step never arrived). Raises ``SessionCreateError`` when the server does
-        not know the session (or it has no detach window), ``ValueError`` for a cursor of
-        another session."""
+        not know the session (or it has no detach window), ``InvalidArgumentError`` (also a
+        ``ValueError``) for a cursor of another session, ``InvalidArgumentTypeError`` (also a
+        ``TypeError``) when ``session_id`` is not a ``str`` or ``cursor`` not a
+        ``SessionCursor``."""
+        self._check_open()
+        if not isinstance(session_id, str) or not session_id:
+            raise InvalidArgumentTypeError(f"session_id must be a non-empty str, "
+                                           f"got {session_id!r}")
+        if cursor is not None and not isinstance(cursor, SessionCursor):
+            raise InvalidArgumentTypeError(f"cursor must be a SessionCursor, "
+                                           f"got {type(cursor).__name__}")
         if cursor is not None and cursor.session_id != session_id:
-            raise ValueError(f"the cursor belongs to session {cursor.session_id!r}, "
+            raise InvalidArgumentError(f"the cursor belongs to session {cursor.session_id!r}, "
                              f"not {session_id!r}")
         start = cursor.start_slot if cursor is not None else 0
         create = CreateSessionParams(start, start, disconnect_timeout_secs=1)  # sequenced
@@ -185,12 +240,29 @@ class Client:
             raise
         return session
 
-    def start_parallel(self, params: Optional[CreateSessionParams] = None,
-                       **fields: Any) -> ParallelSession:
+    def start_parallel(self, params: Optional[CreateSessionParams] = None, *,
+                       start_slot: Optional[int] = None, end_slot: Optional[int] = None,
+                       slot_count: Optional[int] = None,
+                       signer_filter: Optional[List[str]] = None,
+                       send_summary: Optional[bool] = None,
+                       disconnect_timeout_secs: Optional[int] = None,
+                       capacity_wait_timeout_secs: Optional[int] = None,
+                       extra_compute_units: Optional[int] = None,
+                       discoveries: Optional[List[Discovery]] = None,
+                       replay_account_state: Optional[bool] = None,
+                       extra: Optional[Dict[str, Any]] = None) -> ParallelSession:
         """Create a parallel batch (``parallel=True`` is implied): the server splits the range
-        into sub-sessions. Blocks through the whole create, which may wait for capacity
-        (``ClientConfig.parallel_create_frame_timeout`` per frame)."""
-        create = _create_params(params, fields)
+        into sub-sessions. Takes what ``start_session`` takes. Blocks (user thread) through
+        the whole create, which may wait for capacity (``ClientConfig.
+        parallel_create_frame_timeout`` per frame). Raises as ``start_session`` does."""
+        self._check_open()
+        create = _create_params(params, dict(
+            start_slot=start_slot, end_slot=end_slot, slot_count=slot_count,
+            signer_filter=signer_filter, send_summary=send_summary,
+            disconnect_timeout_secs=disconnect_timeout_secs,
+            capacity_wait_timeout_secs=capacity_wait_timeout_secs,
+            extra_compute_units=extra_compute_units, discoveries=discoveries,
+            replay_account_state=replay_account_state, extra=extra))
         if not create.parallel:
             create = dataclasses.replace(create, parallel=True)
         batch = ParallelSession(self.url, self._api_key, create, self.config)
@@ -198,16 +270,28 @@ class Client:
         return batch
 
 
-def _create_params(params: Optional[CreateSessionParams], fields: dict[str, Any]
+def _create_params(params: Optional[CreateSessionParams], given: Dict[str, Any]
                    ) -> CreateSessionParams:
+    """``params``, or a ``CreateSessionParams`` of the keyword fields that are not None;
+    its ``ValueError``/``TypeError`` become ``InvalidArgumentError``/``...TypeError``."""
+    fields = {name: value for name, value in given.items() if value is not None}
     if params is not None and fields:
-        raise TypeError("pass either a CreateSessionParams or keyword fields, not both")
+        raise InvalidArgumentTypeError(
+            f"pass either a CreateSessionParams or keyword fields, not both "
+            f"(got {', '.join(sorted(fields))})")
     if params is not None:
+        if not isinstance(params, CreateSessionParams):
+            raise InvalidArgumentTypeError(f"params must be a CreateSessionParams, "
+                                           f"got {type(params).__name__}")
         return params
+    if "start_slot" not in fields:
+        raise InvalidArgumentTypeError("start_slot is required (or pass a CreateSessionParams)")
     try:
         return CreateSessionParams(**fields)
     except TypeError as exc:
-        raise TypeError(f"bad session fields: {exc}") from None
+        raise InvalidArgumentTypeError(f"bad session fields: {exc}") from None
+    except ValueError as exc:
+        raise InvalidArgumentError(f"bad session fields: {exc}") from None
 
 
 __all__ = ["Client", "SessionCreateError"]

@@ -116,3 +116,14 @@ def excerpt(frame: Any, limit: int = 80) -> str:
         text = shown
     text = text[:limit].encode("unicode_escape").decode("ascii")
     return repr(text[:limit] + ("…" if len(shown) > limit else ""))
+
+
+class InvalidArgumentError(SimsyncError, ValueError):
+    """A call got an argument with a bad value (a negative slot, ``start_slot`` after
+    ``end_slot``, a cursor of another session, ...); also a ``ValueError``."""
+
+
+class InvalidArgumentTypeError(InvalidArgumentError, TypeError):
+    """A call got an argument of the wrong type, or a wrong combination (a slot given as
+    text, both ``end_slot`` and ``slot_count``); also a ``TypeError``."""
+

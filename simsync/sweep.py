@@ -23,10 +23,8 @@ as an attribute of the package: import from it with ``from simsync.sweep import 
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import concurrent.futures
-import io
 import multiprocessing
 import os
 import sys
@@ -48,6 +46,7 @@ from typing import (
 
 from tqdm import tqdm
 
+from simsync import runoutput
 from simsync.config import ClientConfig
 from simsync.errors import ControlFailed, SimsyncError, SubscriptionFailed
 from simsync.protocol import CreateSessionParams
@@ -242,27 +241,20 @@ def run_job(job: SweepJob) -> Dict[str, Any]:
     ``transactions``, ``summary``; see the README). Blocks until the session completes. Raises
     what the session raises (``ControlFailed``, ``SessionCreateError``, ...), ``OSError`` or
     ``ValueError`` for an unreadable ELF path."""
-    from simsync.cli import report
-    from simsync.cli import run as cli_run
-    from simsync.cli.progress import Progress
     from simsync.client import Client
 
-    args = argparse.Namespace(start_slot=job.start_slot, end_slot=job.end_slot,
-                              program_id=job.program_id, subscriptions=list(job.subscriptions),
-                              advance_count=job.advance_count, parallel=False,
-                              disconnect_timeout=900, extra_compute_units=None)
-    create = {**cli_run.create_params(args), **job.create}
-    elf = cli_run.read_elf(job.elf) if isinstance(job.elf, str) else job.elf
+    create = {"start_slot": job.start_slot, "end_slot": job.end_slot,
+              "disconnect_timeout_secs": 900, "send_summary": True, **job.create}
+    elf = runoutput.read_elf(job.elf) if isinstance(job.elf, str) else job.elf
     client = Client(job.url, api_key=os.environ.get(job.api_key_env) or None,
                     config=job.config)
-    progress = Progress(job.start_slot, job.end_slot, float("inf"), stream=io.StringIO())
-    try:
-        drivers, collector = cli_run.run_job(client, create, args, elf, progress)
-    finally:
-        progress.close()
+    drivers, collector = runoutput.collect_run(
+        client, create, program_id=job.program_id, subscriptions=job.subscriptions,
+        advance_count=job.advance_count, elf=elf)
     ids = [d.session.info.session_id for d in drivers]
-    return report.document(collector.records(), job.start_slot, job.end_slot,
-                           job.program_id or cli_run.SYSTEM_PROGRAM_ID, ids)
+    return runoutput.document(collector.records(), job.start_slot, job.end_slot,
+                              job.program_id or runoutput.SYSTEM_PROGRAM_ID, ids,
+                              token_changes_measured=collector.token_changes_measured)
 
 
 # ----------------------------------------------------------------------------- running

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Callable, FrozenSet, List, Tuple
+from typing import Callable, Dict, FrozenSet, List, Sequence, Tuple
 
 import psutil
 
@@ -77,3 +77,10 @@ def wait_until(condition: Callable[[], object], timeout: float, step: float = 0.
         if time.monotonic() >= deadline:
             return False
         time.sleep(step)
+
+
+def above(now: Sequence[int], baseline: Sequence[int]) -> Dict[int, Tuple[int, int]]:
+    """The counts (by position) that exceed their baseline, as ``{index: (now, baseline)}``.
+    A leak is *more* than the baseline; a count below it (a thread of an earlier test that
+    ended meanwhile) is not one."""
+    return {i: (n, b) for i, (n, b) in enumerate(zip(now, baseline)) if n > b}

@@ -148,6 +148,9 @@ def bad_run_arguments(tmp_path: Path) -> List[Tuple[List[str], str]]:
         (["--program-id", TOKEN_PROGRAM_ID, "--program-so", str(tmp_path / "nope.so")],
          "--program-so: cannot read"),
         (["--program-id", TOKEN_PROGRAM_ID, "--program-so", str(not_elf)], "not an ELF file"),
+        # an x86 (or ARM) executable: an ELF, but not a Solana program (issue 27 item 10)
+        (["--program-id", TOKEN_PROGRAM_ID, "--program-so", os.path.realpath(sys.executable)],
+         "not a Solana program (SBF: e_machine 247 EM_BPF or 263 EM_SBF)"),
         (["--program-id", "1" * 31 + "O"], "not a base58 public key"),
         (["--program-id", "1" * 20], "not a base58 public key"),
         (["--disconnect-timeout", "-3"], "--disconnect-timeout: must be >= 0, got -3"),
@@ -271,7 +274,8 @@ def test_run_output_file_format_and_summarize(sim: LocalSimulator, tmp_path: Pat
     doc = json.loads(out.read_text())
     assert set(doc) == {"metadata", "transactions", "summary"}
     meta = doc["metadata"]
-    assert set(meta) == {"start_slot", "end_slot", "program_id", "session_ids", "timestamp"}
+    assert set(meta) == {"start_slot", "end_slot", "program_id", "session_ids", "timestamp",
+                         "token_changes_measured"}
     assert (meta["start_slot"], meta["end_slot"]) == (START, START + 15)
     assert meta["program_id"] == TOKEN_PROGRAM_ID
     assert len(meta["session_ids"]) == 1 and sim.executed(meta["session_ids"][0])
@@ -559,10 +563,141 @@ def test_serve_prints_its_url_and_stops_on_sigint() -> None:
 
 def test_undecodable_transactions_key_changes_by_index() -> None:
     """In-process check of the fallback used without solders or for undecodable bytes."""
-    from simsync.cli import report
+    from simsync import runoutput
 
     meta = {"err": None, "preBalances": [10, 5], "postBalances": [7, 8], "logMessages": []}
-    record = report.transaction_record(1, "sig", ["not base64!", "base64"], meta)
+    record = runoutput.transaction_record(1, "sig", ["not base64!", "base64"], meta)
     assert record["sol_changes"] == {"0": -3, "1": 3}
     wire = base64.b64encode(b"\x00" * 3).decode()
-    assert report.transaction_record(1, "sig", [wire, "base64"], meta)["success"] is True
+    assert runoutput.transaction_record(1, "sig", [wire, "base64"], meta)["success"] is True
+
+
+def ignore_sigint() -> None:
+    """What ``cmd &`` / nohup / some CI runners hand a child: SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("argv", [["-m", "simsync", "serve"], ["-m", "simsync.localsim"]])
+def test_server_started_with_sigint_ignored_still_stops_on_sigint(argv: List[str]) -> None:
+    proc = subprocess.Popen([sys.executable, *argv, "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+                            preexec_fn=ignore_sigint, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        assert "ws://127.0.0.1:" in proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_compare_refuses_runs_of_different_programs_or_slots(sim: LocalSimulator,
+                                                             tmp_path: Path) -> None:
+    """The README's old walkthrough compared a System run with a Token run: refused."""
+    files = {name: tmp_path / f"{name}.json" for name in ("system", "token", "token_short")}
+    for name, end, extra in (("system", START + 9, ()),
+                             ("token", START + 9, ("--program-id", TOKEN_PROGRAM_ID)),
+                             ("token_short", START + 5, ("--program-id", TOKEN_PROGRAM_ID))):
+        done = simsync_cmd(*run_args(sim.url, START, end, *extra,
+                                     "--output-file", str(files[name])))
+        assert done.returncode == 0, done.stderr
+    programs = simsync_cmd("compare", str(files["system"]), str(files["token"]))
+    assert programs.returncode == 2, programs.stdout
+    assert (f"program {SYSTEM_PROGRAM_ID} (BASE) vs {TOKEN_PROGRAM_ID} (EXP)"
+            in programs.stderr), programs.stderr
+    assert programs.stdout == ""
+    slots = simsync_cmd("compare", str(files["token"]), str(files["token_short"]))
+    assert slots.returncode == 2
+    assert f"slots {START}-{START + 9} (BASE) vs {START}-{START + 5} (EXP)" in slots.stderr
+    # Like with like: no account-diff subscription and no token balances in the local
+    # simulator's meta, so token changes were not measured (not "0 accounts").
+    same = simsync_cmd("compare", str(files["token"]), str(files["token"]))
+    assert same.returncode == 0, same.stderr
+    assert "token balance differences: not measured (BASE and EXP" in same.stdout, same.stdout
+    assert "token balance differences (sum of token_changes)" not in same.stdout
+    doc = json.loads(files["token"].read_text())
+    assert doc["metadata"]["token_changes_measured"] is False
+
+
+FLAT = ("slot", "signature", "success", "error", "logs", "sol_changes", "token_changes",
+        "account_diffs", "program_id", "run_complete")
+
+
+def test_run_jsonl_and_summarize_compare_tables_load_flat(sim: LocalSimulator,
+                                                          tmp_path: Path) -> None:
+    """``--format jsonl`` is one transaction a line with flat columns; ``--json``/``--csv``
+    of summarize and compare load with the standard readers (and pandas when installed)."""
+    import csv
+    import io
+
+    lines, doc = tmp_path / "run.jsonl", tmp_path / "run.json"
+    for path, extra in ((lines, ("--format", "jsonl")), (doc, ())):
+        done = simsync_cmd(*run_args(sim.url, START, START + 9, "--output-file", str(path),
+                                     *extra))
+        assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in lines.read_text().splitlines()]
+    expected = json.loads(doc.read_text())["transactions"]
+    assert len(rows) == len(expected) > 0
+    for row in rows:
+        assert tuple(row) == FLAT
+        assert all(v is None or isinstance(v, (str, int, bool)) for v in row.values()), row
+        assert row["run_complete"] is True and row["program_id"] == SYSTEM_PROGRAM_ID
+    assert [r["signature"] for r in rows] == [r["signature"] for r in expected]
+    assert json.loads(rows[0]["sol_changes"]) == expected[0]["sol_changes"]
+
+    summary = simsync_cmd("summarize", str(doc), "--json")
+    assert summary.returncode == 0, summary.stderr
+    assert json.loads(summary.stdout)["summary"]["total"] == len(expected)
+    table = list(csv.DictReader(io.StringIO(simsync_cmd("summarize", str(doc), "--csv").stdout)))
+    assert table and list(table[0]) == ["account", "net_lamports", "transactions"]
+    compared = json.loads(simsync_cmd("compare", str(doc), str(doc), "--json").stdout)
+    assert compared["in_both"] == len(expected) and compared["regressions"] == []
+    outcomes = list(csv.DictReader(io.StringIO(
+        simsync_cmd("compare", str(doc), str(doc), "--csv").stdout)))
+    assert len(outcomes) == len(expected) and {r["change"] for r in outcomes} == {"same"}
+
+    pd = pytest.importorskip("pandas")
+    frame = pd.read_json(lines, lines=True)        # the README's one-liner
+    assert frame.shape == (len(expected), len(FLAT)) and tuple(frame.columns) == FLAT
+    assert pd.read_csv(io.StringIO(
+        simsync_cmd("compare", str(doc), str(doc), "--csv").stdout)).shape[0] == len(expected)
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_ctrl_c_during_run_writes_what_it_has_marked_incomplete(tmp_path: Path,
+                                                                fmt: str) -> None:
+    """SIGINT mid-run (the child started with SIGINT ignored, as under nohup or ``&``)."""
+    out = tmp_path / f"partial.{fmt}"
+    with LocalSimulator(slot_delay=0.05) as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "simsync", *run_args(server.url, START, START + 400,
+                                                        "--advance-count", "1",
+                                                        "--progress-interval", "0.1",
+                                                        "--output-file", str(out),
+                                                        "--format", fmt)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
+            stdin=subprocess.DEVNULL, preexec_fn=ignore_sigint)
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:            # plain progress lines: wait for some slots
+                found = PLAIN_LINE.match(line.strip())
+                if found and int(found.group(1)) >= 5:
+                    break
+            proc.send_signal(signal.SIGINT)
+            stdout, stderr = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 130, stderr
+    assert "marked incomplete" in stdout
+    if fmt == "json":
+        doc = json.loads(out.read_text())
+        assert doc["metadata"]["incomplete"] is True
+        assert doc["summary"]["total"] == len(doc["transactions"]) > 0
+    else:
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert rows and all(r["run_complete"] is False for r in rows)

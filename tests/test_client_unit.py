@@ -47,7 +47,7 @@ def test_start_session_argument_errors() -> None:
     the_client = simsync.Client("ws://127.0.0.1:9/backtest")
     with pytest.raises(ValueError, match="after end_slot"):
         the_client.start_session(start_slot=10, end_slot=5)
-    with pytest.raises(TypeError, match="bad session fields"):
-        the_client.start_session(start_slot=1, end_slot=2, no_such_field=1)
+    with pytest.raises(TypeError, match="no_such_field"):
+        the_client.start_session(start_slot=1, end_slot=2, no_such_field=1)  # type: ignore
     with pytest.raises(ValueError, match="start_parallel"):
         the_client.start_session(start_slot=1, end_slot=2, parallel=True)

@@ -15,7 +15,7 @@ import pytest
 
 import simsync
 from simsync.localsim import Fault, LocalSimulator
-from tests.leaks import wait_until
+from tests.leaks import above, wait_until
 from tests.support import FAST, START, drive, sim
 
 pytestmark = pytest.mark.timeout(300)
@@ -115,11 +115,13 @@ def test_open_close_cycles_leave_threads_and_fds_at_baseline(sim: LocalSimulator
     assert opened["pubsub_connections"] >= CYCLES // 2
     assert opened["rpc_requests"] >= CYCLES // 2
     # Closing is bounded but the server side of a socket closes on its own loop a moment
-    # after the client's: wait for the counts to settle, then they must be exactly back.
-    settled = wait_until(lambda: usage() == baseline, 10)
+    # after the client's: wait for the counts to settle back to at most the baseline (a
+    # count below it is a thread or descriptor of the warm-up ending, not a leak).
+    settled = wait_until(lambda: not above(usage(), baseline), 10)
     after = usage()
     print(f"fds/threads/OS threads: baseline {baseline}, peak {tuple(peaks)}, after {after}")
-    assert settled, (f"after {CYCLES} cycles: fds/threads/OS threads {after}, "
+    assert settled, (f"after {CYCLES} cycles: above baseline {above(after, baseline)}; "
+                     f"after {CYCLES} cycles: fds/threads/OS threads {after}, "
                      f"baseline {baseline}")
 
 

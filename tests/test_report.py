@@ -16,6 +16,7 @@ from solders.token.state import TokenAccount, TokenAccountState
 from solders.transaction import VersionedTransaction
 
 import simsync
+from simsync import runoutput
 from simsync.cli import report
 from simsync.localsim import SYSTEM_PROGRAM_ID, TOKEN_PROGRAM_ID
 
@@ -71,7 +72,7 @@ def test_only_transactions_that_invoked_the_program_are_entries(form: str) -> No
     router = router_call()
     keys = [str(k) for k in router.message.account_keys]
     assert keys[2] == SYSTEM_PROGRAM_ID      # the inner instruction's program index
-    collector = report.Collector(SYSTEM_PROGRAM_ID)
+    collector = runoutput.Collector(SYSTEM_PROGRAM_ID)
     collector.transaction(event(sol_transfer(), ok_meta(), form))          # top level
     collector.transaction(event(router, ok_meta(**inner_system), form))   # inner only
     collector.transaction(event(signed(Instruction(ROUTER, b"x", [])), ok_meta(),
@@ -85,7 +86,7 @@ def test_only_transactions_that_invoked_the_program_are_entries(form: str) -> No
 
 
 def test_success_is_never_null_and_totals_add_up() -> None:
-    collector = report.Collector(SYSTEM_PROGRAM_ID)
+    collector = runoutput.Collector(SYSTEM_PROGRAM_ID)
     failed = {"err": {"InstructionError": [0, {"Custom": 1}]}, "preBalances": [],
               "postBalances": []}
     status_only = {"err": None, "status": {"Err": "AccountInUse"}}
@@ -98,14 +99,14 @@ def test_success_is_never_null_and_totals_add_up() -> None:
     assert records[1]["error"] == {"InstructionError": [0, {"Custom": 1}]}
     assert records[2]["error"] == "AccountInUse"
     assert "no meta" in records[3]["error"]
-    totals = report.totals(records)
+    totals = runoutput.totals(records)
     assert totals == {"total": 4, "successes": 1, "failures": 3}
 
 
 def test_diffs_join_their_transaction_in_either_order_and_others_are_left_out() -> None:
     tx = sol_transfer()
     signature = str(tx.signatures[0])
-    collector = report.Collector(SYSTEM_PROGRAM_ID)
+    collector = runoutput.Collector(SYSTEM_PROGRAM_ID)
     before = {"lamports": 100, "owner": SYSTEM_PROGRAM_ID, "data": ["", "base64"]}
     after = {**before, "lamports": 40}
     collector.diff(simsync.AccountDiff(2, 7, str(PAYER.pubkey()), signature, before, after))
@@ -132,7 +133,7 @@ def test_token_changes_per_owner_and_mint_from_the_meta() -> None:
                 "uiTokenAmount": {"amount": str(amount), "decimals": 6}}
     meta = ok_meta(preTokenBalances=[balance(1, alice, 500), balance(2, bob, 0)],
                    postTokenBalances=[balance(1, alice, 200), balance(2, bob, 300)])
-    record = report.transaction_record(3, "sig", ["", "base64"], meta)
+    record = runoutput.transaction_record(3, "sig", ["", "base64"], meta)
     assert record["token_changes"] == {alice: {str(MINT): -300}, bob: {str(MINT): 300}}
 
 
@@ -142,7 +143,7 @@ def test_token_changes_fall_back_to_token_account_diffs() -> None:
     tx = signed(Instruction(Pubkey.from_string(TOKEN_PROGRAM_ID), b"\x03",
                             [AccountMeta(alice, True, False)]))
     signature = str(tx.signatures[0])
-    collector = report.Collector(TOKEN_PROGRAM_ID)
+    collector = runoutput.Collector(TOKEN_PROGRAM_ID)
     collector.transaction(event(tx, ok_meta(preTokenBalances=[], postTokenBalances=[])))
     for account, owner, pre, post in (("SrcAta", alice, 500, 200), ("DstAta", bob, 0, 300)):
         collector.diff(simsync.AccountDiff(2, 7, account, signature, token_state(owner, pre),
@@ -165,3 +166,58 @@ def test_compare_reports_token_differences() -> None:
     lines = report.compare(doc([5, 7]), doc([5, 0]), "balances")
     assert "token balance differences (sum of token_changes): 1 accounts" in lines
     assert "  Owner  mint Mint  BASE +12  EXP +5  diff -7" in lines
+
+
+def test_the_library_never_imports_the_command_line() -> None:
+    """DESIGN.md's house: ``simsync.cli`` builds on the library, never the other way round.
+    A fresh interpreter imports every library module (and reads the imports inside functions)."""
+    import importlib.util
+    import pkgutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    modules = [m.name for m in pkgutil.walk_packages(simsync.__path__, "simsync.")
+               if m.name.split(".")[1] not in ("cli", "localsim")
+               and m.name != "simsync.__main__"]
+    assert "simsync.sweep" in modules and "simsync.runoutput" in modules
+    code = ("import importlib, sys\n"
+            f"for name in {modules!r}: importlib.import_module(name)\n"
+            "leaked = sorted(m for m in sys.modules if m.split('.')[:2] == ['simsync', 'cli'])\n"
+            "print(leaked)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    # Imports inside functions (a sweep worker's) do not run on import: read them.
+    import ast
+
+    lazy = []
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.origin is not None
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            lazy += [f"{name}: {n}" for n in names if n.split(".")[:2] == ["simsync", "cli"]]
+    assert lazy == []
+
+
+def test_token_changes_are_measured_from_filled_meta_or_diffs_only() -> None:
+    tx = signed(Instruction(Pubkey.from_string(TOKEN_PROGRAM_ID), b"\x03",
+                            [AccountMeta(PAYER.pubkey(), True, False)]))
+    empty = ok_meta(preTokenBalances=[], postTokenBalances=[])
+    unmeasured = runoutput.Collector(TOKEN_PROGRAM_ID)
+    unmeasured.transaction(event(tx, empty))
+    assert unmeasured.token_changes_measured is False
+    assert runoutput.Collector(TOKEN_PROGRAM_ID, diffs_subscribed=True).token_changes_measured
+    balance = {"accountIndex": 0, "mint": str(MINT), "owner": str(PAYER.pubkey()),
+               "uiTokenAmount": {"amount": "5", "decimals": 6}}
+    filled = runoutput.Collector(TOKEN_PROGRAM_ID)
+    filled.transaction(event(tx, ok_meta(preTokenBalances=[balance], postTokenBalances=[])))
+    assert filled.token_changes_measured is True
+    doc = runoutput.document(unmeasured.records(), 1, 2, TOKEN_PROGRAM_ID, ["s"],
+                             token_changes_measured=unmeasured.token_changes_measured)
+    lines = report.compare(doc, doc)
+    assert lines[-1].startswith("token balance differences: not measured (BASE and EXP")

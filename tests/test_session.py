@@ -300,7 +300,10 @@ def test_forked_child_cannot_use_the_session(sim: Any) -> None:
 
 
 CHILD = textwrap.dedent("""
-    import sys, simsync
+    import signal, sys, simsync
+    # A terminal's program gets Ctrl-C; a background suite (cmd &, nohup) hands its
+    # children an ignored SIGINT: this child stands for the former.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     config = simsync.ClientConfig(ping_interval=0.2, dead_after=1.5)
     session = simsync.Client(sys.argv[1], config=config).start_session(
         start_slot=400000000, end_slot=400000010)

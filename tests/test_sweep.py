@@ -448,7 +448,7 @@ def test_the_command_shows_a_bar_over_jobs_on_a_terminal(sim: LocalSimulator,
 def test_usage_errors(argv: List[str], message: str, tmp_path: Path,
                       capsys: pytest.CaptureFixture[str]) -> None:
     elf = tmp_path / "a.so"
-    elf.write_bytes(b"\x7fELF" + bytes(60))
+    elf.write_bytes(b"\x7fELF\x02\x01" + bytes(12) + (247).to_bytes(2, "little") + bytes(44))
     base = ["sweep", "--start-slot", "5", "--end-slot", "9", "--output-dir", "o"]
     with pytest.raises(SystemExit) as exited:
         parse_args(base + [str(elf) if arg == "ELF" else arg for arg in argv])

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 import traceback
 from typing import Iterator, List, NoReturn, Optional, Sequence
@@ -35,6 +36,7 @@ from simsync.cli.sweep import add_parser as add_sweep_parser
 from simsync.cli.sweep import check_args as check_sweep_args
 from simsync.cli.sweep import cmd_sweep
 from simsync.localsim import cli as localsim_cli
+from simsync.runoutput import check_program_elf
 
 API_KEY_ENV = "SIMULATOR_API_KEY"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -133,19 +135,29 @@ def _output_file(text: str) -> str:
 
 
 def _elf_file(text: str) -> str:
-    """A readable ELF file (the ``\\x7fELF`` magic); read again when it is installed."""
+    """A readable ELF file of a Solana program (``runoutput.check_program_elf``: SBF/eBPF
+    ``e_machine``); read again when it is installed."""
     try:
         with open(text, "rb") as source:
-            magic = source.read(4)
+            header = source.read(64)
     except OSError as exc:
         raise argparse.ArgumentTypeError(
             f"cannot read {text}: {exc.strerror or type(exc).__name__}") from None
-    if magic != b"\x7fELF":
-        raise argparse.ArgumentTypeError(f"{text} is not an ELF file (no \\x7fELF header)")
+    try:
+        check_program_elf(header, text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 
 # ----------------------------------------------------------------------------- parser
+
+
+def _table_formats(parser: argparse.ArgumentParser, csv_rows: str) -> None:
+    formats = parser.add_mutually_exclusive_group()
+    formats.add_argument("--json", action="store_true",
+                         help="print one JSON object (pandas: pd.json_normalize)")
+    formats.add_argument("--csv", action="store_true", help=f"print CSV, {csv_rows}")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -228,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "token_changes when the server's meta has no token balances")
     run.add_argument("--output-file", type=_output_file, metavar="F",
                      help="write the results as JSON (its folder must exist and be writable)")
+    run.add_argument("--format", choices=("json", "jsonl"), default="json",
+                     help="--output-file format: json (metadata, transactions, summary; the "
+                          "service CLI's format; default) or jsonl (one transaction a line, "
+                          "flat columns: pandas.read_json(F, lines=True))")
     run.add_argument("--advance-count", type=_positive, default=10, metavar="N",
                      help="blocks per step (default: 10; nothing is read at pauses, so "
                           "fewer round trips)")
@@ -253,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     summarize.add_argument("file", metavar="FILE")
     summarize.add_argument("--accounts", type=_pubkeys, default=[], metavar="A,B",
                            help="trace the lamport changes of these accounts")
+    _table_formats(summarize, "one row per account: account, net_lamports, transactions")
 
     compare = sub.add_parser("compare", parents=[common],
                              help="compare two output files (baseline vs experiment)")
@@ -261,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("what", nargs="?", default="all",
                          choices=("regressions", "balances", "all"),
                          help="what to show (default: all)")
+    _table_formats(compare, "one row per signature in both: signature, slot, base_success, "
+                            "exp_success, change (regression, improvement or same)")
 
     serve = sub.add_parser("serve", parents=[common],
                            help="run the local simulator until Ctrl-C",
@@ -392,6 +411,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``simsync`` console script and ``python -m simsync``."""
     args = parse_args(argv)
+    # Ctrl-C (and SIGINT from a supervisor) stops any command, even one started with SIGINT
+    # ignored (a background job, nohup): run then writes what it has, marked incomplete.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     debug, verbose = getattr(args, "debug", False), getattr(args, "verbose", 0) or 0
     secrets = [k for k in (getattr(args, "api_key", None), os.environ.get(API_KEY_ENV)) if k]
     with _logging(debug, verbose, secrets):

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime
 import json
 import signal
-from typing import Any, Dict, List, Optional
+import sys
+from typing import Any, Dict, List, Optional, Sequence
 
 import simsync
 from simsync.cli import report
@@ -81,14 +83,40 @@ def cmd_usage(args: argparse.Namespace, client: simsync.Client) -> int:
     return 0
 
 
+def _print_table(rows: List[Dict[str, Any]], columns: Sequence[str]) -> None:
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+
+
 def cmd_summarize(args: argparse.Namespace) -> int:
-    for line in report.summarize(report.load(args.file), args.accounts):
-        print(line)
+    doc = report.load(args.file)
+    if args.json:
+        print(json.dumps(report.summary_data(doc, args.accounts), indent=1))
+    elif args.csv:
+        _print_table(report.account_rows(doc, args.accounts), report.ACCOUNT_COLUMNS)
+    else:
+        for line in report.summarize(doc, args.accounts):
+            print(line)
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    lines: List[str] = report.compare(report.load(args.base), report.load(args.exp), args.what)
+    """``simsync compare``: refuses (exit 2) files of different programs or slot ranges."""
+    base, exp = report.load(args.base), report.load(args.exp)
+    differences = report.coverage_differences(base, exp)
+    if differences:
+        print(f"simsync compare: error: {args.base} and {args.exp} cover different runs: "
+              f"{'; '.join(differences)}; compare runs of the same program over the same "
+              "slots", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.compare_data(base, exp), indent=1))
+        return 0
+    if args.csv:
+        _print_table(report.outcome_rows(base, exp), report.OUTCOME_COLUMNS)
+        return 0
+    lines: List[str] = report.compare(base, exp, args.what)
     for line in lines:
         print(line)
     return 0

@@ -1,310 +1,15 @@
-"""The run output file (the service CLI's JSON format) and what ``summarize``/``compare`` print.
-
-File layout (interchangeable with the service's own CLI)::
-
-    {"metadata": {"start_slot", "end_slot", "program_id", "session_ids", "timestamp"},
-     "transactions": [{"slot", "signature", "success", "error", "logs",
-                       "sol_changes": {pubkey: lamports delta},
-                       "token_changes": {owner: {mint: raw amount delta}},
-                       "account_diffs": {pubkey: {"before": account, "after": account}}}],
-     "summary": {"total", "successes", "failures"}}
-
-Each entry is one transaction that invoked the program (top-level or inner instruction);
-``success`` is True or False; ``total == successes + failures``. ``token_changes`` come
-from ``meta.preTokenBalances``/``postTokenBalances`` (per owner and mint), or, when the meta
-has none, from the entry's token-account diffs. Account keys come from the wire transaction
-(decoded with solders). Without solders the changes are keyed by account index ("0", "1",
-...). Pure functions; no I/O but ``load``/``write``.
+"""What ``summarize``/``compare`` print from run output files (the document itself, its
+collector, ``load`` and ``write`` live in ``simsync.runoutput``). Pure functions.
 """
 from __future__ import annotations
 
-import base64
-import datetime
 import json
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
-import base58
+from simsync.runoutput import KEYS_DECODABLE, Json, load, totals, write
 
-Json = Dict[str, Any]
-
-_decode: Optional[Callable[[bytes], Any]]
-try:  # the 'local' extra; without it sol_changes are keyed by account index
-    from solders.transaction import VersionedTransaction
-
-    _decode = VersionedTransaction.from_bytes
-except ImportError:  # pragma: no cover - depends on the installed extras
-    _decode = None
-
-KEYS_DECODABLE = _decode is not None
-
-
-# ----------------------------------------------------------------------------- building
-
-TOKEN_PROGRAMS = ("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA",      # SPL Token
-                  "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb")      # Token-2022
-#: An SPL token account: mint (32 bytes), owner (32), amount (u64 LE) at 64; 165 bytes, or
-#: more with Token-2022 extensions (then byte 165 is the account type, 2 = Account).
-TOKEN_ACCOUNT_LEN = 165
-
-
-def _decoded(transaction: Any) -> Any:
-    """A solders ``VersionedTransaction`` from ``[base64, "base64"]`` or base64 text; None
-    without solders or for undecodable bytes."""
-    if isinstance(transaction, (list, tuple)) and transaction and isinstance(transaction[0], str):
-        if len(transaction) > 1 and transaction[1] not in ("base64", None):
-            return None
-        transaction = transaction[0]
-    if not isinstance(transaction, str) or _decode is None:
-        return None
-    try:
-        return _decode(base64.b64decode(transaction))
-    except Exception:  # noqa: BLE001 - solders raises its own types; fall back to indices
-        return None
-
-
-def account_keys(transaction: Any, meta: Optional[Json]) -> Optional[List[str]]:
-    """The transaction's account keys in Solana's order (static keys, then the addresses
-    loaded from lookup tables), or None when they cannot be decoded. ``transaction`` is
-    ``[base64, "base64"]`` or a ``json`` object with ``message.accountKeys``."""
-    keys: Optional[List[str]] = None
-    decoded = _decoded(transaction)
-    if decoded is not None:
-        keys = [str(key) for key in decoded.message.account_keys]
-    elif isinstance(transaction, dict):  # a "json"-encoded transaction
-        listed = (transaction.get("message") or {}).get("accountKeys")
-        if isinstance(listed, list):
-            keys = [str(k.get("pubkey")) if isinstance(k, dict) else str(k) for k in listed]
-    loaded = (meta or {}).get("loadedAddresses") or {}
-    if keys is not None and isinstance(loaded, dict):
-        keys += [str(k) for k in (loaded.get("writable") or []) + (loaded.get("readonly") or [])]
-    return keys
-
-
-def invoked_programs(transaction: Any, meta: Optional[Json],
-                     keys: Optional[List[str]]) -> Optional[List[str]]:
-    """Every program the transaction invoked: its top-level instructions' program ids, and
-    those of the inner instructions ``meta.innerInstructions`` lists. None when the
-    instructions cannot be read (no solders, undecodable bytes)."""
-    if keys is None:
-        return None
-    indexes: List[int] = []
-    decoded = _decoded(transaction)
-    if decoded is not None:
-        indexes = [int(ix.program_id_index) for ix in decoded.message.instructions]
-    elif isinstance(transaction, dict):
-        listed = (transaction.get("message") or {}).get("instructions")
-        if not isinstance(listed, list):
-            return None
-        indexes = [ix["programIdIndex"] for ix in listed
-                   if isinstance(ix, dict) and isinstance(ix.get("programIdIndex"), int)]
-    else:
-        return None
-    programs = [keys[i] for i in indexes if 0 <= i < len(keys)]
-    for group in (meta or {}).get("innerInstructions") or []:
-        for ix in (group.get("instructions") or []) if isinstance(group, dict) else []:
-            index = ix.get("programIdIndex") if isinstance(ix, dict) else None
-            if isinstance(index, int) and 0 <= index < len(keys):
-                programs.append(keys[index])
-            elif isinstance(ix, dict) and isinstance(ix.get("programId"), str):
-                programs.append(ix["programId"])     # jsonParsed inner instructions
-    return list(dict.fromkeys(programs))
-
-
-def _key(keys: Optional[List[str]], index: int) -> str:
-    return keys[index] if keys is not None and index < len(keys) else str(index)
-
-
-def _token_amounts(balances: Any, keys: Optional[List[str]]) -> Dict[Tuple[str, str], int]:
-    """``{(owner, mint): raw amount}`` from ``meta.preTokenBalances``/``postTokenBalances``
-    (standard Solana: ``accountIndex``, ``mint``, ``owner``, ``uiTokenAmount.amount``); an
-    entry without ``owner`` is keyed by its token account."""
-    out: Dict[Tuple[str, str], int] = {}
-    for entry in balances or []:
-        try:
-            amount = int((entry.get("uiTokenAmount") or {}).get("amount", 0))
-            owner = entry.get("owner") or _key(keys, int(entry["accountIndex"]))
-            pair = (str(owner), str(entry["mint"]))
-        except (AttributeError, KeyError, TypeError, ValueError):
-            continue
-        out[pair] = out.get(pair, 0) + amount
-    return out
-
-
-def _deltas(pre: Dict[Tuple[str, str], int],
-            post: Dict[Tuple[str, str], int]) -> Dict[str, Dict[str, int]]:
-    tokens: Dict[str, Dict[str, int]] = {}
-    for owner, mint in sorted(set(pre) | set(post)):
-        delta = post.get((owner, mint), 0) - pre.get((owner, mint), 0)
-        if delta:
-            tokens.setdefault(owner, {})[mint] = delta
-    return tokens
-
-
-def token_account(account: Optional[Json]) -> Optional[Tuple[str, str, int]]:
-    """``(owner, mint, raw amount)`` of an SPL Token / Token-2022 account in Solana's
-    ``UiAccount`` shape (``data: [base64, "base64"]``), else None."""
-    if not isinstance(account, dict) or account.get("owner") not in TOKEN_PROGRAMS:
-        return None
-    data = account.get("data")
-    text = data[0] if isinstance(data, (list, tuple)) and data else data
-    if not isinstance(text, str):
-        return None
-    try:
-        raw = base64.b64decode(text)
-    except ValueError:
-        return None
-    if len(raw) < TOKEN_ACCOUNT_LEN or (len(raw) > TOKEN_ACCOUNT_LEN
-                                        and raw[TOKEN_ACCOUNT_LEN] != 2):
-        return None
-    mint, owner = base58.b58encode(raw[:32]).decode(), base58.b58encode(raw[32:64]).decode()
-    return owner, mint, int.from_bytes(raw[64:72], "little")
-
-
-def diff_token_changes(diffs: Dict[str, Json]) -> Dict[str, Dict[str, int]]:
-    """Token changes per owner and mint from one transaction's token-account diffs
-    (``{account: {"before": UiAccount|None, "after": UiAccount|None}}``)."""
-    pre: Dict[Tuple[str, str], int] = {}
-    post: Dict[Tuple[str, str], int] = {}
-    for diff in diffs.values():
-        for side, into in (("before", pre), ("after", post)):
-            found = token_account(diff.get(side))
-            if found is not None:
-                owner, mint, amount = found
-                into[(owner, mint)] = into.get((owner, mint), 0) + amount
-    return _deltas(pre, post)
-
-
-def _outcome(meta: Optional[Json]) -> Tuple[bool, Any]:
-    """``(success, error)``: ``meta.err`` (or ``meta.status.Err``); a notification without
-    meta cannot be judged and counts as failed, with an error saying so."""
-    if not isinstance(meta, dict):
-        return False, "no meta in the transaction notification: outcome unknown"
-    error = meta.get("err")
-    status = meta.get("status")
-    if error is None and isinstance(status, dict) and status.get("Err") is not None:
-        error = status["Err"]
-    return error is None, error
-
-
-def transaction_record(slot: int, signature: str, transaction: Any, meta: Optional[Json]) -> Json:
-    """One entry of ``transactions`` (without ``account_diffs``) from a Transaction event.
-    ``success`` is always True or False."""
-    keys = account_keys(transaction, meta)
-    success, error = _outcome(meta)
-    meta = meta if isinstance(meta, dict) else {}
-    sol: Dict[str, int] = {}
-    for index, (pre, post) in enumerate(zip(meta.get("preBalances") or [],
-                                            meta.get("postBalances") or [])):
-        if post != pre:
-            sol[_key(keys, index)] = sol.get(_key(keys, index), 0) + int(post) - int(pre)
-    tokens = _deltas(_token_amounts(meta.get("preTokenBalances"), keys),
-                     _token_amounts(meta.get("postTokenBalances"), keys))
-    return {"slot": slot, "signature": signature, "success": success,
-            "error": error, "logs": list(meta.get("logMessages") or []),
-            "sol_changes": sol, "token_changes": tokens}
-
-
-def signature_of(event: Any) -> str:
-    """A Transaction event's signature: ``event.signature``, or for a ``json``-encoded
-    transaction (which ``event.signature`` cannot decode) its ``signatures[0]``."""
-    signature = str(event.signature or "")
-    transaction = event.transaction
-    if not signature and isinstance(transaction, dict):
-        listed = transaction.get("signatures")
-        if isinstance(listed, list) and listed:
-            signature = str(listed[0])
-    return signature
-
-
-class Collector:
-    """Gathers ``Transaction`` and ``AccountDiff`` events into file entries: one per
-    signature of a transaction that invoked ``program_id`` (when its instructions cannot be
-    read, without solders, the server's subscription filter is trusted); diffs are joined to
-    their transaction by signature (in either arrival order); diffs of transactions that are
-    not listed are counted in ``unmatched_diffs`` and left out. User thread only."""
-
-    def __init__(self, program_id: Optional[str] = None) -> None:
-        self.program_id = program_id
-        self._records: Dict[str, Json] = {}
-        self._diffs: Dict[str, Dict[str, Json]] = {}
-        self.diff_count = 0
-        self.not_invoking = 0      # transaction notifications that did not invoke program_id
-
-    def transaction(self, event: Any) -> None:
-        signature = signature_of(event)
-        if signature in self._records:
-            return
-        if self.program_id is not None:
-            keys = account_keys(event.transaction, event.meta)
-            programs = invoked_programs(event.transaction, event.meta, keys)
-            if programs is not None and self.program_id not in programs:
-                self.not_invoking += 1
-                return
-        self._records[signature] = transaction_record(event.slot, signature,
-                                                      event.transaction, event.meta)
-
-    def diff(self, event: Any) -> None:
-        self.diff_count += 1
-        self._diffs.setdefault(event.signature, {})[event.account] = {
-            "before": event.pre, "after": event.post}
-
-    @property
-    def unmatched_diffs(self) -> int:
-        """Account diffs whose signature has no entry (another program's transactions)."""
-        return sum(len(d) for s, d in self._diffs.items() if s not in self._records)
-
-    def records(self) -> List[Json]:
-        """Every entry, in slot order (arrival order within a slot). ``token_changes``
-        falls back to the token-account diffs when the meta has no token balances."""
-        out = []
-        for signature, record in self._records.items():
-            diffs = self._diffs.get(signature, {})
-            entry = {**record, "account_diffs": diffs}
-            if not entry["token_changes"] and diffs:
-                entry["token_changes"] = diff_token_changes(diffs)
-            out.append(entry)
-        return sorted(out, key=lambda r: r["slot"])
-
-
-def document(records: List[Json], start_slot: int, end_slot: int, program_id: Optional[str],
-             session_ids: Sequence[str]) -> Json:
-    """The whole output file."""
-    stamp = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-    return {"metadata": {"start_slot": start_slot, "end_slot": end_slot,
-                         "program_id": program_id, "session_ids": list(session_ids),
-                         "timestamp": stamp.isoformat().replace("+00:00", "Z")},
-            "transactions": records, "summary": totals(records)}
-
-
-def totals(records: Iterable[Json]) -> Json:
-    records = list(records)
-    return {"total": len(records),
-            "successes": sum(1 for r in records if r.get("success") is True),
-            "failures": sum(1 for r in records if r.get("success") is False)}
-
-
-def write(doc: Json, path: str) -> None:
-    with open(path, "w", encoding="utf-8") as out:
-        json.dump(doc, out, indent=1)
-        out.write("\n")
-
-
-def load(path: str) -> Json:
-    """Read an output file (ours or the service CLI's); ValueError when it is not one."""
-    with open(path, encoding="utf-8") as source:
-        try:
-            doc = json.load(source)
-        except ValueError as exc:
-            raise ValueError(f"{path} is not JSON: {exc}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("transactions"), list):
-        raise ValueError(f"{path} is not a backtest output file (no 'transactions' list)")
-    for record in doc["transactions"]:
-        if not isinstance(record, dict) or "signature" not in record:
-            raise ValueError(f"{path}: a transaction entry has no signature")
-        if "success" not in record:
-            record["success"] = record.get("error") is None
-    return doc
-
+__all__ = ["KEYS_DECODABLE", "Json", "compare", "coverage_differences", "load", "net_changes",
+           "net_token_changes", "summarize", "token_changes_measured", "totals", "write"]
 
 # ----------------------------------------------------------------------------- reading
 
@@ -361,6 +66,97 @@ def summarize(doc: Json, accounts: Sequence[str], top: int = 5) -> List[str]:
     return lines
 
 
+ACCOUNT_COLUMNS = ("account", "net_lamports", "transactions")
+OUTCOME_COLUMNS = ("signature", "slot", "base_success", "exp_success", "change")
+
+
+def account_rows(doc: Json, accounts: Sequence[str]) -> List[Json]:
+    """``summarize --csv``: per account (``accounts``, else every one that changed, largest
+    change first) its net lamport change and how many transactions changed it."""
+    net = net_changes(doc)
+    touched: Dict[str, int] = {}
+    for record in doc["transactions"]:
+        for account, delta in (record.get("sol_changes") or {}).items():
+            if delta:
+                touched[account] = touched.get(account, 0) + 1
+    chosen = list(accounts) or sorted(net, key=lambda a: (-abs(net[a]), a))
+    return [{"account": a, "net_lamports": net.get(a, 0), "transactions": touched.get(a, 0)}
+            for a in chosen]
+
+
+def summary_data(doc: Json, accounts: Sequence[str]) -> Json:
+    """``summarize --json``: the metadata, the totals and ``account_rows``."""
+    return {"metadata": _metadata(doc), "summary": totals(doc["transactions"]),
+            "accounts": account_rows(doc, accounts)}
+
+
+def outcome_rows(base: Json, exp: Json) -> List[Json]:
+    """``compare --csv``: each signature in both files, its outcomes and the change."""
+    exp_by = {r["signature"]: r for r in exp["transactions"]}
+    rows = []
+    for record in base["transactions"]:
+        other = exp_by.get(record["signature"])
+        if other is None:
+            continue
+        pair = (record["success"], other["success"])
+        change = {(True, False): "regression", (False, True): "improvement"}.get(pair, "same")
+        rows.append({"signature": record["signature"], "slot": record.get("slot"),
+                     "base_success": pair[0], "exp_success": pair[1], "change": change})
+    return rows
+
+
+def compare_data(base: Json, exp: Json) -> Json:
+    """``compare --json``: counts, the regressions and improvements, per-account lamport
+    differences, and token differences (None when not measured)."""
+    rows = outcome_rows(base, exp)
+    base_net, exp_net = net_changes(base), net_changes(exp)
+    balances = [{"account": a, "base": base_net.get(a, 0), "exp": exp_net.get(a, 0),
+                 "diff": exp_net.get(a, 0) - base_net.get(a, 0)}
+                for a in sorted(set(base_net) | set(exp_net))
+                if base_net.get(a, 0) != exp_net.get(a, 0)]
+    tokens = None
+    if token_changes_measured(base) and token_changes_measured(exp):
+        base_tok, exp_tok = net_token_changes(base), net_token_changes(exp)
+        tokens = [{"owner": o, "mint": m, "base": base_tok.get((o, m), 0),
+                   "exp": exp_tok.get((o, m), 0),
+                   "diff": exp_tok.get((o, m), 0) - base_tok.get((o, m), 0)}
+                  for o, m in sorted(set(base_tok) | set(exp_tok))
+                  if base_tok.get((o, m), 0) != exp_tok.get((o, m), 0)]
+    return {"in_both": len(rows), "only_in_base": len(base["transactions"]) - len(rows),
+            "only_in_exp": len(exp["transactions"]) - len(rows),
+            "regressions": [r for r in rows if r["change"] == "regression"],
+            "improvements": [r for r in rows if r["change"] == "improvement"],
+            "balance_differences": balances, "token_differences": tokens}
+
+
+def _metadata(doc: Json) -> Json:
+    meta = doc.get("metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
+def coverage_differences(base: Json, exp: Json) -> List[str]:
+    """What makes two output files incomparable: a different ``metadata.program_id`` or slot
+    range (``start_slot``-``end_slot``), as ``"program X (BASE) vs Y (EXP)"`` phrases. A
+    field missing from either file's metadata is not compared. Empty when they match."""
+    b, e = _metadata(base), _metadata(exp)
+    out = []
+    if None not in (b.get("program_id"), e.get("program_id")) \
+            and b["program_id"] != e["program_id"]:
+        out.append(f"program {b['program_id']} (BASE) vs {e['program_id']} (EXP)")
+    slots = [(m.get("start_slot"), m.get("end_slot")) for m in (b, e)]
+    if None not in slots[0] + slots[1] and slots[0] != slots[1]:
+        out.append(f"slots {slots[0][0]}-{slots[0][1]} (BASE) vs "
+                   f"{slots[1][0]}-{slots[1][1]} (EXP)")
+    return out
+
+
+def token_changes_measured(doc: Json) -> bool:
+    """False when the file says its token changes were not measured (no token balances in
+    the transaction meta and no ``account-diff`` subscription); True otherwise (files
+    without the flag, such as the service CLI's, are taken as measured)."""
+    return _metadata(doc).get("token_changes_measured") is not False
+
+
 def compare(base: Json, exp: Json, what: str = "all") -> List[str]:
     """Regressions and improvements by signature, and per-account balance differences."""
     base_by = {r["signature"]: r for r in base["transactions"]}
@@ -388,6 +184,13 @@ def compare(base: Json, exp: Json, what: str = "all") -> List[str]:
             b, e = base_net.get(account, 0), exp_net.get(account, 0)
             lines.append(f"  {account}  BASE {_signed(b)}  EXP {_signed(e)}  "
                          f"diff {_signed(e - b)}")
+        unmeasured = [name for name, doc in (("BASE", base), ("EXP", exp))
+                      if not token_changes_measured(doc)]
+        if unmeasured:
+            lines.append(f"token balance differences: not measured ({' and '.join(unmeasured)} "
+                         "ran without token balances in the transaction meta and without "
+                         "--subscriptions transactions,account-diff)")
+            return lines
         base_tok, exp_tok = net_token_changes(base), net_token_changes(exp)
         tok_differ = sorted(k for k in set(base_tok) | set(exp_tok)
                             if base_tok.get(k, 0) != exp_tok.get(k, 0))

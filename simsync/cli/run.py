@@ -3,107 +3,16 @@ program, step to ``Completed``, collect the transactions, write the output file.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import simsync
-from simsync.cli import report
+from simsync import runoutput
 from simsync.cli.progress import Progress
+from simsync.runoutput import SUBSCRIPTIONS, SYSTEM_PROGRAM_ID, Driver, read_elf
 
-log = logging.getLogger("simsync.cli")
-
-SYSTEM_PROGRAM_ID = "11111111111111111111111111111111"
-SUBSCRIPTIONS = ("transactions", "account-diff")
-PAUSES = (simsync.ReadyForContinue, simsync.Paused)
-TICK = 0.2    # longest wait for an event before the progress display is refreshed
-
-
-class Driver:
-    """Steps one (sub-)session and files what it sends; the first step carries the
-    program override when there is one."""
-
-    def __init__(self, session: simsync.Session, key: str, args: argparse.Namespace,
-                 elf: Optional[bytes], progress: Progress, collector: report.Collector) -> None:
-        self.session = session
-        self.key = key
-        self.args = args
-        self.elf = elf
-        self.progress = progress
-        self.collector = collector
-        self.first_step = True
-        self.completed: Optional[simsync.Completed] = None
-
-    def subscribe(self, program_id: str) -> None:
-        # Entries are transactions (with their outcome), so transactions are always
-        # streamed; account diffs are joined to them when asked for.
-        self.session.subscribe_transactions([program_id])
-        if "account-diff" in self.args.subscriptions:
-            self.session.subscribe_account_diffs([program_id])
-
-    def handle(self, event: simsync.Event) -> None:
-        self.progress.event()
-        if isinstance(event, PAUSES):
-            overrides = None
-            if self.first_step and self.elf is not None:
-                overrides = self.session.modify_program(self.args.program_id, self.elf)
-            self.first_step = False
-            self.session.send_continue(advance_count=self.args.advance_count,
-                                       modify_account_states=overrides)
-        elif isinstance(event, simsync.Slot):
-            self.progress.slot(self.key, event.slot)
-        elif isinstance(event, simsync.Transaction):
-            self.collector.transaction(event)
-        elif isinstance(event, simsync.AccountDiff):
-            self.collector.diff(event)
-        elif isinstance(event, simsync.ServerError):
-            if event.rejects_request:     # the step did not run; nothing will come
-                raise simsync.SimsyncError(f"the server rejected the step: {event.message}")
-            log.warning("server error (non-fatal) in session %s: %s",
-                        self.session.info.session_id, event.message)
-        elif isinstance(event, simsync.Completed):
-            self.completed = event
-            self.progress.finished(self.key)
-
-
-def _drive_one(client: simsync.Client, create: Dict[str, Any], program_id: str,
-               args: argparse.Namespace, elf: Optional[bytes], progress: Progress,
-               collector: report.Collector) -> List[Driver]:
-    with client.start_session(**create) as session:
-        progress.watch(lambda: session.status)
-        progress.track("main", args.start_slot, args.end_slot)
-        driver = Driver(session, "main", args, elf, progress, collector)
-        driver.subscribe(program_id)
-        while driver.completed is None:
-            with contextlib.suppress(simsync.EventTimeout):
-                driver.handle(session.next_event(TICK))
-            progress.tick()
-        return [driver]
-
-
-def _drive_parallel(client: simsync.Client, create: Dict[str, Any], program_id: str,
-                    args: argparse.Namespace, elf: Optional[bytes], progress: Progress,
-                    collector: report.Collector) -> List[Driver]:
-    with client.start_parallel(**create) as batch:
-        progress.watch(lambda: batch.status)
-        drivers: Dict[str, Driver] = {}
-        for sub in batch.sub_sessions:
-            key = sub.info.session_id
-            progress.track(key, *sub.range)
-            drivers[key] = Driver(sub, key, args, elf, progress, collector)
-            drivers[key].subscribe(program_id)
-        while any(d.completed is None for d in drivers.values()):
-            try:   # events() ends on a timeout: start it again (completion is tracked here)
-                for sub, event in batch.events(timeout=TICK):
-                    drivers[sub.info.session_id].handle(event)
-                    progress.tick()
-                    if all(d.completed is not None for d in drivers.values()):
-                        break
-            except simsync.EventTimeout:
-                pass
-            progress.tick()
-        return list(drivers.values())
+__all__ = ["SUBSCRIPTIONS", "SYSTEM_PROGRAM_ID", "cmd_run", "create_params", "read_elf",
+           "run_job"]
 
 
 def _summary_line(drivers: List[Driver]) -> Optional[str]:
@@ -117,15 +26,6 @@ def _summary_line(drivers: List[Driver]) -> Optional[str]:
     return "server summary: " + ", ".join(f"{f.replace('_', ' ')} {v}" for f, v in sums.items())
 
 
-def read_elf(path: str) -> bytes:
-    """The bytes of an ELF file; ValueError when it has no ELF header."""
-    with open(path, "rb") as source:
-        elf = source.read()
-    if not elf.startswith(b"\x7fELF"):
-        raise ValueError(f"{path} is not an ELF file (no \\x7fELF header)")
-    return elf
-
-
 def create_params(args: argparse.Namespace) -> Dict[str, Any]:
     """The ``start_session`` fields of a run (``start_slot``, ``end_slot``, ...)."""
     return {"start_slot": args.start_slot, "end_slot": args.end_slot,
@@ -134,17 +34,24 @@ def create_params(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def run_job(client: simsync.Client, create: Dict[str, Any], args: argparse.Namespace,
-            elf: Optional[bytes], progress: Progress) -> Tuple[List[Driver], report.Collector]:
-    """Drive one run to ``Completed`` on the calling thread (one session, or a parallel batch
-    with ``args.parallel``) and return its drivers and the collected transactions. Reads
-    ``args.program_id``, ``subscriptions``, ``advance_count``, ``parallel``, ``start_slot``
-    and ``end_slot``. Raises what the session raises (``ControlFailed``, ...)."""
-    program_id = args.program_id or SYSTEM_PROGRAM_ID
-    collector = report.Collector(program_id)
-    drive = _drive_parallel if args.parallel else _drive_one
+            elf: Optional[bytes], progress: Progress,
+            collector: Optional[runoutput.Collector] = None,
+            ) -> Tuple[List[Driver], runoutput.Collector]:
+    """``runoutput.collect_run`` with a run's arguments (``args.program_id``,
+    ``subscriptions``, ``advance_count``, ``parallel``) and the progress display."""
     with progress.logging():
-        drivers = drive(client, create, program_id, args, elf, progress, collector)
-    return drivers, collector
+        return runoutput.collect_run(
+            client, create, program_id=args.program_id, subscriptions=args.subscriptions,
+            advance_count=args.advance_count, parallel=args.parallel, elf=elf,
+            observer=progress, collector=collector)
+
+
+def write_output(doc: runoutput.Json, args: argparse.Namespace) -> None:
+    """``--output-file`` in ``--format`` json (the service CLI's document) or jsonl."""
+    if args.format == "jsonl":
+        runoutput.write_jsonl(doc, args.output_file)
+    else:
+        runoutput.write(doc, args.output_file)
 
 
 def cmd_run(args: argparse.Namespace, client: simsync.Client) -> int:
@@ -152,13 +59,25 @@ def cmd_run(args: argparse.Namespace, client: simsync.Client) -> int:
     program_id = args.program_id or SYSTEM_PROGRAM_ID
     progress = Progress(args.start_slot, args.end_slot, args.progress_interval)
     started = time.monotonic()
+    collector = runoutput.Collector(program_id,
+                                    diffs_subscribed="account-diff" in args.subscriptions)
     try:
-        drivers, collector = run_job(client, create_params(args), args, elf, progress)
+        drivers, _ = run_job(client, create_params(args), args, elf, progress, collector)
+    except KeyboardInterrupt:
+        progress.close()
+        if args.output_file:      # what was collected, marked incomplete
+            doc = runoutput.document(collector.records(), args.start_slot, args.end_slot,
+                                     program_id, [], collector.token_changes_measured,
+                                     complete=False)
+            write_output(doc, args)
+            print(f"interrupted: wrote {len(doc['transactions'])} transactions to "
+                  f"{args.output_file} (marked incomplete)")
+        raise
     finally:
         progress.close()
     records = collector.records()
     ids = [d.session.info.session_id for d in drivers]
-    count = report.totals(records)
+    count = runoutput.totals(records)
     print(f"completed slots {args.start_slot}-{args.end_slot} "
           f"({progress.total} slots) in {time.monotonic() - started:.1f}s")
     print(f"sessions: {', '.join(ids)}")
@@ -173,7 +92,8 @@ def cmd_run(args: argparse.Namespace, client: simsync.Client) -> int:
         print(line)
     print(f"reconnects: {progress.reconnects}")
     if args.output_file:
-        report.write(report.document(records, args.start_slot, args.end_slot, program_id, ids),
-                     args.output_file)
+        doc = runoutput.document(records, args.start_slot, args.end_slot, program_id, ids,
+                                 token_changes_measured=collector.token_changes_measured)
+        write_output(doc, args)
         print(f"wrote {args.output_file}")
     return 0

@@ -202,7 +202,9 @@ def merged(jobs: Sequence[SweepJob], docs: Dict[int, report.Json],
     indexes = [i for i, job in enumerate(jobs) if job.build == build and i in docs]
     records = sorted((r for i in indexes for r in docs[i]["transactions"]),
                      key=lambda r: r["slot"])
-    return {"transactions": records}, len(indexes)
+    measured = all(report.token_changes_measured(docs[i]) for i in indexes)
+    return ({"metadata": {"token_changes_measured": measured}, "transactions": records},
+            len(indexes))
 
 
 def compare_builds(jobs: Sequence[SweepJob], docs: Dict[int, report.Json],
