@@ -465,7 +465,9 @@ def report(count: int, drain: float, drain_frames: int, stream_bytes: int,
           f"consumer ({stream_bytes / drain / 1e6:,.0f} MB/s)")
     print(f"simsync / baseline: {ratio:.2f} (best vs best); per adjacent pair: median "
           f"{statistics.median(pairs):.2f}, range {min(pairs):.2f}-{max(pairs):.2f}")
-    print(f"target >= {target}: {'met' if ratio >= target else 'MISSED'} (best vs best)")
+    median_pair = statistics.median(pairs)
+    print(f"target >= {target} (median pair): {'met' if median_pair >= target else 'MISSED'}; "
+          f"best vs best {'meets' if ratio >= target else 'misses'} it")
     print("CPU us/ev, ctx sw/ev: medians of the client process's CPU seconds and voluntary "
           "context switches (psutil) per event")
 

@@ -3,11 +3,24 @@
 Decoding runs on every frame, so it uses explicit constructors keyed by method, never the
 generic dataclasses-json ``from_dict``. Anything malformed raises :class:`ProtocolError`
 with a short excerpt of the frame, and nothing else.
+
+JSON is parsed by msgspec (C, about 2.5x ``json.loads``) with ``json.loads`` as the reference:
+every text msgspec refuses goes to ``json.loads``, which accepts it or raises (see
+:func:`loads`). What msgspec accepts it reads as ``json.loads`` does (Python ints of any size,
+the last of duplicate keys, the same floats); what only the reference accepts (``NaN``,
+``Infinity``, numbers beyond the float range, lone surrogates, UTF-16/32 or BOM-prefixed
+bytes) still decodes, through the reference. ``tests/test_codec_fast.py`` checks the two
+against each other.
 """
 from __future__ import annotations
 
 import json
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+try:
+    import msgspec.json as _msgspec_json
+except ImportError:  # pragma: no cover - msgspec is a dependency; the reference still works
+    _msgspec_json = None  # type: ignore[assignment]
 
 from simsync.errors import ProtocolError
 from simsync.protocol.notifications import NOTIFICATION_TYPES
@@ -59,7 +72,28 @@ from simsync.protocol.types import (
 Frame = Union[str, bytes, bytearray]
 Decoded = Union[Response, ServerError]
 
-_loads = json.loads
+_reference_loads = json.loads
+_fast_loads: Optional[Callable[[Frame], Any]] = (
+    None if _msgspec_json is None else _msgspec_json.Decoder().decode)
+
+_FAST_TYPES = frozenset({str, bytes, bytearray})
+
+
+def loads(text: Frame) -> Any:
+    """The JSON value of ``text`` (``str``, or UTF-8/16/32 ``bytes``/``bytearray``), exactly as
+    ``json.loads`` reads it: msgspec first, ``json.loads`` for whatever msgspec refuses.
+    Raises what ``json.loads`` raises (``ValueError`` and its ``JSONDecodeError`` and
+    ``UnicodeDecodeError``, ``RecursionError``, ``TypeError``). Any thread; never blocks.
+
+    One known difference, at the interpreter's recursion limit: a value nested within 3 levels
+    of the depth at which ``json.loads`` raises ``RecursionError`` (about 990 with the default
+    limit) is read, since ``json.loads`` spends 3 Python frames of its own before it parses."""
+    if _fast_loads is not None and type(text) in _FAST_TYPES:   # msgspec reads memoryviews too
+        try:
+            return _fast_loads(text)
+        except (ValueError, TypeError, RecursionError):
+            pass                    # msgspec.DecodeError and UnicodeEncodeError are ValueErrors
+    return _reference_loads(text)
 _READY = ReadyForContinue()
 _SUCCESS = Success()
 
@@ -449,7 +483,7 @@ def _decode_reply(obj: Dict[str, Any]) -> Response:
 
 def _parse(frame: Frame) -> Dict[str, Any]:
     try:
-        obj = _loads(frame)
+        obj = loads(frame)
     except (ValueError, UnicodeDecodeError, RecursionError, TypeError):
         raise ProtocolError("frame is not JSON", frame) from None
     if type(obj) is not dict:
@@ -463,7 +497,11 @@ def decode_response(frame: Frame) -> Tuple[Optional[int], Decoded]:
     ``seq_id`` is ``None`` when the frame carries none (PubSub frames never do).
     Raises :class:`ProtocolError` for anything malformed, never another exception.
     """
-    obj = _parse(frame)
+    return _decode_object(_parse(frame), frame)
+
+
+def _decode_object(obj: Dict[str, Any], frame: Frame) -> Tuple[Optional[int], Decoded]:
+    """``decode_response`` of a parsed frame (``frame`` only for the error's excerpt)."""
     try:
         if "jsonrpc" in obj:
             return None, _decode_pubsub(obj)
@@ -582,7 +620,7 @@ def _available_range(item: Any) -> AvailableRange:
 def decode_available_ranges(body: Frame) -> List[AvailableRange]:
     """Decode a ``/available-ranges`` body (old and new field sets)."""
     try:
-        items = _loads(body)
+        items = loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError, TypeError):
         raise ProtocolError("/available-ranges did not answer JSON", body) from None
     try:
