@@ -726,14 +726,17 @@ class SessionRpc:
             raise _unexpected("simulateTransaction", result, "an object")
         return result
 
-    def send_transaction(self, tx: Any) -> str:
+    def send_transaction(self, tx: Any, skip_preflight: bool = False) -> str:
         """``sendTransaction``: execute ``tx`` at once in the current slot; returns its signature.
 
-        ``tx`` as in :func:`to_base64`; sent base64 with ``skipPreflight: true``. A failing
-        transaction may still be accepted: check ``get_signature_statuses``/``get_transaction``.
+        ``tx`` as in :func:`to_base64`; sent base64. With the preflight (the default, as
+        Agave's clients have it) a transaction that would fail is refused with ``RpcError``
+        (-32002 and the simulation result as ``data``; -32003 for a bad signature); with
+        ``skip_preflight=True`` it is sent as is: check ``get_signature_statuses``.
         """
         result = self.call("sendTransaction",
-                           [to_base64(tx), {"encoding": "base64", "skipPreflight": True}])
+                           [to_base64(tx), {"encoding": "base64",
+                                            "skipPreflight": skip_preflight}])
         if not isinstance(result, str):
             raise _unexpected("sendTransaction", result, "a signature string")
         return result

@@ -122,22 +122,24 @@ def test_subscription_refusal_raises_with_the_server_message(sim: Any) -> None:
 def test_modify_program_installs_a_program_that_runs(sim: Any) -> None:
     from solders.hash import Hash
     from solders.instruction import AccountMeta, Instruction
+    from solders.keypair import Keypair
     from solders.litesvm import LiteSVM
     from solders.message import MessageV0
     from solders.pubkey import Pubkey
-    from solders.signature import Signature
     from solders.transaction import VersionedTransaction
 
     memo = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
     elf = bytes(LiteSVM().get_account(memo).data)
     assert elf[:4] == b"\x7fELF"
-    program, payer = Pubkey.new_unique(), Pubkey.new_unique()
+    program, signer = Pubkey.new_unique(), Keypair()
+    payer = signer.pubkey()
     instruction = Instruction(program, b"installed by simsync", [AccountMeta(payer, True, True)])
-    message = MessageV0.try_compile(payer, [instruction], [], Hash.default())
-    transaction = VersionedTransaction.populate(message, [Signature.default()])
     with client(sim).start_session(start_slot=START, end_slot=END) as session:
         while not isinstance(session.next_event(10), simsync.ReadyForContinue):
             pass
+        blockhash = Hash.from_string(session.rpc.get_latest_blockhash()["blockhash"])
+        message = MessageV0.try_compile(payer, [instruction], [], blockhash)
+        transaction = VersionedTransaction(message, [signer])
         overrides = session.modify_program(program, elf)
         overrides[str(payer)] = simsync.AccountData.of(b"", SYSTEM, 10**9)
         session.continue_until_ready(transactions=[transaction],

@@ -159,7 +159,7 @@ HELPERS: list[tuple[str, Callable[[SessionRpc], Any], str, list[Any], Any, Any]]
      [TX_B64, {"encoding": "base64", "sigVerify": False, "replaceRecentBlockhash": True}],
      ctx({"err": None, "logs": ["ok"]}), {"err": None, "logs": ["ok"]}),
     ("send_transaction", lambda r: r.send_transaction(TX_BYTES), "sendTransaction",
-     [TX_B64, {"encoding": "base64", "skipPreflight": True}], SIG, SIG),
+     [TX_B64, {"encoding": "base64", "skipPreflight": False}], SIG, SIG),
     ("get_address_lookup_table", lambda r: r.get_address_lookup_table(PK),
      "getAddressLookupTable", [PK], ctx({"addresses": [PK2]}), {"addresses": [PK2]}),
     ("get_address_lookup_table_missing", lambda r: r.get_address_lookup_table(PK),

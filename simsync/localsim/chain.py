@@ -1,8 +1,13 @@
 """One session's simulated chain: a LiteSVM instance plus the record of what it executed.
 
 A `Chain` is owned by one session and used only on the simulator's event-loop thread (LiteSVM is
-not shared across threads). Signature checks and blockhash checks are off, so user transactions
-with dummy signatures execute. Each executed transaction becomes a `TxRecord` (what getTransaction,
+not shared across threads). Before a transaction runs, the chain applies Agave's admission checks
+itself (`Chain.admit`): signatures verified, a signature already processed rejected
+(`AlreadyProcessed`), the recent blockhash one of the last `MAX_PROCESSING_AGE` blocks'
+(`BlockhashNotFound`); a rejected transaction is not executed and pays no fee. (LiteSVM's own
+checks stay off: its duplicate check needs its signature verification, and its blockhash check
+knows only the latest blockhash, not Agave's window.) The Clock sysvar follows each block's time
+and the epoch schedule. Each executed transaction becomes a `TxRecord` (what getTransaction,
 transactionSubscribe and accountDiffSubscribe need); its `ExecutedTx` is handed to ``on_executed``
 so the simulator can show it to tests on another thread.
 """
@@ -10,12 +15,14 @@ from __future__ import annotations
 
 import base64
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import base58
 from solders.account import Account
 from solders.address_lookup_table_account import AddressLookupTable
+from solders.clock import Clock
 from solders.litesvm import LiteSVM
 from solders.message import MessageV0
 from solders.pubkey import Pubkey
@@ -27,6 +34,20 @@ from simsync.localsim.accounts import Override, account_json, order_for_install
 from simsync.localsim.history import History
 
 JsonObj = Dict[str, Any]
+
+#: Agave's recent-blockhash window, in blocks (``MAX_PROCESSING_AGE``); a transaction whose
+#: blockhash is older is rejected, and ``lastValidBlockHeight`` is the height + this.
+MAX_PROCESSING_AGE = 150
+#: Mainnet's epoch schedule (no warm-up): epoch 925 at slot 400,000,000.
+SLOTS_PER_EPOCH = 432_000
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A transaction the runtime refused before executing it (no fee, no record): ``err``
+    is the TransactionError name (``SignatureFailure``, ``AlreadyProcessed``,
+    ``BlockhashNotFound``)."""
+    err: str
 
 
 @dataclass(frozen=True)
@@ -158,14 +179,51 @@ class Chain:
         self.records: List[TxRecord] = []
         self.by_signature: Dict[str, TxRecord] = {}
         self._on_executed = on_executed
+        #: the last MAX_PROCESSING_AGE + 1 blockhashes (current included) → block height
+        self._recent: OrderedDict[str, int] = OrderedDict()
+        self.block_height = history.block_height(self.slot)
         self.install(history.genesis())
 
     # -- state -----------------------------------------------------------------------------
     def warp(self, slot: int) -> None:
-        """Move the clock to ``slot`` and roll the blockhash."""
+        """Stand before the block at ``slot`` (a produced slot, ascending): the slot, the
+        block height (one more block than at the previous warp, or the history's height at
+        the first), the recent blockhash window and the Clock sysvar (the block's time,
+        the epoch of mainnet's schedule)."""
+        first = not self._recent
+        self.block_height = (self.history.block_height(slot) if first
+                             else self.block_height + 1)
         self.slot = slot
         self.svm.warp_to_slot(slot)
-        self.svm.expire_blockhash()
+        self._recent[str(self.history.blockhash(slot))] = self.block_height
+        while len(self._recent) > MAX_PROCESSING_AGE + 1:
+            self._recent.popitem(last=False)
+        epoch = slot // SLOTS_PER_EPOCH
+        self.svm.set_clock(Clock(slot, self.history.block_time(epoch * SLOTS_PER_EPOCH), epoch,
+                                 epoch + 1, self.history.block_time(slot)))
+
+    def latest_blockhash(self) -> Tuple[str, int]:
+        """``(blockhash, lastValidBlockHeight)`` at the current pause: the blockhash the
+        next block is built on, valid until the block height passes height + 150."""
+        return str(self.history.blockhash(self.slot)), self.block_height + MAX_PROCESSING_AGE
+
+    def is_blockhash_valid(self, blockhash: str) -> bool:
+        """Whether a transaction carrying ``blockhash`` would pass the age check now."""
+        if not self._recent:  # before the first block: only the first block's own
+            return blockhash == str(self.history.blockhash(self.slot))
+        return blockhash in self._recent
+
+    def admit(self, tx: VersionedTransaction, verify: bool = True) -> Optional[Rejected]:
+        """Agave's checks before execution, in its order: signatures (``verify``), then
+        the blockhash's age, then the status cache (a signature already processed)."""
+        if verify and not all(tx.verify_with_results()):
+            return Rejected("SignatureFailure")
+        if not tx.uses_durable_nonce() and not self.is_blockhash_valid(
+                str(tx.message.recent_blockhash)):
+            return Rejected("BlockhashNotFound")
+        if tx.signatures and str(tx.signatures[0]) in self.by_signature:
+            return Rejected("AlreadyProcessed")
+        return None
 
     def install(self, overrides: Sequence[Override]) -> None:
         """Write accounts (data accounts before programs, so ProgramData precedes Program)."""
@@ -180,8 +238,13 @@ class Chain:
 
     # -- execution -------------------------------------------------------------------------
     def execute(self, tx: VersionedTransaction, batch_index: Optional[int] = None,
-                source: str = "history") -> Optional[TxRecord]:
-        """Execute for real in the current slot; None when it was a duplicate (not executed)."""
+                source: str = "history") -> Union[TxRecord, Rejected]:
+        """Execute for real in the current slot, after the admission checks (``admit``;
+        the history's own transactions are signed by construction and skip the signature
+        check); a ``Rejected`` was not executed and changed nothing."""
+        rejected = self.admit(tx, verify=source != "history")
+        if rejected is not None:
+            return rejected
         keys = self._account_keys(tx)
         pubkeys = [Pubkey.from_string(k) for k in keys]
         pre = [self.account(p) for p in pubkeys]
@@ -189,7 +252,7 @@ class Chain:
         if isinstance(result, FailedTransactionMetadata):
             err = error_json(result.err())
             if err == "AlreadyProcessed":
-                return None
+                return Rejected(err)
             meta = result.meta()
         else:
             err, meta = None, result

@@ -161,6 +161,19 @@ class History:
         lo, hi = max(start, self.first_slot), min(end, self.last_slot)
         return [s for s in range(lo, hi + 1) if self.is_produced(s)]
 
+    def blockhash(self, slot: int) -> Hash:
+        """The recent blockhash a block at ``slot`` is built on: what ``getLatestBlockhash``
+        answers while the session stands at ``slot``, and what the history's own
+        transactions of that block carry (deterministic)."""
+        return Hash(hashlib.sha256(f"{self.seed}:blockhash:{slot}".encode()).digest())
+
+    def block_height(self, slot: int) -> int:
+        """Block height at a pause before ``slot`` (a produced slot): the number of blocks
+        produced before it on its own scale, below the slot number (mainnet's base:
+        ``first_slot`` × 0.945, then one per produced block; skipped slots add none)."""
+        return (self.first_slot * 945 // 1000
+                + len(self.produced_slots(self.first_slot, slot - 1)))
+
     def block_time(self, slot: int) -> int:
         return EPOCH_UTC + (slot - self.first_slot) * 2 // 5
 
@@ -220,7 +233,7 @@ class History:
         cached = self._blocks.get(slot)
         if cached is not None:
             return cached
-        blockhash = Hash(hashlib.sha256(f"{self.seed}:blockhash:{slot}".encode()).digest())
+        blockhash = self.blockhash(slot)
         built = []
         index = 0
         for batch in self.plan(slot):

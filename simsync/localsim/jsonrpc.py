@@ -8,7 +8,9 @@ INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
-SESSION_ENDED = -32002  # also Solana's "transaction simulation failed" (preflight)
+SESSION_ENDED = -32002
+PREFLIGHT_FAILURE = -32002  # Agave: "Transaction simulation failed: …" (sendTransaction)
+SIGNATURE_VERIFICATION_FAILURE = -32003  # Agave: "Transaction signature verification failure"
 
 JsonObj = Dict[str, Any]
 

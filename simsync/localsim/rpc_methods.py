@@ -21,12 +21,14 @@ from simsync.localsim.accounts import (
     parse_overrides,
     parse_pubkey,
 )
-from simsync.localsim.chain import Chain
+from simsync.localsim.chain import Chain, TxRecord
 from simsync.localsim.jsonrpc import (
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     PARSE_ERROR,
+    PREFLIGHT_FAILURE,
     SESSION_ENDED,
+    SIGNATURE_VERIFICATION_FAILURE,
     JsonObj,
     RpcError,
     error,
@@ -134,8 +136,19 @@ def get_slot(session: BacktestSession, params: List[Any]) -> Any:
 
 def get_latest_blockhash(session: BacktestSession, params: List[Any]) -> Any:
     chain = session.chain
-    return _context(chain, {"blockhash": str(chain.svm.latest_blockhash()),
-                            "lastValidBlockHeight": chain.slot + 150})
+    blockhash, last_valid = chain.latest_blockhash()
+    return _context(chain, {"blockhash": blockhash, "lastValidBlockHeight": last_valid})
+
+
+def get_block_height(session: BacktestSession, params: List[Any]) -> Any:
+    return session.chain.block_height
+
+
+def is_blockhash_valid(session: BacktestSession, params: List[Any]) -> Any:
+    blockhash = _param(params, 0)
+    if not isinstance(blockhash, str):
+        raise invalid_params("expected a blockhash (base58)")
+    return _context(session.chain, session.chain.is_blockhash_valid(blockhash))
 
 
 def get_account_info(session: BacktestSession, params: List[Any]) -> Any:
@@ -224,24 +237,58 @@ def get_transaction(session: BacktestSession, params: List[Any]) -> Any:
         raise invalid_params(str(exc)) from None
 
 
+def _signature_failure() -> RpcError:
+    return RpcError(SIGNATURE_VERIFICATION_FAILURE,
+                    "Transaction signature verification failure")
+
+
+#: Agave's preflight message for each admission error (``TransactionError`` display text)
+_PREFLIGHT_TEXT = {"AlreadyProcessed": "This transaction has already been processed",
+                   "BlockhashNotFound": "Blockhash not found"}
+
+
+def _preflight_failure(err: Any, sim: Optional[JsonObj] = None) -> RpcError:
+    data: JsonObj = {"err": err, "logs": [], "accounts": None, "unitsConsumed": 0,
+                     "returnData": None, **(sim or {})}
+    text = _PREFLIGHT_TEXT.get(err, err) if isinstance(err, str) else err
+    return RpcError(PREFLIGHT_FAILURE, f"Transaction simulation failed: {text}", data)
+
+
 def simulate_transaction(session: BacktestSession, params: List[Any]) -> Any:
-    return _context(session.chain, session.chain.simulate(_transaction(params)))
+    """Agave's simulateTransaction: ``sigVerify`` (default off) verifies the signatures
+    (-32003 on failure); the blockhash's age is checked unless ``replaceRecentBlockhash``."""
+    tx = _transaction(params)
+    config = _config(params, 1)
+    chain = session.chain
+    if config.get("sigVerify") and not all(tx.verify_with_results()):
+        raise _signature_failure()
+    if (not config.get("replaceRecentBlockhash") and not tx.uses_durable_nonce()
+            and not chain.is_blockhash_valid(str(tx.message.recent_blockhash))):
+        return _context(chain, {"err": "BlockhashNotFound", "logs": [], "accounts": None,
+                                "unitsConsumed": 0, "returnData": None})
+    return _context(chain, chain.simulate(tx))
 
 
 def send_transaction(session: BacktestSession, params: List[Any]) -> Any:
-    """Execute at once in the slot the session stands at (after a preflight simulation)."""
+    """Execute at once in the slot the session stands at. The preflight (unless
+    ``skipPreflight``), as Agave's: signatures verified (-32003), the admission checks and
+    a simulation (-32002 with the simulation result as ``data``). Without preflight a
+    transaction the runtime refuses is dropped (its signature is answered, no status)."""
     tx = _transaction(params)
     chain = session.chain
     if not _config(params, 1).get("skipPreflight"):
+        if not all(tx.verify_with_results()):
+            raise _signature_failure()
+        refused = chain.admit(tx, verify=False)
+        if refused is not None:
+            raise _preflight_failure(refused.err)
         sim = chain.simulate(tx)
         if sim["err"] is not None:
-            raise RpcError(SESSION_ENDED, f"Transaction simulation failed: {sim['err']}", sim)
+            raise _preflight_failure(sim["err"], sim)
     record = chain.execute(tx, None, "rpc")
-    if record is None:
-        raise RpcError(SESSION_ENDED, "Transaction simulation failed: This transaction has "
-                       "already been processed", {"err": "AlreadyProcessed"})
-    session.hub.publish(record.slot, record)
-    return record.signature
+    if isinstance(record, TxRecord):
+        session.hub.publish(record.slot, record)
+    return str(tx.signatures[0])
 
 
 def get_address_lookup_table(session: BacktestSession, params: List[Any]) -> Any:
@@ -280,7 +327,7 @@ def get_health(session: BacktestSession, params: List[Any]) -> Any:
 
 METHODS: Dict[str, Method] = {
     "getSlot": get_slot,
-    "getBlockHeight": get_slot,
+    "getBlockHeight": get_block_height,
     "getLatestBlockhash": get_latest_blockhash,
     "getAccountInfo": get_account_info,
     "getBalance": get_balance,
@@ -290,6 +337,7 @@ METHODS: Dict[str, Method] = {
     "getSignatureStatuses": get_signature_statuses,
     "getTransaction": get_transaction,
     "simulateTransaction": simulate_transaction,
+    "isBlockhashValid": is_blockhash_valid,
     "sendTransaction": send_transaction,
     "getAddressLookupTable": get_address_lookup_table,
     "modifyAccounts": modify_accounts,

@@ -34,7 +34,7 @@ from typing import Any, Awaitable, Callable, Dict, FrozenSet, List, Optional, Tu
 from solders.transaction import VersionedTransaction
 
 from simsync.localsim.accounts import AccountDataError, Override, parse_overrides
-from simsync.localsim.chain import Chain
+from simsync.localsim.chain import Chain, TxRecord
 from simsync.localsim.discovery import Filter, matched_filters, parse_filters
 from simsync.localsim.faults import FATAL_ERRORS, FaultPlan
 from simsync.localsim.history import History, HistTx
@@ -396,15 +396,20 @@ class BacktestSession:
         if htx.plan.payer in self.params.signer_filter:
             return
         record = self.chain.execute(htx.tx, batch, "history")
-        if record is not None:
+        if isinstance(record, TxRecord):
             self.hub.publish(record.slot, record)
 
     def _run_user(self, txs: List[VersionedTransaction]) -> None:
         self.emit("status", {"status": "readyToExecuteUserTransactions"})
-        for tx in txs:
+        for index, tx in enumerate(txs):
             record = self.chain.execute(tx, None, "user")
-            if record is not None:
+            if isinstance(record, TxRecord):
                 self.hub.publish(record.slot, record)
+            else:  # refused by the runtime (no fee, nothing ran): say so, go on
+                signature = str(tx.signatures[0]) if tx.signatures else "?"
+                self.emit("error", {"simulationError": {
+                    "error": f"transaction {index} ({signature}) was not executed: "
+                             f"{record.err}"}})
         self.emit("status", {"status": "executedUserTransactions"})
 
     def _finish_block(self) -> bool:

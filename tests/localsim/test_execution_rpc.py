@@ -32,12 +32,19 @@ def _funded(lamports: int = 10 * SOL) -> dict:
             "lamports": lamports, "owner": SYSTEM_PROGRAM_ID, "space": 0}
 
 
-def _transfer_tx(payer: Keypair, dest: Pubkey, lamports: int, sign: bool = True) -> str:
+def _blockhash(sim: LocalSimulator, clients, sid: str) -> Hash:
+    """The session's current recent blockhash (what a real client reads before signing)."""
+    return Hash.from_string(clients["rpc"](sim, sid).result("getLatestBlockhash")
+                            ["value"]["blockhash"])
+
+
+def _transfer_tx(payer: Keypair, dest: Pubkey, lamports: int, blockhash: Hash,
+                 sign: bool = True) -> str:
     ix = transfer(TransferParams(from_pubkey=payer.pubkey(), to_pubkey=dest, lamports=lamports))
-    message = MessageV0.try_compile(payer.pubkey(), [ix], [], Hash.default())
+    message = MessageV0.try_compile(payer.pubkey(), [ix], [], blockhash)
     if sign:
         tx = VersionedTransaction(message, [payer])
-    else:  # a dummy signature: signature checks are off
+    else:  # a dummy signature: refused (SignatureFailure)
         tx = VersionedTransaction.populate(message, [Signature.default()])
     return b64(bytes(tx))
 
@@ -46,7 +53,8 @@ def test_user_transactions_execute_after_history(sim: LocalSimulator, clients) -
     payer, dest = Keypair(), Keypair().pubkey()
     c = clients["control"](sim)
     sid = c.create(end=START + 5)
-    frames = c.step(advanceCount=1, transactions=[_transfer_tx(payer, dest, SOL)],
+    blockhash = _blockhash(sim, clients, sid)
+    frames = c.step(advanceCount=1, transactions=[_transfer_tx(payer, dest, SOL, blockhash)],
                     modifyAccountStates={str(payer.pubkey()): _funded()})
     statuses = [f["params"]["status"] for f in frames if f["method"] == "status"]
     assert statuses == ["decodedTransactions", "appliedAccountModifications",
@@ -65,21 +73,29 @@ def test_user_transactions_execute_after_history(sim: LocalSimulator, clients) -
     assert tx["transaction"][1] == "base64"
 
 
-def test_dummy_signature_transaction_executes(sim: LocalSimulator, clients) -> None:
+def test_dummy_signature_transaction_is_refused(sim: LocalSimulator, clients) -> None:
+    """Agave verifies signatures: a transaction with a dummy signature does not run, pays
+    no fee, and the step says so with a non-fatal error; the session goes on."""
     payer, dest = Keypair(), Keypair().pubkey()
     c = clients["control"](sim)
     sid = c.create(end=START + 5)
-    c.step(transactions=[_transfer_tx(payer, dest, SOL, sign=False)],
-           modifyAccountStates={str(payer.pubkey()): _funded()})
-    assert sim.executed(sid)[-1].ok
-    assert clients["rpc"](sim, sid).result("getBalance", str(dest))["value"] == SOL
+    frames = c.step(transactions=[_transfer_tx(payer, dest, SOL, _blockhash(sim, clients, sid),
+                                               sign=False)],
+                    modifyAccountStates={str(payer.pubkey()): _funded()})
+    errors = [f["params"] for f in frames if f["method"] == "error"]
+    assert len(errors) == 1 and "SignatureFailure" in errors[0]["simulationError"]["error"]
+    assert all(e.source == "history" for e in sim.executed(sid))
+    rpc = clients["rpc"](sim, sid)
+    assert rpc.result("getBalance", str(dest))["value"] == 0
+    assert rpc.result("getBalance", str(payer.pubkey()))["value"] == 10 * SOL
+    assert frames[-1]["method"] == "readyForContinue"
 
 
 def test_failed_user_transaction_is_recorded_not_fatal(sim: LocalSimulator, clients) -> None:
     payer, dest = Keypair(), Keypair().pubkey()
     c = clients["control"](sim)
     sid = c.create(end=START + 5)
-    c.step(transactions=[_transfer_tx(payer, dest, 100 * SOL)],
+    c.step(transactions=[_transfer_tx(payer, dest, 100 * SOL, _blockhash(sim, clients, sid))],
            modifyAccountStates={str(payer.pubkey()): _funded(SOL)})
     last = sim.executed(sid)[-1]
     assert last.source == "user" and not last.ok and last.err is not None
@@ -123,8 +139,8 @@ def test_program_override_loads_and_runs(sim: LocalSimulator, clients) -> None:
     payer = Keypair()
     overrides[str(payer.pubkey())] = _funded()
     ix = Instruction(program, b"hello override", [])
-    tx = VersionedTransaction(MessageV0.try_compile(payer.pubkey(), [ix], [], Hash.default()),
-                              [payer])
+    tx = VersionedTransaction(MessageV0.try_compile(payer.pubkey(), [ix], [],
+                                                    _blockhash(sim, clients, sid)), [payer])
     c.step(transactions=[b64(bytes(tx))], modifyAccountStates=overrides)
     last = sim.executed(sid)[-1]
     assert last.ok and last.program_ids == (str(program),)
@@ -148,7 +164,9 @@ def test_rpc_reads_while_paused_see_state_through_previous_batch(sim: LocalSimul
         assert rpc.result("getSignatureStatuses", [e.signature])["value"][0]["slot"] == slot
     payer, dest = Keypair(), Keypair().pubkey()
     rpc.result("modifyAccounts", {str(payer.pubkey()): _funded()})
-    sig = rpc.result("sendTransaction", _transfer_tx(payer, dest, SOL), {"encoding": "base64"})
+    sig = rpc.result("sendTransaction", _transfer_tx(payer, dest, SOL,
+                                                     _blockhash(sim, clients, sid)),
+                     {"encoding": "base64"})
     c.step()
     order = [(e.source, e.batch_index) for e in sim.executed(sid) if e.slot == slot]
     rpc_at = order.index(("rpc", None))
@@ -191,7 +209,8 @@ def test_rpc_methods(sim: LocalSimulator, clients) -> None:
     tx = rpc.result("getTransaction", executed[0].signature, {"encoding": "base64"})
     assert tx["blockTime"] > 0 and tx["meta"]["logMessages"]
     assert rpc.result("getTransaction", "1" * 64) is None
-    sim_tx = _transfer_tx(payer, Keypair().pubkey(), SOL)
+    sim_tx = _transfer_tx(payer, Keypair().pubkey(), SOL,
+                          Hash.from_string(bh["value"]["blockhash"]))
     simulated = rpc.result("simulateTransaction", sim_tx, {"encoding": "base64"})["value"]
     assert simulated["err"] is not None  # the payer does not exist
     refused = rpc.call("sendTransaction", sim_tx, {"encoding": "base64"})
