@@ -459,17 +459,23 @@ class SessionModel(RuleBasedStateMachine):
             check_failure("subscribe_transactions", exc)
         self.subscribed = True
 
+    @staticmethod
+    def _send_step(session: simsync.Session, advance_count: int) -> None:
+        """``send_continue`` within ``STEP_BOUND``; a failure is classified (expected ones
+        end the rule, anything else fails the model)."""
+        try:
+            bounded("send_continue", STEP_BOUND, lambda: session.send_continue(
+                advance_count=advance_count, timeout=STEP_BOUND - 1))
+        except BaseException as exc:  # noqa: BLE001 - classified
+            check_failure("send_continue", exc)
+
     @precondition(lambda self: self.live)
     @rule(advance_count=st.integers(1, 3))
     @traced
     def step(self, advance_count: int) -> None:
         session = self.session
         assert session is not None
-        try:
-            bounded("send_continue", STEP_BOUND, lambda: session.send_continue(
-                advance_count=advance_count, timeout=STEP_BOUND - 1))
-        except BaseException as exc:  # noqa: BLE001 - classified
-            check_failure("send_continue", exc)
+        self._send_step(session, advance_count)
         self.stepped = True
         self._read_until_pause(f"step(advance_count={advance_count})", STEP_BOUND)
 
@@ -1073,11 +1079,7 @@ class SessionModel(RuleBasedStateMachine):
         loop calls ``next_event`` again. Nothing is lost, repeated or reordered."""
         session = self.session
         assert session is not None
-        try:
-            bounded("send_continue", STEP_BOUND, lambda: session.send_continue(
-                advance_count=advance_count, timeout=STEP_BOUND - 1))
-        except BaseException as exc:  # noqa: BLE001 - classified
-            check_failure("send_continue", exc)
+        self._send_step(session, advance_count)
         self.stepped = True
         inside = [False]
         landed = [0]

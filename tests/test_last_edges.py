@@ -215,7 +215,12 @@ def test_a_slow_consumer_is_not_taken_for_server_silence() -> None:
             sid = session.info.session_id
             wait_for(lambda: sim.session_info(sid)["state"] == "completed",
                      what="the server completed the range")
-            time.sleep(2.0)                     # the user is busy elsewhere (the input)
+            # the user is busy elsewhere: read nothing until the reader has stood parked on
+            # the full mailbox for 2 s past the server's last frame
+            link, _ = session._inbox.subscriptions[0]
+            wait_for(lambda: link.holding_back()
+                     and time.monotonic() - link.last_frame_at >= 2.0,
+                     what="the reader parked on the user for 2 s")
             while not seen or not isinstance(seen[-1], simsync.Completed):
                 seen.append(session.next_event(20))
         assert signatures(seen) == system_signatures(sim, sid)
