@@ -92,13 +92,17 @@ class Client:
             delay = state.next_action.sleep if state.next_action else 0.0
             log.log(logging.WARNING if state.attempt_number == 1 else logging.INFO,
                     "simsync: GET %s failed (attempt %d): %s; retrying in %.2fs",
-                    url, state.attempt_number, exc, delay)
+                    url, state.attempt_number, exc, delay,
+                    extra={"simsync_connect_retry": state.attempt_number})
 
         http = watched_http(config)
         try:
             for attempt in policy.retrying(log_retry, lambda: config.initial_connect_budget):
                 with attempt:
                     content = self._get_ranges(http, url, headers)
+            if attempt.retry_state.attempt_number > 1:     # the loop ends on an answer
+                log.info("simsync: GET %s answered (attempt %d)", url,
+                         attempt.retry_state.attempt_number, extra={"simsync_state": State.UP})
         except Transient as exc:
             raise RpcError(f"{urls.shown(self.url)}: GET {url} failed for "
                            f"initial_connect_budget={config.initial_connect_budget:g}s; "

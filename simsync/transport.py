@@ -121,7 +121,8 @@ class StatusCell:
             self._status = status
             self._changed.notify_all()
         extra = f" in {delay:.2f}s" if delay is not None else ""
-        log.info("%s: %s (attempt %d)%s", self._name, status, status.attempt, extra)
+        log.info("%s: %s (attempt %d)%s", self._name, status, status.attempt, extra,
+                 extra={"simsync_state": status.state})
         for callback in list(self._watchers):
             callback(status)
 
@@ -797,7 +798,8 @@ class Connection:
                     "%s: connecting to %s failed (attempt %d): %s; retrying in %.2fs "
                     "(initial_connect_budget=%gs)", self._name, urls.shown(self.link.url()),
                     state.attempt_number, describe(exc), delay or 0.0,
-                    self.config.initial_connect_budget)
+                    self.config.initial_connect_budget,
+                    extra={"simsync_connect_retry": state.attempt_number})
         self.status.set(ConnectionStatus(State.RECONNECTING, describe(exc) if exc else None,
                                          state.attempt_number), delay)
 

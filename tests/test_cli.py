@@ -358,14 +358,14 @@ def test_plain_progress_lines_when_stderr_is_not_a_terminal() -> None:
     assert "\r" not in result.stderr
 
 
-@pytest.mark.parametrize("columns", [0, 120])     # a fresh pty reports 0 x 0
-def test_progress_bar_on_a_terminal(sim: LocalSimulator, columns: int) -> None:
+def on_terminal(argv: List[str], columns: int) -> Tuple[int, str, bytes]:
+    """Run ``python -m simsync *argv`` with stderr on a pseudo-terminal of ``columns``
+    (0: a fresh pty reporting 0 x 0): (exit code, what the terminal showed, stdout)."""
     master, slave = pty.openpty()
     if columns:
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, columns, 0, 0))
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "simsync",
-                                 *run_args(sim.url, START, START + 10), "-v"],
+        proc = subprocess.Popen([sys.executable, "-m", "simsync", *argv],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=slave, env=clean_env())
     finally:
@@ -383,12 +383,35 @@ def test_progress_bar_on_a_terminal(sim: LocalSimulator, columns: int) -> None:
         stdout, _ = proc.communicate(timeout=60)
     finally:
         os.close(master)
-    shown = b"".join(chunks).decode(errors="replace")
-    assert proc.returncode == 0, shown
+    return proc.returncode, b"".join(chunks).decode(errors="replace"), stdout
+
+
+@pytest.mark.parametrize("columns", [0, 100, 120])     # a fresh pty reports 0 x 0
+def test_progress_bar_on_a_terminal(sim: LocalSimulator, columns: int) -> None:
+    returncode, shown, stdout = on_terminal([*run_args(sim.url, START, START + 10), "-v"],
+                                            columns)
+    assert returncode == 0, shown
     assert "simsync run:" in shown and "11/11" in shown and "slot/s" in shown
-    assert "reconnects=0" in shown and "\r" in shown
+    assert "0 reconnects" in shown and "\r" in shown
     assert "INFO simsync.transport" in shown       # -v log lines pass through the bar
     assert b"completed slots" in stdout
+    bars = re.findall(r"%\|([^|]*)\|", shown)
+    assert bars and min(len(bar) for bar in bars) >= 12, bars   # the postfix leaves a bar
+
+
+def test_a_dead_first_connect_is_one_updating_status_line_on_a_terminal() -> None:
+    """On a terminal the first connection's retries rewrite one line (no WARNING per
+    attempt), which is erased before the error line; the budget still bounds it."""
+    began = time.monotonic()
+    returncode, shown, _ = on_terminal(["ranges", "--url", f"ws://127.0.0.1:{closed_port()}",
+                                        "--connect-timeout", "1.5"], 100)
+    assert returncode == 1, shown
+    assert time.monotonic() - began < 1.5 + 8.0      # interpreter start-up on a loaded box
+    updates = re.findall(r"\r\x1b\[Ksimsync: [^\r\n]*failed \(attempt (\d+)\)", shown)
+    assert len(updates) >= 2 and updates == sorted(updates, key=int), shown
+    assert "WARNING" not in shown, shown
+    error = shown.rsplit("\x1b[K", 1)[-1].strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("simsync: error:"), shown
 
 
 def test_run_parallel_merges_every_sub_session(sim: LocalSimulator, tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from simsync.cli.commands import (
     cmd_usage,
     parse_date,
 )
+from simsync.cli.progress import ConnectStatusLine
 from simsync.cli.report import KEYS_DECODABLE
 from simsync.cli.run import SUBSCRIPTIONS, cmd_run
 from simsync.cli.sweep import add_parser as add_sweep_parser
@@ -331,8 +332,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 class _Masking(logging.Formatter):
     """Masks secrets in every formatted record, tracebacks included."""
 
-    def __init__(self, secrets: Sequence[str]) -> None:
-        super().__init__(LOG_FORMAT)
+    def __init__(self, secrets: Sequence[str], fmt: str = LOG_FORMAT) -> None:
+        super().__init__(fmt)
         self.secrets = [s for s in secrets if s]
 
     def format(self, record: logging.LogRecord) -> str:
@@ -347,17 +348,32 @@ def mask(text: str, secrets: Sequence[str]) -> str:
 
 
 @contextlib.contextmanager
-def _logging(debug: bool, verbose: int, secrets: Sequence[str]) -> Iterator[None]:
+def _logging(debug: bool, verbose: int, secrets: Sequence[str]) -> Iterator[
+        Optional[ConnectStatusLine]]:
+    """Log lines on stderr (secrets masked). On a terminal without ``-v``/``--debug``, the
+    first connection's retries are one updating status line instead (yielded, so an error
+    line can erase it first); elsewhere the first failed attempt is a WARNING line."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Masking(secrets))
+    quiet = not debug and not verbose
+    handler.setLevel(logging.WARNING if quiet else logging.NOTSET)
+    status: Optional[ConnectStatusLine] = None
     root, ours = logging.getLogger(), logging.getLogger("simsync")
+    if quiet and sys.stderr.isatty():
+        status = ConnectStatusLine(sys.stderr)
+        status.setFormatter(_Masking(secrets, "%(message)s"))
+        handler.addFilter(lambda record: not ConnectStatusLine.owns(record))
+        ours.addHandler(status)
     saved = root.level, ours.level
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.WARNING)
-    ours.setLevel(logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING)
+    ours.setLevel(logging.DEBUG if debug else logging.INFO)
     try:
-        yield
+        yield status
     finally:
+        if status is not None:
+            status.end()
+            ours.removeHandler(status)
         root.removeHandler(handler)
         root.setLevel(saved[0])
         ours.setLevel(saved[1])
@@ -416,17 +432,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     debug, verbose = getattr(args, "debug", False), getattr(args, "verbose", 0) or 0
     secrets = [k for k in (getattr(args, "api_key", None), os.environ.get(API_KEY_ENV)) if k]
-    with _logging(debug, verbose, secrets):
+    with _logging(debug, verbose, secrets) as status:
         try:
             return _dispatch(args)
         except KeyboardInterrupt:
+            _end(status)
             print("simsync: interrupted", file=sys.stderr)
             return 130
         except BrokenPipeError:     # stdout closed early (| head): stop quietly
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 1
         except Exception as exc:  # noqa: BLE001 - every failure becomes one line (exit 1)
+            _end(status)
             return _fail(exc, debug, secrets, getattr(args, "target", None))
+
+
+def _end(status: Optional[ConnectStatusLine]) -> None:
+    if status is not None:
+        status.end()
 
 
 #: Connection failures: the error line names the simulator's URL and adds a hint.
