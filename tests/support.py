@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any, Callable, Iterator, List, Optional
 
 import pytest
@@ -62,3 +63,10 @@ class Records(logging.Handler):
 
     def text(self) -> str:
         return "\n".join(self.format(r) for r in self.records)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -31,7 +31,7 @@ from simsync.localsim import (
     FaultPlan,
     LocalSimulator,
 )
-from tests.support import START
+from tests.support import START, closed_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -107,13 +107,6 @@ def test_usage_errors_exit_2(args: List[str]) -> None:
     assert result.returncode == 2, result
     assert "usage: simsync" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from simsync.localsim import SYSTEM_PROGRAM_ID, Fault, FaultPlan, LocalSimulator
 from simsync.rpc import SessionRpc
 from simsync.transport import Channel, Connection, Fatal, Link, State
 from tests.hostile import HostileServer, Peer
-from tests.support import FAST, START, client, drive
+from tests.support import FAST, START, client, closed_port, drive
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -326,14 +326,6 @@ def test_a_handshake_violation_fails_at_once(violation: str, reconnect: bool) ->
 
 
 # ------------------------------------------------------------------ 27.4 the first connect
-
-def closed_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
-
 
 def test_a_dead_port_fails_within_seconds_by_default_with_one_warning(
         caplog: pytest.LogCaptureFixture) -> None:

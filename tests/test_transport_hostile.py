@@ -25,7 +25,7 @@ from simsync.subscriptions import SubscriptionLink, SubscriptionSpec
 from simsync.transport import Channel, Connection, Fatal, Link, State, Transient
 from tests.hostile import HostileServer, Peer
 from tests.leaks import wait_until
-from tests.support import START, sim
+from tests.support import START, closed_port, sim
 
 pytestmark = pytest.mark.timeout(60)
 __all__ = ["sim"]
@@ -479,14 +479,6 @@ def test_a_bare_host_and_port_against_the_local_simulator_hints_at_ws(sim: Any) 
     with pytest.raises(simsync.SessionCreateError, match="use ws://") as info:
         simsync.Client(bare, config=CONFIG).start_session(start_slot=START, end_slot=START)
     assert f"ws://{bare}/backtest" in str(info.value)
-
-
-def closed_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = int(probe.getsockname()[1])
-    probe.close()
-    return port
 
 
 def test_the_first_connection_has_its_own_budget_and_names_url_and_cause(
