@@ -5,6 +5,7 @@ not send fails to parse) and raw JSON-RPC for the error texts. Agave is the refe
 getBlock/getBlocks/getSignaturesForAddress/getEpochInfo shapes, -32004 for a block not yet
 available, -32015 for a v0 transaction without ``maxSupportedTransactionVersion``, -32602
 with serde's texts for bad params and a bogus commitment, -32016 for ``minContextSlot``."""
+# ruff: noqa: F811  (tests take the imported ``session`` fixture as a parameter)
 from __future__ import annotations
 
 import asyncio
@@ -20,12 +21,14 @@ from solders.rpc.responses import GetSignaturesForAddressResp, GetTransactionRes
 from solders.transaction_status import TransactionDetails
 
 import simsync
-from tests.localsim.test_runtime_checks import (  # noqa: F401  (the session fixture)
+
+# the ``session`` fixture (a session paused at its first slot); tests take it by name
+from tests.localsim.test_runtime_checks import (
     CLOCK_SYSVAR,
     SOL,
     funded_payer,
     latest,
-    session,
+    session,  # noqa: F401
     step,
     transfer_tx,
 )
