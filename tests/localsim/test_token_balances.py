@@ -101,7 +101,7 @@ def create_and_transfer(payer: Keypair, account: Keypair, mint: Pubkey, source: 
     return [create, init, send]
 
 
-def test_token_balances_of_a_new_associated_account_in_every_view(
+def test_token_balances_of_a_new_token_account_in_every_view(
         minted: Tuple[simsync.Session, Keypair, Pubkey, Pubkey]) -> None:
     session, payer, mint, source = minted
     wallet, account = Keypair().pubkey(), Keypair()
