@@ -1,5 +1,6 @@
-"""Agave's ``jsonParsed`` forms: SPL Token accounts and mints, and the instructions of the
-System, SPL Token, Associated Token Account and Memo programs. Pure functions of bytes.
+"""Agave's ``jsonParsed`` forms: SPL Token accounts and mints, System nonce accounts, and the
+instructions of the System, SPL Token, Associated Token Account and Memo programs. Pure
+functions of bytes.
 
 Shapes follow solana-account-decoder (``parse_token``) and solana-transaction-status
 (``parse_instruction``): an account is ``{program, parsed: {info, type}, space}``, an
@@ -104,10 +105,33 @@ def mint(owner_program: str, data: bytes) -> Optional[MintState]:
                      True, _coption_key(data, 46))
 
 
+NONCE_LEN = 80
+
+
+def _nonce(data: bytes) -> Optional[JsonObj]:
+    """A System nonce account (``Versions``: u32 version, u32 state, authority, durable
+    nonce, lamports per signature): Agave's ``{program: "nonce", parsed, space}``."""
+    if len(data) != NONCE_LEN:
+        return None
+    _, state = struct.unpack_from("<II", data, 0)
+    if state == 0:
+        parsed: JsonObj = {"type": "uninitialized"}
+    elif state == 1:
+        parsed = {"type": "initialized", "info": {
+            "authority": _key(data[8:40]), "blockhash": _key(data[40:72]),
+            "feeCalculator": {"lamportsPerSignature":
+                              str(struct.unpack_from("<Q", data, 72)[0])}}}
+    else:
+        return None
+    return {"program": "nonce", "parsed": parsed, "space": NONCE_LEN}
+
+
 def parse_account(owner_program: str, data: bytes,
                   decimals_of: Any) -> Optional[JsonObj]:
     """The ``jsonParsed`` data of an account, or None when Agave would fall back to base64.
     ``decimals_of(mint) -> Optional[int]`` gives a token account's mint decimals."""
+    if owner_program == SYSTEM_PROGRAM_ID:
+        return _nonce(data)
     program = "spl-token" if owner_program == TOKEN_PROGRAM_ID else "spl-token-2022"
     account = token_account(owner_program, data)
     if account is not None:

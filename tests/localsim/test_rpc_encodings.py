@@ -106,6 +106,16 @@ def test_account_encodings_as_agave(session: simsync.Session) -> None:
     assert error["error"]["code"] == -32602
 
 
+def test_a_system_nonce_account_in_json_parsed(session: simsync.Session) -> None:
+    authority, nonce, durable = Keypair().pubkey(), Keypair().pubkey(), Keypair().pubkey()
+    data = struct.pack("<II", 1, 1) + bytes(authority) + bytes(durable) + struct.pack("<Q", 5000)
+    session.rpc.modify_accounts({nonce: simsync.AccountData.of(data, SYSTEM, 1_447_680)})
+    value = call(session, "getAccountInfo", str(nonce), {"encoding": "jsonParsed"})
+    assert value["result"]["value"]["data"] == {"program": "nonce", "space": 80, "parsed": {
+        "type": "initialized", "info": {"authority": str(authority), "blockhash": str(durable),
+                                        "feeCalculator": {"lamportsPerSignature": "5000"}}}}
+
+
 def test_get_transaction_defaults_to_json_and_refuses_v0_without_max_version(
         session: simsync.Session) -> None:
     payer = funded_payer(session)

@@ -77,11 +77,14 @@ def test_blocks_through_solana_py_parse_as_agave_shapes(session: simsync.Session
         none = await client.get_block(blocks[1], max_supported_transaction_version=0,
                                       transaction_details=TransactionDetails.None_,
                                       rewards=False)
+        accounts = await client.get_block(blocks[1], max_supported_transaction_version=0,
+                                          transaction_details=TransactionDetails.Accounts)
         times = [(await client.get_block_time(b)).value for b in blocks]
         first = (await client.get_first_available_block()).value
         minimum = (await client.get_minimum_ledger_slot()).value
         return {"blocks": blocks, "full": full.value, "parsed": parsed.value, "b64": b64.value,
-                "sigs": sigs.value, "none": none.value, "times": times, "first": first,
+                "sigs": sigs.value, "none": none.value, "accounts": accounts.value,
+                "times": times, "first": first,
                 "minimum": minimum}
 
     got = with_client(session, use)
@@ -97,6 +100,11 @@ def test_blocks_through_solana_py_parse_as_agave_shapes(session: simsync.Session
     assert [t.transaction.signatures[0] for t in parsed.transactions] == sigs.signatures
     assert [t.transaction.signatures[0] for t in b64.transactions] == sigs.signatures
     assert none.transactions is None and none.signatures is None and none.rewards is None
+    listed = got["accounts"].transactions   # accountKeys and the balance part of the meta
+    assert [t.transaction.signatures[0] for t in listed] == sigs.signatures
+    assert all(t.meta.pre_balances and t.meta.log_messages is None for t in listed)
+    assert str(listed[0].transaction.account_keys[0].pubkey) == \
+        str(parsed.transactions[0].transaction.message.account_keys[0].pubkey)
     assert got["times"] == [session.rpc.call("getBlockTime", [b]) for b in blocks]
     # every transaction of the block is in getTransaction too, in the same slot
     sig = str(sigs.signatures[0])
