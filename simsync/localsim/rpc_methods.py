@@ -33,7 +33,7 @@ from simsync.localsim.jsonrpc import (
     result,
 )
 from simsync.localsim.rpc_params import at_most, context_config, required
-from simsync.localsim.rpc_params import config as _checked_config
+from simsync.localsim.rpc_params import config as _config
 from simsync.localsim.rpc_params import param as _param
 from simsync.localsim.rpc_params import pubkey as _pubkey
 from simsync.localsim.rpc_tokens import mint_decimals
@@ -82,10 +82,6 @@ def handle_one(obj: Any, session_id: str, lookup: SessionLookup) -> JsonObj:
 
 
 # -- param helpers -----------------------------------------------------------------------
-def _config(params: List[Any], index: int) -> JsonObj:
-    return _checked_config(params, index)
-
-
 def _context(chain: Chain, value: Any) -> JsonObj:
     return {"context": {"slot": chain.slot, "apiVersion": "2.2.0"}, "value": value}
 
@@ -213,7 +209,7 @@ def get_signature_statuses(session: BacktestSession, params: List[Any]) -> Any:
     chain = session.chain
     values: List[Optional[JsonObj]] = []
     for sig in sigs:
-        record = chain.by_signature.get(sig) if isinstance(sig, str) else None
+        record = chain.record(sig) if isinstance(sig, str) else None
         values.append(None if record is None else {
             "slot": record.slot, "confirmations": None, "err": record.executed.err,
             "status": record.meta["status"], "confirmationStatus": "finalized"})
@@ -241,8 +237,8 @@ def simulate_transaction(session: BacktestSession, params: List[Any]) -> Any:
     """Agave's simulateTransaction: ``sigVerify`` (default off) verifies the signatures
     (-32003 on failure); the blockhash's age is checked unless ``replaceRecentBlockhash``."""
     tx = _transaction(params)
-    config = _config(params, 1)
     chain = session.chain
+    config = context_config(params, 1, chain.slot)
     if config.get("sigVerify") and not all(tx.verify_with_results()):
         raise _signature_failure()
     if (not config.get("replaceRecentBlockhash") and not tx.uses_durable_nonce()
@@ -259,7 +255,7 @@ def send_transaction(session: BacktestSession, params: List[Any]) -> Any:
     transaction the runtime refuses is dropped (its signature is answered, no status)."""
     tx = _transaction(params)
     chain = session.chain
-    if not _config(params, 1).get("skipPreflight"):
+    if not context_config(params, 1, chain.slot).get("skipPreflight"):
         if not all(tx.verify_with_results()):
             raise _signature_failure()
         refused = chain.admit(tx, verify=False)
