@@ -39,6 +39,8 @@ def param(params: List[Any], index: int, default: Any = None) -> Any:
 
 def at_most(params: List[Any], count: int) -> None:
     """Reject more params than the method takes (serde: an array of the wrong length)."""
+    if count == 0 and params:  # jsonrpc-core's answer for a method without params
+        raise RpcError(INVALID_PARAMS, "Invalid parameters: No parameters were expected")
     if len(params) > count:
         raise serde_error(f"invalid length {len(params)}, expected at most {count} "
                           f"element{'s' if count != 1 else ''} in sequence")

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Awaitable, Callable, Dict, List, TypeVar
+from typing import Any, Awaitable, Callable, Dict, List, Tuple, TypeVar
 
 import pytest
 import requests
 from solana.rpc.async_api import AsyncClient
+from solders.compute_budget import set_compute_unit_price
 from solders.keypair import Keypair
+from solders.message import MessageV0
 from solders.pubkey import Pubkey
 from solders.rpc.responses import GetSignaturesForAddressResp, GetTransactionResp
+from solders.system_program import TransferParams, transfer
+from solders.transaction import VersionedTransaction
 from solders.transaction_status import TransactionDetails
 
 import simsync
@@ -191,6 +195,29 @@ def test_signatures_for_address_newest_first_with_before_and_until(
     assert error == {"code": -32602, "message": "Invalid limit; max 1000"}
 
 
+def test_recent_prioritization_fees_per_block_and_per_account(session: simsync.Session) -> None:
+    payer = funded_payer(session)
+    priced = MessageV0.try_compile(payer.pubkey(), [
+        set_compute_unit_price(7_000),
+        transfer(TransferParams(from_pubkey=payer.pubkey(), to_pubkey=Keypair().pubkey(),
+                                lamports=SOL))], [], latest(session)[0])
+    tx = VersionedTransaction(priced, [payer])
+    step(session, transactions=[tx])
+    slot = session.rpc.get_transaction(tx.signatures[0])["slot"]
+    step(session)   # the block is finished
+
+    async def use(client: AsyncClient) -> Tuple[Any, Any]:
+        return ((await client.get_recent_prioritization_fees([payer.pubkey()])).value,
+                (await client.get_recent_prioritization_fees()).value)
+
+    mine, everyone = with_client(session, use)
+    assert {f.slot: f.prioritization_fee for f in mine}[slot] == 7_000
+    # the block's minimum: the history's transactions in that block pay no priority fee
+    assert {f.slot: f.prioritization_fee for f in everyone}[slot] == 0
+    error = raw(session, "getRecentPrioritizationFees", [str(payer.pubkey())] * 129)["error"]
+    assert error == {"code": -32602, "message": "Too many inputs provided; max 128"}
+
+
 def test_request_airdrop_executes_a_transfer(session: simsync.Session) -> None:
     dest = Keypair().pubkey()
 
@@ -211,6 +238,7 @@ def test_request_airdrop_executes_a_transfer(session: simsync.Session) -> None:
     ("getBalance", ["not-a-key"], "Invalid param: Invalid"),
     ("getBlockTime", [], "Invalid params: invalid length 0, expected a slot."),
     ("getBlock", [-1], "Invalid params: invalid type: integer `-1`, expected u64."),
+    ("getVersion", [1], "Invalid parameters: No parameters were expected"),
     ("getAccountInfo", [CLOCK_SYSVAR, {"encoding": "json"}],
      "Invalid params: unknown variant `json`, expected one of `binary`, `base58`, `base64`, "
      "`jsonParsed`, `base64+zstd`."),
