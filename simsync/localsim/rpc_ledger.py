@@ -21,12 +21,19 @@ from solders.transaction import VersionedTransaction
 from simsync.localsim.chain import TxRecord
 from simsync.localsim.encodings import (
     DETAILS,
+    check_version,
     encode_accounts_only,
     encode_record,
     max_version,
     transaction_encoding,
 )
-from simsync.localsim.jsonrpc import BLOCK_NOT_AVAILABLE, SLOT_SKIPPED, JsonObj, RpcError
+from simsync.localsim.jsonrpc import (
+    BLOCK_CLEANED_UP,
+    BLOCK_NOT_AVAILABLE,
+    SLOT_SKIPPED,
+    JsonObj,
+    RpcError,
+)
 from simsync.localsim.rpc_params import (
     agave_invalid,
     at_most,
@@ -57,6 +64,9 @@ def finished(session: BacktestSession) -> List[int]:
 
 def _block_error(session: BacktestSession, slot: int) -> RpcError:
     done = finished(session)
+    if done and slot < done[0]:
+        return RpcError(BLOCK_CLEANED_UP, f"Block {slot} cleaned up, does not exist on node. "
+                        f"First available block: {done[0]}")
     if done and done[0] <= slot <= done[-1]:
         return RpcError(SLOT_SKIPPED, f"Slot {slot} was skipped, or missing due to ledger jump "
                         "to recent snapshot")
@@ -113,7 +123,7 @@ def get_block(session: BacktestSession, params: List[Any]) -> Any:
         out["transactions"] = [encode_accounts_only(r, supported, rewards) for r in records]
     elif details == "signatures":
         for r in records:
-            encode_record(r, "base64", supported)  # the version check, as Agave's
+            check_version(r, supported)  # Agave refuses the block all the same
         out["signatures"] = [r.signature for r in records]
     if rewards:
         out["rewards"] = []

@@ -125,6 +125,9 @@ def test_get_block_answers_agave_errors(session: simsync.Session) -> None:
     for slot in (here, here + 10):
         error = raw(session, "getBlock", slot, {"maxSupportedTransactionVersion": 0})["error"]
         assert error == {"code": -32004, "message": f"Block not available for slot {slot}"}
+    error = raw(session, "getBlock", blocks[0] - 1, {"maxSupportedTransactionVersion": 0})
+    assert error["error"] == {"code": -32001, "message": f"Block {blocks[0] - 1} cleaned up, "
+                              f"does not exist on node. First available block: {blocks[0]}"}
     skipped = next(s for s in range(blocks[0], blocks[-1]) if s not in blocks)
     error = raw(session, "getBlock", skipped, {"maxSupportedTransactionVersion": 0})["error"]
     assert error["code"] == -32007 and str(skipped) in error["message"]
