@@ -222,15 +222,20 @@ def get_transaction(session: BacktestSession, params: List[Any]) -> Any:
 
 
 def _memo(record: TxRecord) -> Optional[str]:
-    """Agave's ``memo`` field: the memos of the transaction, ``[len] text`` joined by "; "."""
+    """Agave's ``memo`` field: each Memo instruction as ``[byte length] text`` (text
+    ``(unparseable)`` when not UTF-8), joined by "; "; None without one."""
     tx = VersionedTransaction.from_bytes(record.raw)
     keys = record.account_keys
     memos = []
     for ix in tx.message.instructions:
         if keys[ix.program_id_index] in ("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr",
                                          "Memo1UhkJRfHyvLMcVucJwxXeuD728EqVDDwQDxFMNo"):
-            text = bytes(ix.data).decode("utf-8", "replace")
-            memos.append(f"[{len(text)}] {text}")
+            data = bytes(ix.data)
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                text = "(unparseable)"
+            memos.append(f"[{len(data)}] {text}")
     return "; ".join(memos) if memos else None
 
 

@@ -16,6 +16,7 @@ import pytest
 import requests
 from solana.rpc.async_api import AsyncClient
 from solders.compute_budget import set_compute_unit_price
+from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.message import MessageV0
 from solders.pubkey import Pubkey
@@ -40,6 +41,7 @@ from tests.localsim.test_runtime_checks import (
 pytestmark = pytest.mark.timeout(90)
 T = TypeVar("T")
 SLOTS_PER_EPOCH = 432_000
+MEMO = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
 
 
 def with_client(session: simsync.Session, use: Callable[[AsyncClient], Awaitable[T]]) -> T:
@@ -179,16 +181,22 @@ def test_signatures_for_address_newest_first_with_before_and_until(
         session: simsync.Session) -> None:
     payer = funded_payer(session)
     sent: List[str] = []
-    for _ in range(3):
+    for _ in range(2):
         tx = transfer_tx(payer, Keypair().pubkey(), latest(session)[0], lamports=SOL // 10)
         step(session, transactions=[tx])
         sent.append(str(tx.signatures[0]))
+    memo = VersionedTransaction(MessageV0.try_compile(payer.pubkey(), [
+        Instruction(MEMO, "héllo".encode(), []), Instruction(MEMO, b"gm", [])], [],
+        latest(session)[0]), [payer])
+    step(session, transactions=[memo])
+    sent.append(str(memo.signatures[0]))
     address = str(payer.pubkey())
     answer = raw(session, "getSignaturesForAddress", address)
     listed = GetSignaturesForAddressResp.from_json(_text(answer)).value
     assert [str(s.signature) for s in listed] == sent[::-1]
     assert [s.slot for s in listed] == sorted((s.slot for s in listed), reverse=True)
     assert all(s.err is None and s.block_time for s in listed)
+    assert [s.memo for s in listed] == ["[6] héllo; [2] gm", None, None]   # byte lengths
     page = session.rpc.call("getSignaturesForAddress", [address, {"before": sent[2],
                                                                   "limit": 1}])
     assert [p["signature"] for p in page] == [sent[1]]
