@@ -13,9 +13,12 @@ import asyncio
 import json
 import struct
 import time
+from decimal import Decimal
 from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.models import TokenAccountOpts
 from solders.address_lookup_table_account import AddressLookupTable, AddressLookupTableAccount
@@ -35,6 +38,7 @@ from solders.token.state import Mint, TokenAccount, TokenAccountState
 from solders.transaction import VersionedTransaction
 
 import simsync
+from simsync.localsim.parsed import ui_token_amount
 from tests.localsim.test_runtime_checks import (
     SOL,
     funded_payer,
@@ -223,3 +227,16 @@ def test_loaded_addresses_of_a_v0_transaction_with_a_lookup_table(
     keys = parsed["transaction"]["message"]["accountKeys"]
     assert [(k["pubkey"], k["writable"], k["source"]) for k in keys[-2:]] == [
         (str(writable), True, "lookupTable"), (str(readonly), False, "lookupTable")]
+
+
+@given(st.integers(min_value=0, max_value=2**64 - 1), st.integers(min_value=0, max_value=18))
+def test_ui_token_amount_is_agaves_trimmed_decimal(raw: int, decimals: int) -> None:
+    """``uiAmountString`` is the exact decimal with trailing zeros (and a bare point) trimmed,
+    ``uiAmount`` the f64 quotient, as Agave's ``token_amount_to_ui_amount``."""
+    got = ui_token_amount(raw, decimals)
+    exact = Decimal(raw).scaleb(-decimals)
+    text = f"{exact:f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    assert got == {"amount": str(raw), "decimals": decimals, "uiAmount": raw / 10**decimals,
+                   "uiAmountString": text}
