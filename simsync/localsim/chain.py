@@ -312,7 +312,7 @@ class Chain:
         static = list(message.account_keys)
         program_ids = tuple(dict.fromkeys(str(static[ix.program_id_index])
                                           for ix in message.instructions))
-        executed = ExecutedTx(self.slot, str(meta.signature()), program_ids, err is None,
+        executed = ExecutedTx(self.slot, str(tx.signatures[0]), program_ids, err is None,
                               batch_index, source, err)
         version = tx.version()
         return TxRecord(executed, bytes(tx), version if isinstance(version, int) else "legacy",

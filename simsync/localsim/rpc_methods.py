@@ -32,7 +32,7 @@ from simsync.localsim.jsonrpc import (
     request_id,
     result,
 )
-from simsync.localsim.rpc_params import at_most, context_config, required
+from simsync.localsim.rpc_params import agave_invalid, at_most, context_config, required
 from simsync.localsim.rpc_params import config as _config
 from simsync.localsim.rpc_params import param as _param
 from simsync.localsim.rpc_params import pubkey as _pubkey
@@ -40,6 +40,8 @@ from simsync.localsim.rpc_tokens import mint_decimals
 from simsync.localsim.session import BacktestSession
 
 FEE_PER_SIGNATURE = 5000
+MAX_MULTIPLE_ACCOUNTS = 100  # Agave's MAX_MULTIPLE_ACCOUNTS
+MAX_SIGNATURE_STATUSES = 256  # MAX_GET_SIGNATURE_STATUSES_QUERY_ITEMS
 Method = Callable[[BacktestSession, List[Any]], Any]
 SessionLookup = Callable[[str], Optional[BacktestSession]]
 
@@ -160,6 +162,8 @@ def get_multiple_accounts(session: BacktestSession, params: List[Any]) -> Any:
     keys = _param(params, 0, [])
     if not isinstance(keys, list):
         raise invalid_params("expected a list of pubkeys")
+    if len(keys) > MAX_MULTIPLE_ACCOUNTS:
+        raise agave_invalid(f"Too many inputs provided; max {MAX_MULTIPLE_ACCOUNTS}")
     chain = session.chain
     config = context_config(params, 1, chain.slot)
     return _context(chain, [_account_value(chain, _pubkey(k), config) for k in keys])
@@ -206,6 +210,8 @@ def get_signature_statuses(session: BacktestSession, params: List[Any]) -> Any:
     sigs = _param(params, 0, [])
     if not isinstance(sigs, list):
         raise invalid_params("expected a list of signatures")
+    if len(sigs) > MAX_SIGNATURE_STATUSES:
+        raise agave_invalid(f"Too many inputs provided; max {MAX_SIGNATURE_STATUSES}")
     chain = session.chain
     values: List[Optional[JsonObj]] = []
     for sig in sigs:

@@ -37,6 +37,7 @@ from tests.localsim.test_runtime_checks import (
 pytestmark = pytest.mark.timeout(90)
 TOKEN = Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA")
 MEMO = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
+ATA = Pubkey.from_string("ATokenGPvbdGVxr1b2hvZbsiqW5xUWYTgbbDnmD5t5x")
 SYSTEM = "11111111111111111111111111111111"
 
 
@@ -196,3 +197,28 @@ def test_json_parsed_falls_back_to_raw_for_unknown_programs(session: simsync.Ses
     [raw] = answer["transaction"]["message"]["instructions"]
     assert raw["programId"] == str(MEMO) and raw["data"] == base58.b58encode(b"\xff\xfe").decode()
     assert "parsed" not in raw
+
+
+def test_associated_token_instructions_parse_even_when_they_fail(
+        session: simsync.Session) -> None:
+    """LiteSVM here has no Associated Token Account program, so the instruction fails
+    (InvalidProgramForExecution, fee paid), but the recorded transaction still shows it
+    parsed, as Agave shows a failed transaction's instructions."""
+    payer, wallet, mint, ata = (funded_payer(session), Keypair().pubkey(),
+                                Keypair().pubkey(), Keypair().pubkey())
+    ix = Instruction(ATA, bytes([1]), [
+        AccountMeta(payer.pubkey(), True, True), AccountMeta(ata, False, True),
+        AccountMeta(wallet, False, False), AccountMeta(mint, False, False),
+        AccountMeta(Pubkey.from_string(SYSTEM), False, False), AccountMeta(TOKEN, False, False)])
+    tx = VersionedTransaction(MessageV0.try_compile(payer.pubkey(), [ix], [],
+                                                    latest(session)[0]), [payer])
+    step(session, transactions=[tx])
+    answer = call(session, "getTransaction", str(tx.signatures[0]),
+                  {"encoding": "jsonParsed", "maxSupportedTransactionVersion": 0})["result"]
+    assert answer["meta"]["err"] is not None and answer["meta"]["fee"] == 5000
+    [parsed] = answer["transaction"]["message"]["instructions"]
+    assert parsed == {"program": "spl-associated-token-account", "programId": str(ATA),
+                      "stackHeight": None, "parsed": {"type": "createIdempotent", "info": {
+                          "source": str(payer.pubkey()), "account": str(ata),
+                          "wallet": str(wallet), "mint": str(mint), "systemProgram": SYSTEM,
+                          "tokenProgram": str(TOKEN)}}}

@@ -259,6 +259,15 @@ def test_invalid_params_are_32602_with_agave_texts(session: simsync.Session, met
     assert raw(session, method, *params)["error"] == {"code": -32602, "message": message}
 
 
+def test_list_limits_are_agaves(session: simsync.Session) -> None:
+    keys = [str(Keypair().pubkey()) for _ in range(101)]
+    assert raw(session, "getMultipleAccounts", keys)["error"] == {
+        "code": -32602, "message": "Too many inputs provided; max 100"}
+    assert len(raw(session, "getMultipleAccounts", keys[:100])["result"]["value"]) == 100
+    assert raw(session, "getSignatureStatuses", ["1" * 64] * 257)["error"] == {
+        "code": -32602, "message": "Too many inputs provided; max 256"}
+
+
 def test_min_context_slot_above_the_current_slot_is_32016(session: simsync.Session) -> None:
     here = session.rpc.get_slot()
     for method, params in [("getSlot", [{"minContextSlot": here + 1}]),
