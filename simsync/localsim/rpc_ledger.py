@@ -156,10 +156,13 @@ def get_blocks(session: BacktestSession, params: List[Any]) -> Any:
     check_context(cfg, session.chain.slot)
     done = finished(session)
     newest = done[-1] if done else start
-    end = newest if end_param is None else min(u64(end_param), newest)
-    if end_param is not None and u64(end_param) - start > MAX_BLOCKS_RANGE:
-        raise agave_invalid(f"Slot range too large; max {MAX_BLOCKS_RANGE}")
-    return _blocks_between(session, start, end) if end >= start else []
+    if end_param is None:
+        end = newest
+    else:
+        end = u64(end_param)
+        if end - start > MAX_BLOCKS_RANGE:
+            raise agave_invalid(f"Slot range too large; max {MAX_BLOCKS_RANGE}")
+    return _blocks_between(session, start, min(end, newest)) if end >= start else []
 
 
 def get_blocks_with_limit(session: BacktestSession, params: List[Any]) -> Any:
