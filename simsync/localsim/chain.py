@@ -14,6 +14,7 @@ so the simulator can show it to tests on another thread.
 from __future__ import annotations
 
 import base64
+import bisect
 import json
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from solders.rpc.responses import RpcSimulateTransactionResult
 from solders.transaction import VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata, TransactionMetadata
 
+from simsync.localsim import parsed
 from simsync.localsim.accounts import Override, account_json, order_for_install
 from simsync.localsim.history import History
 
@@ -310,12 +312,50 @@ class Chain:
         static = list(message.account_keys)
         program_ids = tuple(dict.fromkeys(str(static[ix.program_id_index])
                                           for ix in message.instructions))
-        executed = ExecutedTx(self.slot, str(meta.signature()), program_ids, err is None,
+        executed = ExecutedTx(self.slot, str(tx.signatures[0]), program_ids, err is None,
                               batch_index, source, err)
         version = tx.version()
         return TxRecord(executed, bytes(tx), version if isinstance(version, int) else "legacy",
-                        tuple(keys), _meta_json(meta, err, pre, post),
+                        tuple(keys), _meta_json(meta, err, pre, post, tx, keys, self.account),
                         self.history.block_time(self.slot), _diffs(keys, pre, post))
+
+    # -- queries: records are read only through these (the storage contract) ------------
+    def record(self, signature: str) -> Optional[TxRecord]:
+        """The executed transaction with this (first) signature, None when unknown."""
+        return self.by_signature.get(signature)
+
+    def block_records(self, slot: int) -> List[TxRecord]:
+        """The transactions executed in ``slot``, in block order."""
+        lo = bisect.bisect_left(self.records, slot, key=_record_slot)
+        hi = bisect.bisect_right(self.records, slot, key=_record_slot)
+        return self.records[lo:hi]
+
+    def signatures_for(self, address: str, before: Optional[str], until: Optional[str],
+                       limit: int) -> List[TxRecord]:
+        """Up to ``limit`` transactions that named ``address`` among their account keys
+        (static or loaded), newest first, starting after ``before`` (exclusive) and stopping
+        at ``until`` (exclusive); an unknown ``before`` gives []."""
+        start = len(self.records)
+        if before is not None:
+            record = self.by_signature.get(before)
+            if record is None:
+                return []
+            start = self.records.index(record)
+        out: List[TxRecord] = []
+        for record in reversed(self.records[:start]):
+            if len(out) >= limit or record.signature == until:
+                break
+            if address in record.account_keys:
+                out.append(record)
+        return out
+
+    def transaction_count(self) -> int:
+        """Transactions executed so far (failed ones included, refused ones not)."""
+        return len(self.records)
+
+
+def _record_slot(record: TxRecord) -> int:
+    return record.slot
 
 
 def _lamports(account: Optional[Account]) -> int:
@@ -323,14 +363,58 @@ def _lamports(account: Optional[Account]) -> int:
 
 
 def _meta_json(meta: TransactionMetadata, err: Any, pre: List[Optional[Account]],
-               post: List[Optional[Account]]) -> JsonObj:
+               post: List[Optional[Account]], tx: Optional[VersionedTransaction] = None,
+               keys: Sequence[str] = (),
+               lookup: Callable[[Pubkey], Optional[Account]] = lambda _: None) -> JsonObj:
+    """Agave's ``UiTransactionStatusMeta`` (json). ``pre``/``post`` are the accounts of
+    ``keys`` (static, then loaded writable, then loaded readonly) before and after;
+    ``lookup`` reads a mint for the token balances' decimals."""
     return {"err": err, "status": {"Ok": None} if err is None else {"Err": err},
             "fee": meta.fee(), "preBalances": [_lamports(a) for a in pre],
             "postBalances": [_lamports(a) for a in post],
             "innerInstructions": _inner_json(meta), "logMessages": meta.logs(),
-            "preTokenBalances": [], "postTokenBalances": [], "rewards": [],
-            "loadedAddresses": {"writable": [], "readonly": []},
+            "preTokenBalances": _token_balances(pre, lookup),
+            "postTokenBalances": _token_balances(post, lookup), "rewards": [],
+            "loadedAddresses": _loaded_addresses(tx, keys),
             "computeUnitsConsumed": meta.compute_units_consumed()}
+
+
+def _token_balances(accounts: List[Optional[Account]],
+                    lookup: Callable[[Pubkey], Optional[Account]]) -> List[JsonObj]:
+    """Agave's ``UiTransactionTokenBalance`` of every token account among ``accounts``:
+    ``{accountIndex, mint, owner, programId, uiTokenAmount}``; the mint's decimals are read
+    with ``lookup`` (a token account whose mint is not found is left out, as Agave does)."""
+    decimals: Dict[str, Optional[int]] = {}
+    out: List[JsonObj] = []
+    for index, account in enumerate(accounts):
+        if account is None:
+            continue
+        program = str(account.owner)
+        held = parsed.token_account(program, bytes(account.data))
+        if held is None:
+            continue
+        if held.mint not in decimals:
+            mint_account = lookup(Pubkey.from_string(held.mint))
+            state = None if mint_account is None else parsed.mint(
+                str(mint_account.owner), bytes(mint_account.data))
+            decimals[held.mint] = None if state is None else state.decimals
+        places = decimals[held.mint]
+        if places is None:
+            continue
+        out.append({"accountIndex": index, "mint": held.mint, "owner": held.owner,
+                    "programId": program,
+                    "uiTokenAmount": parsed.ui_token_amount(held.amount, places)})
+    return out
+
+
+def _loaded_addresses(tx: Optional[VersionedTransaction], keys: Sequence[str]) -> JsonObj:
+    """``{writable, readonly}``: the lookup-table addresses a v0 transaction loaded."""
+    if tx is None or not isinstance(tx.message, MessageV0):
+        return {"writable": [], "readonly": []}
+    message = tx.message
+    loaded = list(keys[len(message.account_keys):])
+    writable = sum(len(lookup.writable_indexes) for lookup in message.address_table_lookups)
+    return {"writable": loaded[:writable], "readonly": loaded[writable:]}
 
 
 def _inner_json(meta: TransactionMetadata) -> List[JsonObj]:

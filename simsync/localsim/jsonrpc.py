@@ -11,6 +11,11 @@ INTERNAL_ERROR = -32603
 SESSION_ENDED = -32002
 PREFLIGHT_FAILURE = -32002  # Agave: "Transaction simulation failed: …" (sendTransaction)
 SIGNATURE_VERIFICATION_FAILURE = -32003  # Agave: "Transaction signature verification failure"
+BLOCK_CLEANED_UP = -32001  # Agave: "Block {slot} cleaned up, does not exist on node. ..."
+BLOCK_NOT_AVAILABLE = -32004  # Agave: "Block not available for slot {slot}"
+SLOT_SKIPPED = -32007  # Agave: "Slot {slot} was skipped, or missing due to ledger jump to ..."
+UNSUPPORTED_TRANSACTION_VERSION = -32015  # a v0 transaction without maxSupportedTransactionVersion
+MIN_CONTEXT_SLOT_NOT_REACHED = -32016  # Agave: "Minimum context slot has not been reached"
 
 JsonObj = Dict[str, Any]
 

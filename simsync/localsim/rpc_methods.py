@@ -14,14 +14,10 @@ from solders.message import from_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
-from simsync.localsim.accounts import (
-    AccountDataError,
-    account_json,
-    decode_text,
-    parse_overrides,
-    parse_pubkey,
-)
+from simsync.localsim import rpc_cluster, rpc_ledger, rpc_tokens
+from simsync.localsim.accounts import AccountDataError, decode_text, parse_overrides
 from simsync.localsim.chain import Chain, TxRecord
+from simsync.localsim.encodings import account_encoding, encode_account
 from simsync.localsim.jsonrpc import (
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
@@ -36,9 +32,16 @@ from simsync.localsim.jsonrpc import (
     request_id,
     result,
 )
+from simsync.localsim.rpc_params import agave_invalid, at_most, context_config, required
+from simsync.localsim.rpc_params import config as _config
+from simsync.localsim.rpc_params import param as _param
+from simsync.localsim.rpc_params import pubkey as _pubkey
+from simsync.localsim.rpc_tokens import mint_decimals
 from simsync.localsim.session import BacktestSession
 
 FEE_PER_SIGNATURE = 5000
+MAX_MULTIPLE_ACCOUNTS = 100  # Agave's MAX_MULTIPLE_ACCOUNTS
+MAX_SIGNATURE_STATUSES = 256  # MAX_GET_SIGNATURE_STATUSES_QUERY_ITEMS
 Method = Callable[[BacktestSession, List[Any]], Any]
 SessionLookup = Callable[[str], Optional[BacktestSession]]
 
@@ -81,24 +84,6 @@ def handle_one(obj: Any, session_id: str, lookup: SessionLookup) -> JsonObj:
 
 
 # -- param helpers -----------------------------------------------------------------------
-def _param(params: List[Any], index: int, default: Any = None) -> Any:
-    return params[index] if len(params) > index and params[index] is not None else default
-
-
-def _config(params: List[Any], index: int) -> JsonObj:
-    value = _param(params, index, {})
-    if not isinstance(value, dict):
-        raise invalid_params("config must be an object")
-    return value
-
-
-def _pubkey(value: Any) -> Pubkey:
-    try:
-        return parse_pubkey(value)
-    except ValueError:
-        raise invalid_params(f"invalid pubkey {value!r}") from None
-
-
 def _context(chain: Chain, value: Any) -> JsonObj:
     return {"context": {"slot": chain.slot, "apiVersion": "2.2.0"}, "value": value}
 
@@ -120,44 +105,56 @@ def _transaction(params: List[Any]) -> VersionedTransaction:
 
 
 def _account_value(chain: Chain, key: Pubkey, config: JsonObj) -> Optional[JsonObj]:
+    """The account in the config's encoding (Agave's ``UiAccount``), None when absent."""
     account = chain.account(key)
     if account is None:
         return None
-    try:
-        return account_json(account, config.get("encoding") or "base64", config.get("dataSlice"))
-    except ValueError as exc:
-        raise RpcError(INVALID_REQUEST, str(exc)) from None
+    return encode_account(account, account_encoding(config), config.get("dataSlice"),
+                          lambda mint: mint_decimals(chain, mint))
 
 
 # -- methods -----------------------------------------------------------------------------
 def get_slot(session: BacktestSession, params: List[Any]) -> Any:
+    at_most(params, 1)
+    context_config(params, 0, session.chain.slot)
     return session.chain.slot
 
 
 def get_latest_blockhash(session: BacktestSession, params: List[Any]) -> Any:
     chain = session.chain
+    at_most(params, 1)
+    context_config(params, 0, chain.slot)
     blockhash, last_valid = chain.latest_blockhash()
     return _context(chain, {"blockhash": blockhash, "lastValidBlockHeight": last_valid})
 
 
 def get_block_height(session: BacktestSession, params: List[Any]) -> Any:
+    at_most(params, 1)
+    context_config(params, 0, session.chain.slot)
     return session.chain.block_height
 
 
 def is_blockhash_valid(session: BacktestSession, params: List[Any]) -> Any:
+    at_most(params, 2)
     blockhash = _param(params, 0)
     if not isinstance(blockhash, str):
         raise invalid_params("expected a blockhash (base58)")
+    context_config(params, 1, session.chain.slot)
     return _context(session.chain, session.chain.is_blockhash_valid(blockhash))
 
 
 def get_account_info(session: BacktestSession, params: List[Any]) -> Any:
     chain = session.chain
-    return _context(chain, _account_value(chain, _pubkey(_param(params, 0)), _config(params, 1)))
+    at_most(params, 2)
+    key = _pubkey(required(params, 0, "a pubkey"))
+    return _context(chain, _account_value(chain, key, context_config(params, 1, chain.slot)))
 
 
 def get_balance(session: BacktestSession, params: List[Any]) -> Any:
-    account = session.chain.account(_pubkey(_param(params, 0)))
+    at_most(params, 2)
+    key = _pubkey(required(params, 0, "a pubkey"))
+    context_config(params, 1, session.chain.slot)
+    account = session.chain.account(key)
     return _context(session.chain, 0 if account is None else account.lamports)
 
 
@@ -165,15 +162,17 @@ def get_multiple_accounts(session: BacktestSession, params: List[Any]) -> Any:
     keys = _param(params, 0, [])
     if not isinstance(keys, list):
         raise invalid_params("expected a list of pubkeys")
-    config = _config(params, 1)
+    if len(keys) > MAX_MULTIPLE_ACCOUNTS:
+        raise agave_invalid(f"Too many inputs provided; max {MAX_MULTIPLE_ACCOUNTS}")
     chain = session.chain
+    config = context_config(params, 1, chain.slot)
     return _context(chain, [_account_value(chain, _pubkey(k), config) for k in keys])
 
 
 def get_program_accounts(session: BacktestSession, params: List[Any]) -> Any:
     chain = session.chain
-    program = _pubkey(_param(params, 0))
-    config = _config(params, 1)
+    program = _pubkey(required(params, 0, "a program id"))
+    config = context_config(params, 1, chain.slot)
     filters = config.get("filters") or []
     out = []
     for key, account in chain.svm.get_program_accounts(program):
@@ -211,30 +210,16 @@ def get_signature_statuses(session: BacktestSession, params: List[Any]) -> Any:
     sigs = _param(params, 0, [])
     if not isinstance(sigs, list):
         raise invalid_params("expected a list of signatures")
+    if len(sigs) > MAX_SIGNATURE_STATUSES:
+        raise agave_invalid(f"Too many inputs provided; max {MAX_SIGNATURE_STATUSES}")
     chain = session.chain
     values: List[Optional[JsonObj]] = []
     for sig in sigs:
-        record = chain.by_signature.get(sig) if isinstance(sig, str) else None
+        record = chain.record(sig) if isinstance(sig, str) else None
         values.append(None if record is None else {
             "slot": record.slot, "confirmations": None, "err": record.executed.err,
             "status": record.meta["status"], "confirmationStatus": "finalized"})
     return _context(chain, values)
-
-
-def get_transaction(session: BacktestSession, params: List[Any]) -> Any:
-    sig = _param(params, 0)
-    if not isinstance(sig, str):
-        raise invalid_params("expected a signature")
-    record = session.chain.by_signature.get(sig)
-    if record is None:
-        return None
-    config = _param(params, 1, {})
-    encoding = config if isinstance(config, str) else (
-        config.get("encoding") if isinstance(config, dict) else None) or "base64"
-    try:
-        return record.result_json(encoding)
-    except ValueError as exc:
-        raise invalid_params(str(exc)) from None
 
 
 def _signature_failure() -> RpcError:
@@ -258,8 +243,8 @@ def simulate_transaction(session: BacktestSession, params: List[Any]) -> Any:
     """Agave's simulateTransaction: ``sigVerify`` (default off) verifies the signatures
     (-32003 on failure); the blockhash's age is checked unless ``replaceRecentBlockhash``."""
     tx = _transaction(params)
-    config = _config(params, 1)
     chain = session.chain
+    config = context_config(params, 1, chain.slot)
     if config.get("sigVerify") and not all(tx.verify_with_results()):
         raise _signature_failure()
     if (not config.get("replaceRecentBlockhash") and not tx.uses_durable_nonce()
@@ -276,7 +261,7 @@ def send_transaction(session: BacktestSession, params: List[Any]) -> Any:
     transaction the runtime refuses is dropped (its signature is answered, no status)."""
     tx = _transaction(params)
     chain = session.chain
-    if not _config(params, 1).get("skipPreflight"):
+    if not context_config(params, 1, chain.slot).get("skipPreflight"):
         if not all(tx.verify_with_results()):
             raise _signature_failure()
         refused = chain.admit(tx, verify=False)
@@ -335,7 +320,6 @@ METHODS: Dict[str, Method] = {
     "getProgramAccounts": get_program_accounts,
     "getFeeForMessage": get_fee_for_message,
     "getSignatureStatuses": get_signature_statuses,
-    "getTransaction": get_transaction,
     "simulateTransaction": simulate_transaction,
     "isBlockhashValid": is_blockhash_valid,
     "sendTransaction": send_transaction,
@@ -343,4 +327,7 @@ METHODS: Dict[str, Method] = {
     "modifyAccounts": modify_accounts,
     "getMinimumBalanceForRentExemption": get_minimum_balance,
     "getHealth": get_health,
+    **rpc_ledger.METHODS,
+    **rpc_cluster.METHODS,
+    **rpc_tokens.METHODS,
 }

@@ -68,7 +68,8 @@ def test_user_transactions_execute_after_history(sim: LocalSimulator, clients) -
     rpc = clients["rpc"](sim, sid)
     assert rpc.result("getBalance", str(dest))["value"] == SOL
     assert rpc.result("getBalance", str(payer.pubkey()))["value"] == 9 * SOL - 5000
-    tx = rpc.result("getTransaction", executed[-1].signature, {"encoding": "base64"})
+    tx = rpc.result("getTransaction", executed[-1].signature,
+                    {"encoding": "base64", "maxSupportedTransactionVersion": 0})
     assert tx["slot"] == START and tx["meta"]["err"] is None and tx["meta"]["fee"] == 5000
     assert tx["transaction"][1] == "base64"
 
@@ -144,7 +145,8 @@ def test_program_override_loads_and_runs(sim: LocalSimulator, clients) -> None:
     c.step(transactions=[b64(bytes(tx))], modifyAccountStates=overrides)
     last = sim.executed(sid)[-1]
     assert last.ok and last.program_ids == (str(program),)
-    logs = rpc.result("getTransaction", last.signature)["meta"]["logMessages"]
+    logs = rpc.result("getTransaction", last.signature,
+                      {"maxSupportedTransactionVersion": 0})["meta"]["logMessages"]
     assert "Program log: hello override" in logs
 
 
@@ -206,7 +208,8 @@ def test_rpc_methods(sim: LocalSimulator, clients) -> None:
     statuses = rpc.result("getSignatureStatuses", [executed[0].signature, "1" * 64])["value"]
     assert statuses[0]["slot"] == executed[0].slot and statuses[0]["err"] is None
     assert statuses[1] is None
-    tx = rpc.result("getTransaction", executed[0].signature, {"encoding": "base64"})
+    tx = rpc.result("getTransaction", executed[0].signature,
+                    {"encoding": "base64", "maxSupportedTransactionVersion": 0})
     assert tx["blockTime"] > 0 and tx["meta"]["logMessages"]
     assert rpc.result("getTransaction", "1" * 64) is None
     sim_tx = _transfer_tx(payer, Keypair().pubkey(), SOL,
