@@ -91,6 +91,18 @@ class RpcError(SimsyncError):
         super().__init__(message)
 
 
+class RpcTimeout(RpcError, TimeoutError):
+    """A JSON-RPC call got no complete answer within its deadline (``timeout`` /
+    ``ClientConfig.rpc_timeout``, name resolution included); the message names the phase that
+    ran out. Also a ``TimeoutError``."""
+
+
+class RpcConnectionError(RpcError, ConnectionError):
+    """A JSON-RPC call could not reach the server: the connection was refused or reset, the
+    host name did not resolve, or the proxy failed. Nothing was answered; a read may be tried
+    again. Also a ``ConnectionError``."""
+
+
 class SlowConsumerError(SimsyncError):
     """The user fell too far behind the data plane for too long."""
 
