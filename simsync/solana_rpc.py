@@ -813,7 +813,7 @@ class SolanaRpc:
         result: int = self._typed("getFirstAvailableBlock", resp.GetFirstAvailableBlockResp)
         return result
 
-    def minimum_ledgeru64(self) -> int:
+    def minimum_ledger_slot(self) -> int:
         """``minimumLedgerSlot``: the lowest slot the node has any information about."""
         result: int = self._typed("minimumLedgerSlot", resp.MinimumLedgerSlotResp)
         return result
