@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
 from simsync.config import ClientConfig
-from simsync.errors import excerpt
 from simsync.rpc_types import base58, to_base64
 from simsync.solana_rpc import (
     HTTP_FAILURES,
@@ -77,8 +76,6 @@ class SessionRpc(SolanaRpc):
 
     def __init__(self, url: str, config: ClientConfig,
                  ended: Optional[Callable[[], Optional[str]]] = None) -> None:
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ValueError(f"per-session RPC URL must be http(s)://…, got {excerpt(url)}")
         super().__init__(url, config=config)
         self._session_ended = ended
 

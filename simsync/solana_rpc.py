@@ -52,11 +52,11 @@ from simsync.netpolicy import (
     retry_after_seconds,
 )
 from simsync.rpc_types import (
+    AccountEncoding,
     Commitment,
     TransactionDetails,
     TransactionEncoding,
     base58,
-    config,
     parse,
     sequence,
     snake_to_camel,
@@ -65,6 +65,7 @@ from simsync.rpc_types import (
     unexpected,
     value_of,
 )
+from simsync.rpc_types import config as rpc_config
 
 __all__ = ["HTTP_FAILURES", "WRITE_METHODS", "CallWatch", "SolanaRpc", "close_http",
            "is_read", "timed_request", "watched_http"]
@@ -573,31 +574,34 @@ class SolanaRpc:
     # -- typed helpers (PROTOCOL.md §10) -------------------------------------------------------
     # Each runs on the calling thread and blocks like call(): at most rpc_timeout.
 
-    def get_slot(self) -> int:
+    def get_slot(self, commitment: Optional[Commitment] = None) -> int:
         """``getSlot``: the session's current slot."""
-        result = value_of(self.call("getSlot"))
+        result = value_of(self.call("getSlot", self._options(commitment=commitment)))
         if not isinstance(result, int) or isinstance(result, bool):
             raise unexpected("getSlot", result, "an integer")
         return result
 
-    def get_balance(self, pubkey: Any) -> int:
+    def get_balance(self, pubkey: PubkeyLike, commitment: Optional[Commitment] = None) -> int:
         """``getBalance``: lamports held by ``pubkey`` (the ``value``; 0 for a missing account)."""
-        result = value_of(self.call("getBalance", [base58(pubkey, "pubkey")]))
+        result = value_of(self.call("getBalance", [base58(pubkey, "pubkey")]
+                                    + self._options(commitment=commitment)))
         if not isinstance(result, int) or isinstance(result, bool):
             raise unexpected("getBalance", result, "an integer")
         return result
 
-    def get_account_info(self, pubkey: Any, encoding: str = "base64") -> Optional[dict[str, Any]]:
+    def get_account_info(self, pubkey: PubkeyLike, encoding: AccountEncoding = "base64",
+                         commitment: Optional[Commitment] = None,
+                         ) -> Optional[dict[str, Any]]:
         """``getAccountInfo``: the account (the ``value``: ``{lamports, owner, data, executable,
         rentEpoch, space}``, ``data`` as ``[base64, "base64"]`` by default), or ``None`` if absent.
         """
-        result = value_of(self.call("getAccountInfo",
-                                  [base58(pubkey, "pubkey"), {"encoding": encoding}]))
+        result = value_of(self.call("getAccountInfo", [base58(pubkey, "pubkey"), rpc_config(
+            encoding=encoding, commitment=commitment)]))
         if result is not None and not isinstance(result, dict):
             raise unexpected("getAccountInfo", result, "an account object or null")
         return result
 
-    def get_multiple_accounts(self, pubkeys: Sequence[Any],
+    def get_multiple_accounts(self, pubkeys: Sequence[PubkeyLike],
                               encoding: str = "base64") -> list[Optional[dict[str, Any]]]:
         """``getMultipleAccounts``: one account or ``None`` per pubkey, in order (the ``value``)."""
         keys = [base58(k, "pubkey") for k in sequence(pubkeys, "pubkeys")]
@@ -606,7 +610,7 @@ class SolanaRpc:
             raise unexpected("getMultipleAccounts", result, "a list")
         return result
 
-    def get_program_accounts(self, program_id: Any, filters: Optional[Sequence[Any]] = None,
+    def get_program_accounts(self, program_id: PubkeyLike, filters: Optional[Sequence[Any]] = None,
                              encoding: str = "base64") -> list[dict[str, Any]]:
         """``getProgramAccounts``: the accounts owned by ``program_id``, each ``{pubkey, account}``.
 
@@ -622,9 +626,10 @@ class SolanaRpc:
             raise unexpected("getProgramAccounts", result, "a list")
         return result
 
-    def get_latest_blockhash(self) -> dict[str, Any]:
+    def get_latest_blockhash(self, commitment: Optional[Commitment] = None,
+                             ) -> dict[str, Any]:
         """``getLatestBlockhash``: the ``value``, ``{"blockhash", "lastValidBlockHeight"}``."""
-        result = value_of(self.call("getLatestBlockhash"))
+        result = value_of(self.call("getLatestBlockhash", self._options(commitment=commitment)))
         if not isinstance(result, dict) or "blockhash" not in result:
             raise unexpected("getLatestBlockhash", result, "an object with a blockhash")
         return result
@@ -640,7 +645,7 @@ class SolanaRpc:
             raise unexpected("getFeeForMessage", result, "an integer or null")
         return result
 
-    def get_signature_statuses(self, signatures: Sequence[Any],
+    def get_signature_statuses(self, signatures: Sequence[SignatureLike],
                                search_transaction_history: bool = False,
                                ) -> list[Optional[dict[str, Any]]]:
         """``getSignatureStatuses``: one status or ``None`` per signature, in order (the ``value``).
@@ -656,7 +661,7 @@ class SolanaRpc:
             raise unexpected("getSignatureStatuses", result, "a list")
         return result
 
-    def get_transaction(self, signature: Any, encoding: str = "json",
+    def get_transaction(self, signature: SignatureLike, encoding: TransactionEncoding = "json",
                         ) -> Optional[dict[str, Any]]:
         """``getTransaction``: ``{slot, transaction, meta, blockTime}``, or ``None`` if unknown.
 
@@ -700,7 +705,7 @@ class SolanaRpc:
             raise unexpected("sendTransaction", result, "a signature string")
         return result
 
-    def get_address_lookup_table(self, address: Any) -> Optional[dict[str, Any]]:
+    def get_address_lookup_table(self, address: PubkeyLike) -> Optional[dict[str, Any]]:
         """``getAddressLookupTable``: the table (the ``value`` when wrapped), or ``None``."""
         result = value_of(self.call("getAddressLookupTable", [base58(address, "address")]))
         if result is not None and not isinstance(result, dict):
@@ -719,7 +724,7 @@ class SolanaRpc:
     @staticmethod
     def _options(**options: Any) -> list[Any]:
         """``[config]`` when any option is set, else ``[]`` (Agave's defaults apply)."""
-        given = config(**options)
+        given = rpc_config(**options)
         return [given] if given else []
 
     def get_health(self) -> str:
@@ -781,7 +786,7 @@ class SolanaRpc:
         ``block_time``, ``block_height``). A skipped or unknown slot is an ``RpcError``
         (Agave: -32007 / -32009). Versioned transactions come back
         (``maxSupportedTransactionVersion`` 0 by default)."""
-        params = [u64(slot, "slot"), config(
+        params = [u64(slot, "slot"), rpc_config(
             encoding=encoding, transaction_details=transaction_details, rewards=rewards,
             commitment=commitment,
             max_supported_transaction_version=max_supported_transaction_version)]
@@ -903,8 +908,8 @@ class SolanaRpc:
             raise TypeError("get_token_accounts_by_owner: give exactly one of mint, program_id")
         which = ({"mint": base58(mint, "mint")} if mint is not None
                  else {"programId": base58(program_id, "program_id")})
-        params = [base58(owner, "owner"), which, config(encoding="base64",
-                                                         commitment=commitment)]
+        params = [base58(owner, "owner"), which, rpc_config(encoding="base64",
+                                                             commitment=commitment)]
         result: list[resp.RpcKeyedAccount] = self._typed(
             "getTokenAccountsByOwner", resp.GetTokenAccountsByOwnerResp, params)
         return result
@@ -914,7 +919,7 @@ class SolanaRpc:
         the list of non-circulating accounts)."""
         result: resp.RpcSupply = self._typed(
             "getSupply", resp.GetSupplyResp,
-            [config(commitment=commitment, exclude_non_circulating_accounts_list=True)])
+            [rpc_config(commitment=commitment, exclude_non_circulating_accounts_list=True)])
         return result
 
     def request_airdrop(self, pubkey: PubkeyLike, lamports: int,
@@ -933,7 +938,7 @@ class SolanaRpc:
         ``owner``, ``executable``, ``rent_epoch``), or ``None`` if absent."""
         result: Optional[Account] = self._typed(
             "getAccountInfo", resp.GetAccountInfoResp,
-            [base58(pubkey, "pubkey"), config(encoding="base64", commitment=commitment)])
+            [base58(pubkey, "pubkey"), rpc_config(encoding="base64", commitment=commitment)])
         return result
 
 

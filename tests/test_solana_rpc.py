@@ -185,6 +185,16 @@ def test_a_json_rpc_error_object_keeps_code_message_and_data() -> None:
     assert type(info.value) is simsync.RpcError
 
 
+def test_commitment_is_sent_only_when_given() -> None:
+    answers = {"getSlot": {"result": 7}, "getBalance": {"result": {"context": {"slot": 7},
+                                                                   "value": 5}}}
+    with AgaveFixtureServer(answers) as server, simsync.SolanaRpc(server.url) as rpc:
+        assert rpc.get_slot() == 7 and rpc.get_slot("confirmed") == 7
+        assert rpc.get_balance(MINT, commitment="finalized") == 5
+    assert [r["params"] for r in server.requests] == [
+        [], [{"commitment": "confirmed"}], [MINT, {"commitment": "finalized"}]]
+
+
 @pytest.mark.parametrize("result", [{"absoluteSlot": "x"}, [1, 2], None, "ok"])
 def test_a_result_without_agaves_shape_is_an_rpc_error_naming_the_method(result: Any) -> None:
     with AgaveFixtureServer({"getEpochInfo": {"result": result}}) as server, \
