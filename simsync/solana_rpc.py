@@ -335,6 +335,12 @@ class SolanaRpc:
     tried again ``rpc_retries`` times (default 0) after a connection failure or an HTTP
     408/429/502/503/504, writes never.
 
+    Results: the Agave methods return solders types (``get_epoch_info`` → ``EpochInfo``,
+    ``get_account`` → ``Account``, ``get_block`` → ``UiConfirmedBlock`` …); the methods
+    ``session.rpc`` has always had keep their results (ints, or Solana's JSON dicts:
+    ``get_account_info``, ``get_latest_blockhash``, ``get_transaction`` …). Keys, signatures
+    and blockhashes may be given as solders objects or base58 ``str``.
+
     A context manager; :meth:`close` closes the pooled connections.
 
     Threads: every method runs on the calling thread. An instance is safe to share between
@@ -571,11 +577,12 @@ class SolanaRpc:
             where += f", HTTP {http_status}"
         return RpcError(f"{method}: {message} ({where})", code=code, http_status=http_status,
                         data=error.get("data"), retry_after=retry_after)
-    # -- typed helpers (PROTOCOL.md §10) -------------------------------------------------------
-    # Each runs on the calling thread and blocks like call(): at most rpc_timeout.
+    # -- the methods session.rpc has always had (PROTOCOL.md §10) -----------------------------
+    # Results as before: ints, or Solana's JSON (the ``value`` of a context-wrapped result).
+    # Each runs on the calling thread and blocks like call(): at most ``timeout``.
 
     def get_slot(self, commitment: Optional[Commitment] = None) -> int:
-        """``getSlot``: the session's current slot."""
+        """``getSlot``: the current slot (a session's: the slot it stands at)."""
         result = value_of(self.call("getSlot", self._options(commitment=commitment)))
         if not isinstance(result, int) or isinstance(result, bool):
             raise unexpected("getSlot", result, "an integer")
@@ -691,7 +698,8 @@ class SolanaRpc:
         return result
 
     def send_transaction(self, tx: Any, skip_preflight: bool = False) -> str:
-        """``sendTransaction``: execute ``tx`` at once in the current slot; returns its signature.
+        """``sendTransaction``: submit ``tx`` (a session executes it at once, in the slot it
+        stands at); returns its signature (base58 ``str``).
 
         ``tx`` as in :func:`to_base64`; sent base64. With the preflight (the default, as
         Agave's clients have it) a transaction that would fail is refused with ``RpcError``
