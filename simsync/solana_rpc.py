@@ -576,7 +576,7 @@ class SolanaRpc:
         if http_status is not None:
             where += f", HTTP {http_status}"
         return RpcError(f"{method}: {message} ({where})", code=code, http_status=http_status,
-                        data=error.get("data"), retry_after=retry_after)
+                        data=error.get("data"), retry_after=retry_after, rpc_message=message)
     # -- the methods session.rpc has always had (PROTOCOL.md §10) -----------------------------
     # Results as before: ints, or Solana's JSON (the ``value`` of a context-wrapped result).
     # Each runs on the calling thread and blocks like call(): at most ``timeout``.

@@ -180,7 +180,8 @@ def test_a_json_rpc_error_object_keeps_code_message_and_data() -> None:
     with AgaveFixtureServer(answers) as server, simsync.SolanaRpc(server.url) as rpc, \
             pytest.raises(simsync.RpcError) as info:
         rpc.get_block(430)
-    assert (info.value.code, info.value.data) == (-32007, data)
+    assert (info.value.code, info.value.rpc_message, info.value.data) == (
+        -32007, "Slot 430 was skipped", data)
     assert "Slot 430 was skipped" in str(info.value) and "getBlock" in str(info.value)
     assert type(info.value) is simsync.RpcError
 
