@@ -115,10 +115,11 @@ def parse(method: str, resp: Any, result: Any) -> Any:
     """``result`` (the JSON ``result`` of ``method``) read by solders' response type ``resp``
     (``solders.rpc.responses.GetEpochInfoResp`` …): returns its typed ``value``. Raises
     :class:`simsync.RpcError` when the result does not have Agave's shape."""
-    wrapped = json.dumps({"jsonrpc": "2.0", "id": 0, "result": result}, separators=(",", ":"))
     try:
+        wrapped = json.dumps({"jsonrpc": "2.0", "id": 0, "result": result},
+                             separators=(",", ":"))
         parsed: Any = resp.from_json(wrapped)
-    except (SerdeJSONError, ValueError, TypeError) as exc:
+    except (SerdeJSONError, ValueError, TypeError, RecursionError) as exc:
         raise unexpected(method, result, f"Agave's shape ({excerpt(str(exc), 80)})") from None
     if not hasattr(parsed, "value"):                     # solders read it as an error object
         raise unexpected(method, result, "a result")

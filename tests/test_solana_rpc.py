@@ -196,7 +196,12 @@ def test_commitment_is_sent_only_when_given() -> None:
         [], [{"commitment": "confirmed"}], [MINT, {"commitment": "finalized"}]]
 
 
-@pytest.mark.parametrize("result", [{"absoluteSlot": "x"}, [1, 2], None, "ok"])
+NESTED: Any = 0
+for _ in range(500):
+    NESTED = [NESTED]
+
+
+@pytest.mark.parametrize("result", [{"absoluteSlot": "x"}, [1, 2], None, "ok", NESTED])
 def test_a_result_without_agaves_shape_is_an_rpc_error_naming_the_method(result: Any) -> None:
     with AgaveFixtureServer({"getEpochInfo": {"result": result}}) as server, \
             simsync.SolanaRpc(server.url) as rpc, \
