@@ -20,6 +20,7 @@ import http.client
 import itertools
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -42,7 +43,13 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from simsync._version import __version__
 from simsync.config import ClientConfig
-from simsync.errors import RpcConnectionError, RpcError, RpcTimeout, excerpt
+from simsync.errors import (
+    ForkedSessionError,
+    RpcConnectionError,
+    RpcError,
+    RpcTimeout,
+    excerpt,
+)
 from simsync.netpolicy import (
     TRANSIENT_HTTP_STATUSES,
     PolicyAdapter,
@@ -347,6 +354,10 @@ class SolanaRpc:
     threads; calls are serialised by an internal lock (``requests.Session`` is not guaranteed
     thread-safe), so a call may wait for another thread's call in flight, each bounded by
     ``timeout``. :meth:`close` never waits for that lock.
+
+    Processes: an instance belongs to the process that created it; in a forked child every
+    call raises :class:`simsync.ForkedSessionError` (its pooled connections are the
+    parent's) and :meth:`close` leaves them alone.
     """
 
     def __init__(self, url: str, *, timeout: Optional[float] = None,
@@ -359,6 +370,7 @@ class SolanaRpc:
         self._url = url
         self._timeout = config.rpc_timeout
         self._config = config
+        self._pid = os.getpid()                 # the process whose pool this is (fork check)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._closed = False
@@ -393,7 +405,8 @@ class SolanaRpc:
         if self._closed:
             return
         self._closed = True
-        close_http(self._http)
+        if os.getpid() == self._pid:      # a forked child leaves the parent's pool alone
+            close_http(self._http)
 
     def __enter__(self) -> SolanaRpc:
         return self
@@ -408,7 +421,13 @@ class SolanaRpc:
         return None
 
     def _refusal(self, method: str) -> Optional[RpcError]:
-        """Why a call must not be sent now (the endpoint ended, or this client is closed)."""
+        """Why a call must not be sent now (the endpoint ended, or this client is closed).
+        Raises ``ForkedSessionError`` in a forked child: the pooled connections are the
+        parent's, and a request on them would mix both processes' replies."""
+        if os.getpid() != self._pid:
+            raise ForkedSessionError(f"{method}: this {type(self).__name__} was created in "
+                                     "another process (before a fork); create it inside the "
+                                     "worker process instead")
         reason = self._ended()
         if reason is not None:
             return RpcError(f"{method}: the session has ended ({reason}); its JSON-RPC endpoint "

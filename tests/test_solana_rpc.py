@@ -8,6 +8,7 @@ that is not Agave's shape, a server that never answers (``RpcTimeout``), a refus
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -249,6 +250,36 @@ def test_a_closed_client_refuses_calls_and_bad_arguments_fail_before_sending(
     with pytest.raises(simsync.RpcError, match="this SolanaRpc is closed"):
         rpc.get_health()
     assert server.requests == []
+
+
+def test_a_forked_child_cannot_use_the_parents_client_and_leaves_its_pool_alone(
+        agave: Tuple[AgaveFixtureServer, simsync.SolanaRpc]) -> None:
+    server, rpc = agave
+    assert rpc.get_health() == "ok"                 # the pool now holds a live connection
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                    # the child: report, never return
+        try:
+            try:
+                rpc.get_health()
+                outcome = "answered"
+            except simsync.ForkedSessionError as exc:
+                rpc.close()
+                outcome = "ForkedSessionError" if "SolanaRpc" in str(exc) else str(exc)
+            except BaseException as exc:            # noqa: BLE001 - reported to the parent
+                outcome = type(exc).__name__
+            os.write(write, outcome.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        with os.fdopen(read, "rb") as pipe:
+            outcome = pipe.read().decode()
+    finally:
+        os.waitpid(pid, 0)
+    assert outcome == "ForkedSessionError"
+    assert rpc.get_health() == "ok"                 # the parent's pool still answers
+    assert len(server.requests) == 2
 
 
 # ---------------------------------------------------------------------------------------------
