@@ -341,3 +341,59 @@ def test_a_standalone_solana_rpc_at_the_session_endpoint_sends_and_reads(
                                          filters=[{"dataSize": 0}])
         assert isinstance(owned, list)
         assert rpc.get_account_info(dest)["lamports"] == SOL
+
+
+def serves(*methods: str) -> Any:
+    """Skip unless the local simulator serves ``methods`` (helper rpc24 adds Agave's ledger,
+    cluster and token methods to it; these tests run from the merge on)."""
+    from simsync.localsim.rpc_methods import METHODS
+    missing = [m for m in methods if m not in METHODS]
+    return pytest.mark.skipif(bool(missing), reason=f"the local simulator does not serve "
+                              f"{', '.join(missing)} yet")
+
+
+@serves("getVersion", "getGenesisHash", "getIdentity", "getSlotLeader", "getEpochInfo",
+        "getEpochSchedule", "getTransactionCount", "getSupply")
+def test_the_cluster_methods_read_typed_from_the_simulator(session: simsync.Session) -> None:
+    rpc = session.rpc
+    slot = rpc.get_slot()
+    assert rpc.get_version().solana_core
+    assert isinstance(rpc.get_genesis_hash(), Hash)
+    assert isinstance(rpc.get_identity(), Pubkey) and isinstance(rpc.get_slot_leader(), Pubkey)
+    info = rpc.get_epoch_info()
+    assert (info.epoch, info.absolute_slot, info.slots_in_epoch) == (
+        slot // 432_000, slot, 432_000)
+    assert info.slot_index == slot % 432_000
+    assert rpc.get_epoch_schedule().slots_per_epoch == 432_000
+    assert rpc.get_transaction_count() >= 0
+    supply = rpc.get_supply()
+    assert supply.total >= supply.circulating > 0
+
+
+@serves("getBlock", "getBlocks", "getBlocksWithLimit", "getBlockTime",
+        "getFirstAvailableBlock", "minimumLedgerSlot")
+def test_the_ledger_methods_read_typed_from_the_simulator(session: simsync.Session) -> None:
+    rpc = session.rpc
+    session.send_continue(advance_count=3, timeout=30)
+    while not isinstance(session.next_event(30), simsync.ReadyForContinue):
+        pass
+    first = rpc.get_first_available_block()
+    assert rpc.minimum_ledger_slot() <= first == START
+    blocks = rpc.get_blocks(first, rpc.get_slot() - 1)
+    assert blocks[0] == first and blocks == sorted(blocks) and len(blocks) >= 3
+    assert rpc.get_blocks_with_limit(first, 2) == blocks[:2]
+    block = rpc.get_block(blocks[1], transaction_details="signatures")
+    assert block.parent_slot == blocks[0] and block.block_time == rpc.get_block_time(blocks[1])
+    assert str(block.previous_blockhash) == str(rpc.get_block(blocks[0]).blockhash)
+
+
+@serves("requestAirdrop", "getSignaturesForAddress", "getRecentPrioritizationFees")
+def test_an_airdrop_lands_and_is_found_by_address(session: simsync.Session) -> None:
+    rpc = session.rpc
+    who = Keypair().pubkey()
+    signature = rpc.request_airdrop(who, SOL)
+    assert isinstance(signature, Signature)
+    assert rpc.get_balance(who) == SOL
+    found = rpc.get_signatures_for_address(who, limit=10)
+    assert [s.signature for s in found] == [signature]
+    assert all(f.prioritization_fee >= 0 for f in rpc.get_recent_prioritization_fees([who]))
