@@ -397,3 +397,29 @@ def test_an_airdrop_lands_and_is_found_by_address(session: simsync.Session) -> N
     found = rpc.get_signatures_for_address(who, limit=10)
     assert [s.signature for s in found] == [signature]
     assert all(f.prioritization_fee >= 0 for f in rpc.get_recent_prioritization_fees([who]))
+
+
+TOKEN_PROGRAM = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
+
+
+@serves("getTokenAccountsByOwner", "getTokenAccountBalance", "getTokenSupply",
+        "getTokenLargestAccounts")
+def test_the_token_methods_read_typed_from_the_simulator() -> None:
+    with LocalSimulator() as sim, simsync.Client(sim.url, config=FAST).start_session(
+            start_slot=START, end_slot=START + 400) as session:
+        while not isinstance(session.next_event(30), simsync.ReadyForContinue):
+            pass
+        rpc = session.rpc
+        held = [(owner, keyed) for owner in sim.wallets
+                for keyed in rpc.get_token_accounts_by_owner(owner, program_id=TOKEN_PROGRAM)]
+        assert held, "the synthetic history has token accounts"
+        owner, keyed = held[0]
+        data = bytes(keyed.account.data)            # SPL Token account: mint, owner, amount
+        mint, amount = Pubkey.from_bytes(data[:32]), int.from_bytes(data[64:72], "little")
+        assert str(Pubkey.from_bytes(data[32:64])) == str(owner)
+        assert int(rpc.get_token_account_balance(keyed.pubkey).amount) == amount
+        assert [k.pubkey for k in rpc.get_token_accounts_by_owner(owner, mint=mint)] == [
+            keyed.pubkey]
+        largest = rpc.get_token_largest_accounts(mint)
+        supply = int(rpc.get_token_supply(mint).amount)
+        assert supply >= sum(int(a.amount.amount) for a in largest) >= amount
