@@ -27,17 +27,15 @@ from simsync.config import ClientConfig
 from simsync.rpc_types import base58, to_base64
 from simsync.solana_rpc import (
     HTTP_FAILURES,
-    WRITE_METHODS,
     CallWatch,
     SolanaRpc,
     close_http,
-    is_read,
     timed_request,
     watched_http,
 )
 
-__all__ = ["HTTP_FAILURES", "WRITE_METHODS", "CallWatch", "SessionRpc", "close_http",
-           "is_read", "timed_request", "to_base64", "watched_http"]
+__all__ = ["HTTP_FAILURES", "CallWatch", "SessionRpc", "close_http", "timed_request",
+           "to_base64", "watched_http"]
 
 
 def _account_data(value: Any, key: str) -> Any:

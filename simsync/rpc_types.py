@@ -16,14 +16,14 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from solders.errors import SerdeJSONError
 
 from simsync.errors import RpcError, excerpt
 
 __all__ = ["AccountEncoding", "Commitment", "TransactionDetails", "TransactionEncoding",
-           "base58", "config", "optional_int", "parse", "sequence", "snake_to_camel",
+           "base58", "config", "parse", "sequence", "snake_to_camel",
            "to_base64", "u64", "unexpected", "value_of"]
 
 Commitment = Literal["processed", "confirmed", "finalized"]
@@ -136,13 +136,6 @@ def value_of(result: Any) -> Any:
 def unexpected(method: str, result: Any, wanted: str) -> RpcError:
     """The error for a result of ``method`` that is not what Solana answers."""
     return RpcError(f"{method}: unexpected result, wanted {wanted}: {excerpt(result, 120)}")
-
-
-def optional_int(method: str, result: Any) -> Optional[int]:
-    """``result`` checked to be an integer (not a bool) or ``None``."""
-    if result is not None and (not isinstance(result, int) or isinstance(result, bool)):
-        raise unexpected(method, result, "an integer or null")
-    return result
 
 
 def u64(value: Any, what: str) -> int:
