@@ -18,7 +18,9 @@ from simsync.errors import (
     InvalidArgumentError,
     InvalidArgumentTypeError,
     ProtocolError,
+    RpcConnectionError,
     RpcError,
+    RpcTimeout,
     SessionClosed,
     SessionCreateError,
     SimsyncError,
@@ -57,6 +59,7 @@ from simsync.protocol.types import (
     ProgramExecuted,
 )
 from simsync.session import Session
+from simsync.solana_rpc import SolanaRpc
 from simsync.subscriptions import ReconnectCoordinator
 from simsync.sweep import (
     SweepJob,
@@ -89,4 +92,6 @@ __all__ = [
     "sweep_results",
     # issue 17: create options, typed reports, usage
     "AgentStatsReport", "DiscoveryFilter", "OracleUpdate", "ProgramExecuted", "UsageReport",
+    # issue 27: the blocking Solana JSON-RPC client
+    "RpcConnectionError", "RpcTimeout", "SolanaRpc",
 ]

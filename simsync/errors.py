@@ -76,19 +76,35 @@ class SessionClosed(SimsyncError):
 
 
 class RpcError(SimsyncError):
-    """A per-session JSON-RPC call (or an HTTP request of the client) failed: a JSON-RPC
-    error object (``code``, ``data``), an HTTP error status (``http_status``), a body that
-    cannot be decoded, a timeout or a connection failure. ``retry_after``: seconds the server
-    asked to wait (HTTP ``Retry-After``, delta-seconds or HTTP-date), else ``None``."""
+    """A JSON-RPC call (or an HTTP request of the client) failed: a JSON-RPC error object
+    (``code``, ``rpc_message``: its ``message``, at most 500 characters, ``data``), an HTTP
+    error status (``http_status``), a body that cannot be decoded, a timeout
+    (:class:`RpcTimeout`) or a connection failure (:class:`RpcConnectionError`).
+    ``retry_after``: seconds the server asked to wait (HTTP ``Retry-After``, delta-seconds or
+    HTTP-date), else ``None``."""
 
     def __init__(self, message: str, code: Optional[int] = None,
                  http_status: Optional[int] = None, data: Any = None,
-                 retry_after: Optional[float] = None) -> None:
+                 retry_after: Optional[float] = None,
+                 rpc_message: Optional[str] = None) -> None:
         self.code = code
         self.http_status = http_status
         self.data = data
         self.retry_after = retry_after
+        self.rpc_message = rpc_message
         super().__init__(message)
+
+
+class RpcTimeout(RpcError, TimeoutError):
+    """A JSON-RPC call got no complete answer within its deadline (``timeout`` /
+    ``ClientConfig.rpc_timeout``, name resolution included); the message names the phase that
+    ran out. Also a ``TimeoutError``."""
+
+
+class RpcConnectionError(RpcError, ConnectionError):
+    """A JSON-RPC call could not reach the server: the connection was refused or reset, the
+    host name did not resolve, or the proxy failed. Nothing was answered; a read may be tried
+    again. Also a ``ConnectionError``."""
 
 
 class SlowConsumerError(SimsyncError):
