@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+import pandas as pd   # in the test extra: the README's pandas lines are never skipped
 import pytest
 import requests
 from solders.litesvm import LiteSVM
@@ -628,14 +629,23 @@ def test_compare_refuses_runs_of_different_programs_or_slots(sim: LocalSimulator
     slots = simsync_cmd("compare", str(files["token"]), str(files["token_short"]))
     assert slots.returncode == 2
     assert f"slots {START}-{START + 9} (BASE) vs {START}-{START + 5} (EXP)" in slots.stderr
-    # Like with like: no account-diff subscription and no token balances in the local
-    # simulator's meta, so token changes were not measured (not "0 accounts").
+    # Like with like: no account-diff subscription, but the local simulator's meta has the
+    # token balances (issue 24 item 8), so token changes are measured from the meta.
     same = simsync_cmd("compare", str(files["token"]), str(files["token"]))
     assert same.returncode == 0, same.stderr
-    assert "token balance differences: not measured (BASE and EXP" in same.stdout, same.stdout
-    assert "token balance differences (sum of token_changes)" not in same.stdout
+    assert "token balance differences (sum of token_changes)" in same.stdout, same.stdout
     doc = json.loads(files["token"].read_text())
-    assert doc["metadata"]["token_changes_measured"] is False
+    assert doc["metadata"]["token_changes_measured"] is True
+    assert any(entry["token_changes"] for entry in doc["transactions"])
+    # A server whose meta lists no token balances, without account diffs: "not measured".
+    unmeasured = json.loads(files["token"].read_text())
+    unmeasured["metadata"]["token_changes_measured"] = False
+    for entry in unmeasured["transactions"]:
+        entry["token_changes"] = {}
+    files["token"].write_text(json.dumps(unmeasured))
+    blind = simsync_cmd("compare", str(files["token"]), str(files["token"]))
+    assert "token balance differences: not measured (BASE and EXP" in blind.stdout, blind.stdout
+    assert "token balance differences (sum of token_changes)" not in blind.stdout
 
 
 FLAT = ("slot", "signature", "success", "error", "logs", "sol_changes", "token_changes",
@@ -675,7 +685,6 @@ def test_run_jsonl_and_summarize_compare_tables_load_flat(sim: LocalSimulator,
         simsync_cmd("compare", str(doc), str(doc), "--csv").stdout)))
     assert len(outcomes) == len(expected) and {r["change"] for r in outcomes} == {"same"}
 
-    import pandas as pd                             # in the test extra: never skipped
     frame = pd.read_json(lines, lines=True)        # the README's one-liner
     assert frame.shape == (len(expected), len(FLAT)) and tuple(frame.columns) == FLAT
     assert pd.read_csv(io.StringIO(
