@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-import pandas as pd   # in the test extra: the README's pandas lines are never skipped
+import pandas as pd  # in the test extra: the README's pandas lines are never skipped
 import pytest
 import requests
 from solders.litesvm import LiteSVM
