@@ -291,8 +291,8 @@ class Collector:
     def token_changes_measured(self) -> bool:
         """Whether ``token_changes`` were measured: account diffs were subscribed, or the
         server fills the meta's token balances (some entry listed one). Empty lists in every
-        meta do not count: a server that does not fill them (the local simulator) sends
-        them empty for token transfers too."""
+        meta do not count: a server that does not fill them sends them empty for token
+        transfers too."""
         return self.diffs_subscribed or self.meta_token_balances
 
     def diff(self, event: Any) -> None:
