@@ -20,6 +20,7 @@ import http.client
 import itertools
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -33,7 +34,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from simsync._version import __version__
 from simsync.config import ClientConfig
-from simsync.errors import RpcError, excerpt
+from simsync.errors import ForkedSessionError, RpcError, excerpt
 from simsync.netpolicy import (
     TRANSIENT_HTTP_STATUSES,
     PolicyAdapter,
@@ -405,6 +406,7 @@ class SessionRpc:
         self._timeout = config.rpc_timeout
         self._config = config
         self._ended = ended
+        self._pid = os.getpid()                 # the process whose pool this is (fork check)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._closed = False
@@ -434,7 +436,8 @@ class SessionRpc:
         if self._closed:
             return
         self._closed = True
-        close_http(self._http)
+        if os.getpid() == self._pid:      # a forked child leaves the parent's pool alone
+            close_http(self._http)
 
     def __enter__(self) -> SessionRpc:
         return self
@@ -445,7 +448,13 @@ class SessionRpc:
     # -- the one generic call ------------------------------------------------------------------
 
     def _refusal(self, method: str) -> Optional[RpcError]:
-        """Why a call must not be sent now (the session ended, or this client is closed)."""
+        """Why a call must not be sent now (the session ended, or this client is closed).
+        Raises ``ForkedSessionError`` in a forked child: the pooled connections are the
+        parent's, and a request on them would mix both processes' replies."""
+        if os.getpid() != self._pid:
+            raise ForkedSessionError(f"{method}: this SessionRpc was created in another "
+                                     "process (before a fork); create the session inside "
+                                     "the worker process instead")
         reason = self._ended() if self._ended is not None else None
         if reason is not None:
             return RpcError(f"{method}: the session has ended ({reason}); its JSON-RPC endpoint "

@@ -339,6 +339,7 @@ class Session(ProcessOwned):
     def info(self) -> SessionInfo:
         """The server's ``SessionInfo`` (session id, rpc endpoint, task id), with the control
         URL it was created on, so ``info.rpc_url`` is absolute."""
+        self._check_process()
         info = self._control.info
         if info.control_url is None:
             info = SessionInfo(info.session_id, info.rpc_endpoint, info.task_id,
@@ -348,6 +349,7 @@ class Session(ProcessOwned):
     @property
     def status(self) -> ConnectionStatus:
         """The control connection's current ``ConnectionStatus``."""
+        self._check_process()
         return self._control.status.value
 
     def wait_for_status(self, *states: State, timeout: Optional[float] = None
@@ -355,6 +357,7 @@ class Session(ProcessOwned):
         """Block (any thread, sliced) until the control connection is in one of ``states``
         or final (FAILED/CLOSED), or ``timeout`` seconds passed; returns the status then
         (check its ``state``: a timeout is not an error)."""
+        self._check_process()
         return self._control.status.wait_for(states, timeout)
 
     def status_changes(self, timeout: Optional[float] = None) -> Iterator[ConnectionStatus]:
@@ -363,6 +366,7 @@ class Session(ProcessOwned):
         ``reason``, ``attempt`` and running ``reconnects`` count (any thread; like the
         reference client's watch channel). ``timeout`` bounds each wait
         (``EventTimeout``)."""
+        self._check_process()
         changes: queue.SimpleQueue[ConnectionStatus] = queue.SimpleQueue()
         cell = self._control.status
         cell.watch(changes.put)
@@ -395,6 +399,8 @@ class Session(ProcessOwned):
     def __repr__(self) -> str:
         try:
             return f"{type(self).__name__}(id={self.info.session_id!r}, status={self.status})"
+        except ForkedSessionError:
+            return f"{type(self).__name__}(of another process)"
         except SimsyncError:
             return f"{type(self).__name__}(not created)"
 
@@ -483,6 +489,7 @@ class Session(ProcessOwned):
         """Where the user stands: persist it after handling each event (``to_json()`` or
         pickle) and ``Client.attach_session(session_id, cursor)`` resumes from there, in
         another process too, with every later event exactly once (user thread)."""
+        self._check_process()
         return SessionCursor(
             self.info.session_id, self.info.rpc_endpoint, self._create.start_slot,
             self._control_seq, self._slot,
