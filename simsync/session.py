@@ -319,6 +319,9 @@ class Session(ProcessOwned):
         self._discovery: Optional[DiscoveryBatch] = None   # announced, not yet reached
         self._control_seq = None if resume is None else resume.control_seq  # last read
         self._slot = create.start_slot if resume is None else resume.slot  # the last slot read
+        # whether the last pause the user read is the one the session stands at (no step
+        # sent since): a helper steps from that pause, not from one still on its way
+        self._holding_pause = False
         self._close_lock = threading.RLock()
         self._closed = False
         self._releasing: Optional[int] = None   # the thread running _release (once)
@@ -529,6 +532,8 @@ class Session(ProcessOwned):
             kind = type(event)                  # exact types: isinstance on ABCs is slow
             if kind is Slot:
                 self._slot = event.slot
+            elif kind is ReadyForContinue or kind is Paused:
+                self._holding_pause = True
             if kind is DiscoveryBatch or self._discovery is not None:
                 self._track_discovery(event)
             if kind is Completed:
@@ -612,6 +617,7 @@ class Session(ProcessOwned):
         self._wait_up(deadline, timeout)
         self._control.send_step(request, lambda remaining: self._check_step_wait(
             remaining, timeout), deadline)
+        self._holding_pause = False
 
     def _check_step_wait(self, remaining: float, timeout: Optional[float]) -> None:
         """While a step waits for the session's pause: stop on failure, close or timeout."""
@@ -649,16 +655,25 @@ class Session(ProcessOwned):
     def continue_until_ready(self, advance_count: int = 1, transactions: Iterable[Any] = (),
                              modify_account_states: Optional[AccountOverrides] = None,
                              timeout: Optional[float] = None) -> List[Event]:
-        """Step, then return every event up to and including the next pause (or
-        ``Completed``). ``timeout`` bounds each wait for an event."""
+        """Step, then return every event up to and including the pause that answers this
+        step (or ``Completed``). ``timeout`` bounds each wait for an event (user thread).
+
+        When the user has not read the pause the session stands at (right after
+        ``start_session``/``attach_session``, or after a ``send_continue`` of their own),
+        the events up to it are read first and lead the list: the step is sent from that
+        pause, and an older pause is never taken for this step's answer."""
+        seen = self._catch_up(timeout)
+        if seen and isinstance(seen[-1], Completed):
+            return seen
         self.send_continue(advance_count, transactions, modify_account_states, timeout)
-        return self._until(PAUSES + (Completed,), timeout)
+        return seen + self._until(PAUSES + (Completed,), timeout)
 
     def advance_to_discovery(self, timeout: Optional[float] = None) -> List[Event]:
         """From a pause, step block by block until a ``DiscoveryBatch`` is announced, then
         ``continueTo`` it; returns the events seen, ending with the ``Paused`` just before
-        the batch (or with ``Completed`` when no batch came before the end)."""
-        seen: List[Event] = self._drain_ready()
+        the batch (or with ``Completed`` when no batch came before the end). Reads up to
+        the pause the session stands at first, like ``continue_until_ready``."""
+        seen: List[Event] = self._catch_up(timeout)
         while self._discovery is None:
             if seen and isinstance(seen[-1], Completed):
                 return seen
@@ -667,15 +682,13 @@ class Session(ProcessOwned):
         self.send_continue_to(batch.slot, batch.batch_index, timeout)
         return seen + self._until((Paused, Completed), timeout)
 
-    def _drain_ready(self) -> List[Event]:
-        """Events already waiting (none block), to catch a discovery announced early."""
-        out: List[Event] = []
-        while self._inbox.mailbox.buffered:
-            try:
-                out.append(self.next_event(0))
-            except EventTimeout:
-                break
-        return out
+    def _catch_up(self, timeout: Optional[float]) -> List[Event]:
+        """The events up to and including the pause the session stands at, unless the user
+        already read it (user thread): a helper's step answers that pause, and a discovery
+        announced before it is seen before stepping."""
+        if self._holding_pause:
+            return []
+        return self._until(PAUSES + (Completed,), timeout)
 
     def _until(self, kinds: Tuple[type, ...], timeout: Optional[float]) -> List[Event]:
         out: List[Event] = []

@@ -10,7 +10,7 @@ from typing import Any, Callable, List
 import pytest
 
 import simsync
-from simsync.localsim import LocalSimulator
+from simsync.localsim import Fault, LocalSimulator
 from tests.support import START, client, sim
 
 pytestmark = pytest.mark.timeout(120)
@@ -106,3 +106,44 @@ def test_a_session_rpc_in_a_multiprocessing_fork_worker_raises(sim: LocalSimulat
         assert results.get() == "ForkedSessionError"
         results.close()
         rpc.get_slot()
+
+
+# ------------------------------------------------------------------ 14: a helper's own pause
+
+def _late_first_pause(sim: LocalSimulator) -> None:
+    """Every control frame after ``sessionCreated`` comes 0.3 s late: the session's first
+    ``ReadyForContinue`` is not queued yet when a helper called right after
+    ``start_session`` looks for waiting events."""
+    sim.faults.add(Fault("delay", after_frames=1, delay_secs=0.3))
+
+
+def test_continue_until_ready_right_after_start_returns_its_own_steps_pause(
+        sim: LocalSimulator) -> None:
+    _late_first_pause(sim)
+    end = START + 20
+    with client(sim).start_session(start_slot=START, end_slot=end) as session:
+        events = session.continue_until_ready(advance_count=2, timeout=20)
+        pauses = [e for e in events if isinstance(e, simsync.ReadyForContinue)]
+        assert isinstance(events[-1], simsync.ReadyForContinue)
+        assert len(pauses) == 2             # the one it stepped from, then its answer
+        after = events[events.index(pauses[0]) + 1:]
+        assert [e.slot for e in after if isinstance(e, simsync.Slot)] == \
+            sim.produced_slots(START, end)[1:3]
+        events = session.continue_until_ready(advance_count=1, timeout=20)
+        assert isinstance(events[-1], simsync.ReadyForContinue)
+        assert [e.slot for e in events if isinstance(e, simsync.Slot)] == \
+            sim.produced_slots(START, end)[3:4]
+
+
+def test_advance_to_discovery_right_after_start_steps_from_the_first_pause(
+        sim: LocalSimulator) -> None:
+    _late_first_pause(sim)
+    program = sim.DISCOVERY_PROGRAM_ID
+    with client(sim).start_session(start_slot=START + 1, end_slot=START + 40,
+                                   discoveries=[{"programExecuted": program}]) as session:
+        events = session.advance_to_discovery(timeout=20)
+        batch = [e for e in events if isinstance(e, simsync.DiscoveryBatch)][-1]
+        assert events[-1] == simsync.Paused(batch.slot, batch.batch_index)
+        executed = sim.executed(session.info.session_id)
+        assert not [t for t in executed if program in t.program_ids
+                    and (t.slot, t.batch_index) >= (batch.slot, batch.batch_index)]
