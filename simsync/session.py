@@ -27,12 +27,13 @@ from typing import (
 
 from simsync import urls
 from simsync.config import ClientConfig
-from simsync.control import ControlSide, SessionEnded, SessionInfo
+from simsync.control import ControlSide, SessionEnded, SessionInfo, SingleControl
 from simsync.cursor import SessionCursor, StreamPosition, SubscriptionCursor
 from simsync.errors import (
     ControlFailed,
     EventTimeout,
     ForkedSessionError,
+    InvalidArgumentError,
     SessionClosed,
     SessionCreateError,
     SimsyncError,
@@ -698,22 +699,32 @@ class Session(ProcessOwned):
 
     # ------------------------------------------------------------------ close
 
-    def close(self, timeout: Optional[float] = None) -> None:
+    def close(self, timeout: Optional[float] = None, *, keep_on_server: bool = False) -> None:
         """Close the session (idempotent; any thread, also a signal handler):
         ``closeBacktestSession`` → ``success`` → WebSocket close, then join every internal
         thread. Blocks at most ``timeout`` seconds (default ``ClientConfig.close_timeout``).
-        Waiters get ``SessionClosed``."""
+        Waiters get ``SessionClosed``.
+
+        ``keep_on_server=True`` closes only this process's connections and threads and
+        leaves the session on the server for its detach window (``disconnect_timeout_secs``
+        ; none: the server ends it with the connection), so that ``Client.attach_session``
+        can resume it — what a failed ``attach_session`` does. Single sessions only
+        (``InvalidArgumentError`` for a parallel sub-session)."""
         self._check_process()
+        if keep_on_server and not isinstance(self._control, SingleControl):
+            raise InvalidArgumentError("keep_on_server=True is for single sessions; close "
+                                       "a parallel batch as a whole")
         with self._close_lock:
             if self._closed:
                 return
             self._closed = True
         self._finished = self._finished or "the session was closed"
         self._inbox.close("the session was closed")
-        self._release(timeout)
+        self._release(timeout, keep_on_server)
 
-    def _release(self, timeout: Optional[float] = None) -> None:
-        """Close the control side, the subscriptions and the RPC client, within ``timeout``
+    def _release(self, timeout: Optional[float] = None, keep_on_server: bool = False) -> None:
+        """Close the control side (``keep_on_server``: only its connection), the
+        subscriptions and the RPC client, within ``timeout``
         — once: a later call (``close()`` after ``Completed``) waits for the first to end
         (bounded by its own ``timeout``) instead of closing again; only a release that was
         interrupted runs again."""
@@ -728,7 +739,10 @@ class Session(ProcessOwned):
             return
         try:
             try:
-                self._control.close(deadline)
+                if keep_on_server and isinstance(self._control, SingleControl):
+                    self._control.connection.close(max(0.0, deadline - time.monotonic()))
+                else:
+                    self._control.close(deadline)
             finally:
                 for _, connection in self._inbox.subscriptions:
                     connection.close(max(0.0, deadline - time.monotonic()))

@@ -11,7 +11,7 @@ import pytest
 
 import simsync
 from simsync.localsim import Fault, LocalSimulator
-from tests.support import START, client, sim
+from tests.support import FAST, START, client, sim
 
 pytestmark = pytest.mark.timeout(120)
 __all__ = ["sim"]
@@ -147,3 +147,38 @@ def test_advance_to_discovery_right_after_start_steps_from_the_first_pause(
         executed = sim.executed(session.info.session_id)
         assert not [t for t in executed if program in t.program_ids
                     and (t.slot, t.batch_index) >= (batch.slot, batch.batch_index)]
+
+
+# ------------------------------------------------------------------ a failed attach
+
+SYSTEM = "11111111111111111111111111111111"
+
+
+def test_a_failed_attach_leaves_the_server_session_for_another_try(
+        sim: LocalSimulator) -> None:
+    """The subscriptions of the cursor cannot reopen (every PubSub upgrade refused for the
+    whole connect budget): ``attach_session`` raises ``SubscriptionFailed`` and closes what
+    it opened, but not the session on the server, so a later attach resumes it and sees
+    every event after the cursor."""
+    config = FAST.replace(initial_connect_budget=1.0)
+    first = client(sim).start_session(start_slot=START, end_slot=START + 8,
+                                      disconnect_timeout_secs=60)
+    first.subscribe_transactions([SYSTEM])
+    first_pause(first)
+    cursor = first.cursor
+    sid = first.info.session_id
+    first.close(keep_on_server=True)            # the process goes away without a close
+    sim.faults.add(Fault("refuse", channel="pubsub", times=0))
+    with pytest.raises(simsync.SubscriptionFailed):
+        client(sim, config).attach_session(sid, cursor)
+    assert sim.session_info(sid)["state"] != "closed"
+    sim.faults.clear()
+    seen: List[Any] = []
+    with client(sim).attach_session(sid, cursor) as second:
+        seen += first_pause(second)
+        second.send_continue(advance_count=20)
+        while not isinstance(seen[-1], simsync.Completed):
+            seen.append(second.next_event(20))
+    expected = [t.signature for t in sim.executed(sid) if SYSTEM in t.program_ids]
+    assert [e.signature for e in seen if isinstance(e, simsync.Transaction)] == expected
+    assert expected
