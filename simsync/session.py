@@ -4,11 +4,13 @@ what arrives (control events, data-plane events, failures), in order."""
 from __future__ import annotations
 
 import abc
+import atexit
 import contextlib
 import itertools
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 import warnings
@@ -267,6 +269,12 @@ class Inbox:
         self.mailbox.close(reason)
 
 
+#: Set by an ``atexit`` hook registered when simsync is imported: it runs after the hooks
+#: registered later (the user's), before the interpreter tears modules down.
+_exiting = threading.Event()
+atexit.register(_exiting.set)
+
+
 class ProcessOwned(abc.ABC):
     """What a session and a parallel batch share: they belong to the process that made them
     (``ForkedSessionError`` elsewhere), close on ``with`` exit, and close themselves with a
@@ -286,6 +294,14 @@ class ProcessOwned(abc.ABC):
 
     def __del__(self) -> None:
         if getattr(self, "_closed", True) or getattr(self, "_pid", None) != os.getpid():
+            return
+        if _exiting.is_set() or sys.is_finalizing():
+            # the interpreter is exiting: a close would start threads and wait on the
+            # network, and could keep the process alive; the sockets die with it
+            with contextlib.suppress(Exception):
+                log.warning("simsync: the process exits with %r unclosed; the server still "
+                            "holds it until its detach window ends (close sessions with "
+                            "`with` or close())", self)
             return
         warnings.warn(f"unclosed {self!r}: closing it", ResourceWarning, stacklevel=2)
         with contextlib.suppress(Exception):     # never raise from a finalizer

@@ -5,6 +5,10 @@ process."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from typing import Any, Callable, List
 
 import pytest
@@ -182,3 +186,57 @@ def test_a_failed_attach_leaves_the_server_session_for_another_try(
     expected = [t.signature for t in sim.executed(sid) if SYSTEM in t.program_ids]
     assert [e.signature for e in seen if isinstance(e, simsync.Transaction)] == expected
     assert expected
+
+
+# ------------------------------------------------------------------ 4: exit without close
+
+_BLOCKED_SCRIPT = """
+import logging, sys
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+import simsync
+url, start = sys.argv[1], int(sys.argv[2])
+client = simsync.Client(url, api_key=API_KEY, config=simsync.ClientConfig(close_timeout=5.0))
+session = client.start_session(start_slot=start, end_slot=start + 5,
+                               disconnect_timeout_secs=60)
+while not isinstance(session.next_event(20), simsync.ReadyForContinue):
+    pass
+print(session.info.session_id, flush=True)
+session.next_event()        # no step was sent: blocks until Ctrl-C, which escapes
+"""
+_API_KEY = "sk-exit-test-0123456789"
+
+
+def test_ctrl_c_escaping_next_event_exits_the_process_at_once(sim: LocalSimulator,
+                                                              tmp_path: Any) -> None:
+    """A script blocked in ``next_event()`` with no ``with`` and no ``close()`` gets SIGINT:
+    the ``KeyboardInterrupt`` escapes and the process exits within 1 s (the close at
+    interpreter exit starts no thread and waits on no socket), saying in one log line that
+    the server still holds the session (and never showing the key)."""
+    script = tmp_path / "blocked.py"
+    script.write_text(f"API_KEY = {_API_KEY!r}\n" + _BLOCKED_SCRIPT)
+    child = subprocess.Popen([sys.executable, str(script), sim.url, str(START)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        assert child.stdout is not None
+        sid = child.stdout.readline().strip()
+        assert sid.startswith("backtest_"), child.stderr.read() if child.stderr else ""
+        # the child is at (or on its way into) the blocking next_event()
+        signalled = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the process did not exit after Ctrl-C")
+        took = time.monotonic() - signalled
+        _, stderr = child.communicate(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate(timeout=10)
+    assert took < 1.0, f"the process took {took:.2f}s to exit"
+    assert "KeyboardInterrupt" in stderr
+    held = [line for line in stderr.splitlines() if "still holds" in line]
+    assert len(held) == 1 and sid in held[0], stderr
+    assert _API_KEY not in stderr
+    assert sim.session_info(sid) is not None        # detached, held for its window
