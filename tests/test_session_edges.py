@@ -15,7 +15,7 @@ import pytest
 
 import simsync
 from simsync.localsim import Fault, LocalSimulator
-from tests.support import FAST, START, client, sim
+from tests.support import FAST, START, client, sim, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 __all__ = ["sim"]
@@ -240,3 +240,43 @@ def test_ctrl_c_escaping_next_event_exits_the_process_at_once(sim: LocalSimulato
     assert len(held) == 1 and sid in held[0], stderr
     assert _API_KEY not in stderr
     assert sim.session_info(sid) is not None        # detached, held for its window
+
+
+# ------------------------------------------------------------------ close after Completed
+
+def test_close_after_completed_whose_close_got_no_answer_does_not_close_again(
+        sim: LocalSimulator) -> None:
+    """Delivering ``Completed`` closes the session; the server never answers that close
+    (nothing reaches the server any more, on fresh sockets neither), so it takes its whole ``close_timeout``.
+    A ``close()`` after it runs no second close: it returns at once and opens no socket."""
+    from simsync.localsim.netproxy import FaultProxy
+
+    config = FAST.replace(close_timeout=1.0)
+    end = START + 3
+    with FaultProxy(upstream=("127.0.0.1", sim.port)) as proxy:
+        session = simsync.Client(proxy.url(sim.url), config=config).start_session(
+            start_slot=START, end_slot=end)
+        try:
+            first_pause(session)
+            session.send_continue(advance_count=10)
+            sid = session.info.session_id
+            wait_for(lambda: (sim.session_info(sid) or {}).get("state") == "completed",
+                     what="the server completed the range")
+            # everything the server sent is on its way down; nothing goes up any more
+            proxy.blackhole("up")
+            started = time.monotonic()
+            while not isinstance(session.next_event(20), simsync.Completed):
+                pass
+            first_close = time.monotonic() - started
+            connections = len(proxy.connections())
+            started = time.monotonic()
+            session.close()
+            second_close = time.monotonic() - started
+            assert len(proxy.connections()) == connections     # no fresh-socket close
+        finally:
+            session.close()
+            proxy.release("both")
+    # the first close waited for an answer that never came (half its time on the
+    # connection, the rest on fresh sockets)
+    assert first_close >= 0.5 * config.close_timeout
+    assert second_close < 0.2
