@@ -93,6 +93,18 @@ def _key_filter(program_ids: Iterable[Any], account_keys: Iterable[Any]) -> dict
     return flt
 
 
+def _server_slot(rpc: SessionRpc) -> Optional[int]:
+    """Where the server stands (``getSlot``; a subscription's reader thread, bounded by
+    ``rpc_timeout``), or None when it does not answer (the session ended, say): the replay
+    is then judged against the control link's last slot."""
+    try:
+        return rpc.get_slot()
+    except SimsyncError as exc:
+        log.info("simsync: getSlot failed (%s); judging the replay by the control link's "
+                 "last slot", exc)
+        return None
+
+
 def failure_of(status: ConnectionStatus, cause: Optional[BaseException],
                what: str = "control connection") -> SimsyncError:
     """The user-facing error for a FAILED control connection (typed when a server error
@@ -485,11 +497,13 @@ class Session(ProcessOwned):
         since = inbox.current_slot if resume is None else resume.last_slot
         position = StreamPosition(spec, since, () if resume is None
                                   else resume.keys_at_last_slot)
-        link = SubscriptionLink(self.rpc.url, spec, self._config,
+        rpc = self.rpc
+        link = SubscriptionLink(rpc.url, spec, self._config,
                                 lambda event: inbox.deliver_data(event, position),
                                 inbox.release_completed, since, lambda: inbox.current_slot,
                                 self._coordinator,
-                                None if resume is None else resume.keys_at_last_slot)
+                                None if resume is None else resume.keys_at_last_slot,
+                                lambda: _server_slot(rpc))
         connection = Connection(link, self._config,
                                 f"{self._label}-{len(inbox.subscriptions) + 1}")
         connection.start()

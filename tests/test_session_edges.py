@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Callable, List
+from typing import Any, Callable, List, Optional
 
 import pytest
 
@@ -247,8 +247,9 @@ def test_ctrl_c_escaping_next_event_exits_the_process_at_once(sim: LocalSimulato
 def test_close_after_completed_whose_close_got_no_answer_does_not_close_again(
         sim: LocalSimulator) -> None:
     """Delivering ``Completed`` closes the session; the server never answers that close
-    (nothing reaches the server any more, on fresh sockets neither), so it takes its whole ``close_timeout``.
-    A ``close()`` after it runs no second close: it returns at once and opens no socket."""
+    (nothing reaches the server any more, on fresh sockets neither), so it takes its
+    ``close_timeout``. A ``close()`` after it runs no second close: it returns at once and
+    opens no socket."""
     from simsync.localsim.netproxy import FaultProxy
 
     config = FAST.replace(close_timeout=1.0)
@@ -280,3 +281,82 @@ def test_close_after_completed_whose_close_got_no_answer_does_not_close_again(
     # connection, the rest on fresh sockets)
     assert first_close >= 0.5 * config.close_timeout
     assert second_close < 0.2
+
+
+# ------------------------------------------------------------------ 1: replay reach
+
+def _system_signatures(sim: LocalSimulator, sid: str) -> List[str]:
+    return [t.signature for t in sim.executed(sid) if SYSTEM in t.program_ids]
+
+
+def test_attach_after_a_long_step_ran_on_fails_naming_the_slots_or_replays_all(
+        sim: LocalSimulator) -> None:
+    """A worker reads 20 transactions of a 300-block step, persists its cursor and dies;
+    the step runs on far past the server's replay window. ``attach_session(id, cursor)``
+    from a new process must not judge the replay by the cursor's old slot: it raises
+    ``SubscriptionFailed`` naming the slots that cannot be replayed (here: they cannot)."""
+    end = START + 350
+    first = client(sim).start_session(start_slot=START, end_slot=end,
+                                      disconnect_timeout_secs=60)
+    first.subscribe_transactions([SYSTEM])
+    seen = first_pause(first)
+    first.send_continue(advance_count=300)
+    while sum(isinstance(e, simsync.Transaction) for e in seen) < 20:
+        seen.append(first.next_event(20))
+    cursor = first.cursor
+    sid = first.info.session_id
+    first.close(keep_on_server=True)            # the worker is killed
+    wait_for(lambda: (sim.session_info(sid) or {}).get("state") == "idle", timeout=60,
+             what="the step ran on to its pause")
+    assert sim.session_info(sid)["slot"] > cursor.slot + 150
+    try:
+        with client(sim).attach_session(sid, cursor) as second:
+            seen += first_pause(second)
+    except simsync.SubscriptionFailed as exc:
+        assert "may be lost" in str(exc)
+        assert f"slots {cursor.subscriptions[0].last_slot}.." in str(exc)
+        return
+    assert [e.signature for e in seen if isinstance(e, simsync.Transaction)] == \
+        _system_signatures(sim, sid)
+
+
+def test_a_full_partition_fails_naming_the_slots_or_replays_all(sim: LocalSimulator) -> None:
+    """Every socket of the session (control, PubSub, JSON-RPC) blackholed for 2.5 s while a
+    300-block step runs on, then reset: the subscription's re-subscribe is judged against
+    where the server stands (``getSlot``), not the control link's last slot before the
+    outage. Every transaction arrives, or ``SubscriptionFailed`` names the slots."""
+    from simsync.localsim.netproxy import FaultProxy
+
+    end = START + 350
+    with FaultProxy(upstream=("127.0.0.1", sim.port)) as proxy:
+        session = simsync.Client(proxy.url(sim.url), config=FAST).start_session(
+            start_slot=START, end_slot=end, disconnect_timeout_secs=60)
+        seen: List[Any] = []
+        try:
+            session.subscribe_transactions([SYSTEM])
+            seen += first_pause(session)
+            session.send_continue(advance_count=300)
+            while sum(isinstance(e, simsync.Transaction) for e in seen) < 20:
+                seen.append(session.next_event(20))
+            sid = session.info.session_id
+            cut = time.monotonic()
+            proxy.blackhole("both")
+            wait_for(lambda: time.monotonic() - cut >= 2.5
+                     and (sim.session_info(sid) or {}).get("state") == "idle",
+                     timeout=60, what="2.5 s of partition, the step run on to its pause")
+            proxy.reset("both")
+            proxy.release("both")
+            failure: Optional[BaseException] = None
+            try:
+                while not isinstance(seen[-1], simsync.ReadyForContinue) or len(
+                        [e for e in seen if isinstance(e, simsync.ReadyForContinue)]) < 2:
+                    seen.append(session.next_event(30))
+            except simsync.SubscriptionFailed as exc:
+                failure = exc
+        finally:
+            session.close()
+    if failure is not None:
+        assert "may be lost" in str(failure), failure
+        return
+    assert [e.signature for e in seen if isinstance(e, simsync.Transaction)] == \
+        _system_signatures(sim, sid)
