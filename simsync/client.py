@@ -207,7 +207,12 @@ class Client:
         not know the session (or it has no detach window), ``InvalidArgumentError`` (also a
         ``ValueError``) for a cursor of another session, ``InvalidArgumentTypeError`` (also a
         ``TypeError``) when ``session_id`` is not a ``str`` or ``cursor`` not a
-        ``SessionCursor``."""
+        ``SessionCursor``.
+
+        A failed attach (``SessionCreateError``, a ``SubscriptionFailed`` while its
+        subscriptions reopen, an interrupt) closes only what it opened here and leaves the
+        session on the server, within its detach window, for another try; close it there
+        with a later attach and ``close()``."""
         self._check_open()
         if not isinstance(session_id, str) or not session_id:
             raise InvalidArgumentTypeError(f"session_id must be a non-empty str, "
@@ -240,7 +245,7 @@ class Client:
                 raise SessionCreateError(f"could not attach to session {session_id}: "
                                          f"{status.reason}", cause=control.failure)
         except BaseException:
-            session.close()
+            session.close(keep_on_server=True)      # the user may try again
             raise
         return session
 

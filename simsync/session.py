@@ -4,11 +4,13 @@ what arrives (control events, data-plane events, failures), in order."""
 from __future__ import annotations
 
 import abc
+import atexit
 import contextlib
 import itertools
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 import warnings
@@ -27,12 +29,13 @@ from typing import (
 
 from simsync import urls
 from simsync.config import ClientConfig
-from simsync.control import ControlSide, SessionEnded, SessionInfo
+from simsync.control import ControlSide, SessionEnded, SessionInfo, SingleControl
 from simsync.cursor import SessionCursor, StreamPosition, SubscriptionCursor
 from simsync.errors import (
     ControlFailed,
     EventTimeout,
     ForkedSessionError,
+    InvalidArgumentError,
     SessionClosed,
     SessionCreateError,
     SimsyncError,
@@ -88,6 +91,18 @@ def _key_filter(program_ids: Iterable[Any], account_keys: Iterable[Any]) -> dict
     if not flt:
         raise ValueError("subscribe needs at least one program id or account key")
     return flt
+
+
+def _server_slot(rpc: SessionRpc) -> Optional[int]:
+    """Where the server stands (``getSlot``; a subscription's reader thread, bounded by
+    ``rpc_timeout``), or None when it does not answer (the session ended, say): the replay
+    is then judged against the control link's last slot."""
+    try:
+        return rpc.get_slot()
+    except SimsyncError as exc:
+        log.info("simsync: getSlot failed (%s); judging the replay by the control link's "
+                 "last slot", exc)
+        return None
 
 
 def failure_of(status: ConnectionStatus, cause: Optional[BaseException],
@@ -266,6 +281,12 @@ class Inbox:
         self.mailbox.close(reason)
 
 
+#: Set by an ``atexit`` hook registered when simsync is imported: it runs after the hooks
+#: registered later (the user's), before the interpreter tears modules down.
+_exiting = threading.Event()
+atexit.register(_exiting.set)
+
+
 class ProcessOwned(abc.ABC):
     """What a session and a parallel batch share: they belong to the process that made them
     (``ForkedSessionError`` elsewhere), close on ``with`` exit, and close themselves with a
@@ -285,6 +306,14 @@ class ProcessOwned(abc.ABC):
 
     def __del__(self) -> None:
         if getattr(self, "_closed", True) or getattr(self, "_pid", None) != os.getpid():
+            return
+        if _exiting.is_set() or sys.is_finalizing():
+            # the interpreter is exiting: a close would start threads and wait on the
+            # network, and could keep the process alive; the sockets die with it
+            with contextlib.suppress(Exception):
+                log.warning("simsync: the process exits with %r unclosed; the server still "
+                            "holds it until its detach window ends (close sessions with "
+                            "`with` or close())", self)
             return
         warnings.warn(f"unclosed {self!r}: closing it", ResourceWarning, stacklevel=2)
         with contextlib.suppress(Exception):     # never raise from a finalizer
@@ -319,6 +348,9 @@ class Session(ProcessOwned):
         self._discovery: Optional[DiscoveryBatch] = None   # announced, not yet reached
         self._control_seq = None if resume is None else resume.control_seq  # last read
         self._slot = create.start_slot if resume is None else resume.slot  # the last slot read
+        # whether the last pause the user read is the one the session stands at (no step
+        # sent since): a helper steps from that pause, not from one still on its way
+        self._holding_pause = False
         self._close_lock = threading.RLock()
         self._closed = False
         self._releasing: Optional[int] = None   # the thread running _release (once)
@@ -339,6 +371,7 @@ class Session(ProcessOwned):
     def info(self) -> SessionInfo:
         """The server's ``SessionInfo`` (session id, rpc endpoint, task id), with the control
         URL it was created on, so ``info.rpc_url`` is absolute."""
+        self._check_process()
         info = self._control.info
         if info.control_url is None:
             info = SessionInfo(info.session_id, info.rpc_endpoint, info.task_id,
@@ -348,6 +381,7 @@ class Session(ProcessOwned):
     @property
     def status(self) -> ConnectionStatus:
         """The control connection's current ``ConnectionStatus``."""
+        self._check_process()
         return self._control.status.value
 
     def wait_for_status(self, *states: State, timeout: Optional[float] = None
@@ -355,6 +389,7 @@ class Session(ProcessOwned):
         """Block (any thread, sliced) until the control connection is in one of ``states``
         or final (FAILED/CLOSED), or ``timeout`` seconds passed; returns the status then
         (check its ``state``: a timeout is not an error)."""
+        self._check_process()
         return self._control.status.wait_for(states, timeout)
 
     def status_changes(self, timeout: Optional[float] = None) -> Iterator[ConnectionStatus]:
@@ -363,6 +398,7 @@ class Session(ProcessOwned):
         ``reason``, ``attempt`` and running ``reconnects`` count (any thread; like the
         reference client's watch channel). ``timeout`` bounds each wait
         (``EventTimeout``)."""
+        self._check_process()
         changes: queue.SimpleQueue[ConnectionStatus] = queue.SimpleQueue()
         cell = self._control.status
         cell.watch(changes.put)
@@ -395,6 +431,8 @@ class Session(ProcessOwned):
     def __repr__(self) -> str:
         try:
             return f"{type(self).__name__}(id={self.info.session_id!r}, status={self.status})"
+        except ForkedSessionError:
+            return f"{type(self).__name__}(of another process)"
         except SimsyncError:
             return f"{type(self).__name__}(not created)"
 
@@ -459,11 +497,13 @@ class Session(ProcessOwned):
         since = inbox.current_slot if resume is None else resume.last_slot
         position = StreamPosition(spec, since, () if resume is None
                                   else resume.keys_at_last_slot)
-        link = SubscriptionLink(self.rpc.url, spec, self._config,
+        rpc = self.rpc
+        link = SubscriptionLink(rpc.url, spec, self._config,
                                 lambda event: inbox.deliver_data(event, position),
                                 inbox.release_completed, since, lambda: inbox.current_slot,
                                 self._coordinator,
-                                None if resume is None else resume.keys_at_last_slot)
+                                None if resume is None else resume.keys_at_last_slot,
+                                lambda: _server_slot(rpc))
         connection = Connection(link, self._config,
                                 f"{self._label}-{len(inbox.subscriptions) + 1}")
         connection.start()
@@ -483,6 +523,7 @@ class Session(ProcessOwned):
         """Where the user stands: persist it after handling each event (``to_json()`` or
         pickle) and ``Client.attach_session(session_id, cursor)`` resumes from there, in
         another process too, with every later event exactly once (user thread)."""
+        self._check_process()
         return SessionCursor(
             self.info.session_id, self.info.rpc_endpoint, self._create.start_slot,
             self._control_seq, self._slot,
@@ -522,6 +563,8 @@ class Session(ProcessOwned):
             kind = type(event)                  # exact types: isinstance on ABCs is slow
             if kind is Slot:
                 self._slot = event.slot
+            elif kind is ReadyForContinue or kind is Paused:
+                self._holding_pause = True
             if kind is DiscoveryBatch or self._discovery is not None:
                 self._track_discovery(event)
             if kind is Completed:
@@ -605,6 +648,7 @@ class Session(ProcessOwned):
         self._wait_up(deadline, timeout)
         self._control.send_step(request, lambda remaining: self._check_step_wait(
             remaining, timeout), deadline)
+        self._holding_pause = False
 
     def _check_step_wait(self, remaining: float, timeout: Optional[float]) -> None:
         """While a step waits for the session's pause: stop on failure, close or timeout."""
@@ -642,16 +686,25 @@ class Session(ProcessOwned):
     def continue_until_ready(self, advance_count: int = 1, transactions: Iterable[Any] = (),
                              modify_account_states: Optional[AccountOverrides] = None,
                              timeout: Optional[float] = None) -> List[Event]:
-        """Step, then return every event up to and including the next pause (or
-        ``Completed``). ``timeout`` bounds each wait for an event."""
+        """Step, then return every event up to and including the pause that answers this
+        step (or ``Completed``). ``timeout`` bounds each wait for an event (user thread).
+
+        When the user has not read the pause the session stands at (right after
+        ``start_session``/``attach_session``, or after a ``send_continue`` of their own),
+        the events up to it are read first and lead the list: the step is sent from that
+        pause, and an older pause is never taken for this step's answer."""
+        seen = self._catch_up(timeout)
+        if seen and isinstance(seen[-1], Completed):
+            return seen
         self.send_continue(advance_count, transactions, modify_account_states, timeout)
-        return self._until(PAUSES + (Completed,), timeout)
+        return seen + self._until(PAUSES + (Completed,), timeout)
 
     def advance_to_discovery(self, timeout: Optional[float] = None) -> List[Event]:
         """From a pause, step block by block until a ``DiscoveryBatch`` is announced, then
         ``continueTo`` it; returns the events seen, ending with the ``Paused`` just before
-        the batch (or with ``Completed`` when no batch came before the end)."""
-        seen: List[Event] = self._drain_ready()
+        the batch (or with ``Completed`` when no batch came before the end). Reads up to
+        the pause the session stands at first, like ``continue_until_ready``."""
+        seen: List[Event] = self._catch_up(timeout)
         while self._discovery is None:
             if seen and isinstance(seen[-1], Completed):
                 return seen
@@ -660,15 +713,13 @@ class Session(ProcessOwned):
         self.send_continue_to(batch.slot, batch.batch_index, timeout)
         return seen + self._until((Paused, Completed), timeout)
 
-    def _drain_ready(self) -> List[Event]:
-        """Events already waiting (none block), to catch a discovery announced early."""
-        out: List[Event] = []
-        while self._inbox.mailbox.buffered:
-            try:
-                out.append(self.next_event(0))
-            except EventTimeout:
-                break
-        return out
+    def _catch_up(self, timeout: Optional[float]) -> List[Event]:
+        """The events up to and including the pause the session stands at, unless the user
+        already read it (user thread): a helper's step answers that pause, and a discovery
+        announced before it is seen before stepping."""
+        if self._holding_pause:
+            return []
+        return self._until(PAUSES + (Completed,), timeout)
 
     def _until(self, kinds: Tuple[type, ...], timeout: Optional[float]) -> List[Event]:
         out: List[Event] = []
@@ -678,22 +729,32 @@ class Session(ProcessOwned):
 
     # ------------------------------------------------------------------ close
 
-    def close(self, timeout: Optional[float] = None) -> None:
+    def close(self, timeout: Optional[float] = None, *, keep_on_server: bool = False) -> None:
         """Close the session (idempotent; any thread, also a signal handler):
         ``closeBacktestSession`` → ``success`` → WebSocket close, then join every internal
         thread. Blocks at most ``timeout`` seconds (default ``ClientConfig.close_timeout``).
-        Waiters get ``SessionClosed``."""
+        Waiters get ``SessionClosed``.
+
+        ``keep_on_server=True`` closes only this process's connections and threads and
+        leaves the session on the server for its detach window (``disconnect_timeout_secs``
+        ; none: the server ends it with the connection), so that ``Client.attach_session``
+        can resume it — what a failed ``attach_session`` does. Single sessions only
+        (``InvalidArgumentError`` for a parallel sub-session)."""
         self._check_process()
+        if keep_on_server and not isinstance(self._control, SingleControl):
+            raise InvalidArgumentError("keep_on_server=True is for single sessions; close "
+                                       "a parallel batch as a whole")
         with self._close_lock:
             if self._closed:
                 return
             self._closed = True
         self._finished = self._finished or "the session was closed"
         self._inbox.close("the session was closed")
-        self._release(timeout)
+        self._release(timeout, keep_on_server)
 
-    def _release(self, timeout: Optional[float] = None) -> None:
-        """Close the control side, the subscriptions and the RPC client, within ``timeout``
+    def _release(self, timeout: Optional[float] = None, keep_on_server: bool = False) -> None:
+        """Close the control side (``keep_on_server``: only its connection), the
+        subscriptions and the RPC client, within ``timeout``
         — once: a later call (``close()`` after ``Completed``) waits for the first to end
         (bounded by its own ``timeout``) instead of closing again; only a release that was
         interrupted runs again."""
@@ -708,7 +769,10 @@ class Session(ProcessOwned):
             return
         try:
             try:
-                self._control.close(deadline)
+                if keep_on_server and isinstance(self._control, SingleControl):
+                    self._control.connection.close(max(0.0, deadline - time.monotonic()))
+                else:
+                    self._control.close(deadline)
             finally:
                 for _, connection in self._inbox.subscriptions:
                     connection.close(max(0.0, deadline - time.monotonic()))

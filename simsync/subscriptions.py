@@ -145,7 +145,11 @@ class SubscriptionLink(Link):
                  deliver: Callable[[Any], None], finished: Callable[[], None],
                  since_slot: int, executed_slot: Callable[[], int],
                  coordinator: Optional[ReconnectCoordinator] = None,
-                 resume_keys: Optional[Iterable[Any]] = None) -> None:
+                 resume_keys: Optional[Iterable[Any]] = None,
+                 server_slot: Optional[Callable[[], Optional[int]]] = None) -> None:
+        """``executed_slot``: the last slot the control link routed; ``server_slot``: where
+        the server stands now (the session's JSON-RPC ``getSlot``; ``None`` when it cannot
+        tell), asked after each replaying subscribe is acknowledged."""
         self.spec = spec
         self.kind = spec.method
         self._url = urls.pubsub_url(rpc_url)
@@ -154,6 +158,7 @@ class SubscriptionLink(Link):
         self._finished = finished
         self._replay = ReplayFilter(since_slot, resume_keys or ())
         self._executed_slot = executed_slot
+        self._server_slot = server_slot
         self.last_frame_at = time.monotonic()   # the server's last word (drain silence)
         # resumed from a cursor: the very first subscribe already replays
         self._subscribed_once = resume_keys is not None
@@ -186,7 +191,7 @@ class SubscriptionLink(Link):
         """Subscribe (again) and wait for the ack (reader thread; bounded per frame)."""
         replay_from = None
         if self._subscribed_once and self.kind not in NO_REPLAY:
-            self._check_replay_reach()
+            self._check_replay_reach(self._executed_slot())
             replay_from = self._replay.last_slot
         self._request_id += 1
         compression = self._config.pubsub_compression
@@ -198,6 +203,13 @@ class SubscriptionLink(Link):
             if isinstance(event, SubscriptionAck) and event.id == self._request_id:
                 self._subscription = event.subscription
                 self._subscribed_once = True
+                if replay_from is not None and self._server_slot is not None:
+                    # the control link's last slot may be stale (an outage took it down
+                    # too, or another process drove the session): judge the replay against
+                    # where the server stands; it stood there or before at the subscribe
+                    server = self._server_slot()
+                    if server is not None:
+                        self._check_replay_reach(max(server, self._executed_slot()))
                 self.last_frame_at = time.monotonic()
                 return
             if isinstance(event, SubscriptionRefused):
@@ -205,11 +217,12 @@ class SubscriptionLink(Link):
             if event is not None:
                 self._route(event)
 
-    def _check_replay_reach(self) -> None:
+    def _check_replay_reach(self, executed: int) -> None:
         """Fail (never a silent gap) when the server's replay window cannot reach back to
-        the last slot this subscription delivered: the session has executed further than
-        ``ClientConfig.replay_window_slots`` past it while the subscription was down."""
-        since, executed = self._replay.last_slot, self._executed_slot()
+        the last slot this subscription delivered: the session has executed (up to
+        ``executed``) further than ``ClientConfig.replay_window_slots`` past it while the
+        subscription was down."""
+        since = self._replay.last_slot
         oldest_kept = executed - self._config.replay_window_slots + 1
         if since < oldest_kept:
             raise Fatal(f"{self.kind} was down too long: the server replays only slots "
