@@ -204,13 +204,40 @@ print(session.info.session_id, flush=True)
 session.next_event()        # no step was sent: blocks until Ctrl-C, which escapes
 """
 _API_KEY = "sk-exit-test-0123456789"
+_BARE_SCRIPT = """\
+import sys, threading
+import simsync
+print("ready", flush=True)
+threading.Event().wait(60)
+"""
+
+
+def _bare_exit_after_ctrl_c(tmp_path: Any) -> float:
+    """Seconds a process that imported simsync and holds no session takes to exit after
+    SIGINT: the same-run baseline of interpreter teardown on this (maybe loaded) machine."""
+    script = tmp_path / "bare.py"
+    script.write_text(_BARE_SCRIPT)
+    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        signalled = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        child.wait(timeout=30)
+        return time.monotonic() - signalled
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.communicate(timeout=10)
 
 
 def test_ctrl_c_escaping_next_event_exits_the_process_at_once(sim: LocalSimulator,
                                                               tmp_path: Any) -> None:
     """A script blocked in ``next_event()`` with no ``with`` and no ``close()`` gets SIGINT:
     the ``KeyboardInterrupt`` escapes and the process exits within 1 s (the close at
-    interpreter exit starts no thread and waits on no socket), saying in one log line that
+    interpreter exit starts no thread and waits on no socket: within 1 s of what a bare
+    process that imported simsync takes, measured in the same run), saying in one log line that
     the server still holds the session (and never showing the key)."""
     script = tmp_path / "blocked.py"
     script.write_text(f"API_KEY = {_API_KEY!r}\n" + _BLOCKED_SCRIPT)
@@ -234,7 +261,8 @@ def test_ctrl_c_escaping_next_event_exits_the_process_at_once(sim: LocalSimulato
         if child.poll() is None:
             child.kill()
             child.communicate(timeout=10)
-    assert took < 1.0, f"the process took {took:.2f}s to exit"
+    bare = _bare_exit_after_ctrl_c(tmp_path)
+    assert took < bare + 1.0, f"the process took {took:.2f}s to exit (a bare one {bare:.2f}s)"
     assert "KeyboardInterrupt" in stderr
     held = [line for line in stderr.splitlines() if "still holds" in line]
     assert len(held) == 1 and sid in held[0], stderr
