@@ -6,7 +6,10 @@ ratio, next to best vs best. Also prints the peak RSS of each `simsync run` (the
 ``ru_maxrss``) and its slots/s.
 
     python benchmarks/sim_ratio.py                   # 5,000 slots, 5 pairs
-    python benchmarks/sim_ratio.py --slots 1000 20000 --pairs 3
+    python benchmarks/sim_ratio.py --slots 1000 10000 --pairs 3
+
+The embedded simulator's history holds 10,000 slots (`LocalSimulator()`: 10 bundles of 1,000),
+so ``--slots`` is at most 10000.
 """
 from __future__ import annotations
 
