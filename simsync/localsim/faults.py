@@ -405,6 +405,8 @@ class FaultPlan:
                      match: Callable[[Fault], bool] = lambda f: True) -> Optional[Fault]:
         """The first unspent session fault ``action`` matching ``match``; ``key`` identifies
         the occasion (a fault fires at most once per key)."""
+        if not self._faults:        # the fast path: no fault configured at all
+            return None
         taken = self._take("control" if action in _CONTROL_ONLY else "pubsub", key, None,
                            trigger, lambda f: f.action == action and match(f))
         return taken[0] if taken else None
