@@ -381,8 +381,17 @@ class FaultPlan:
         return self._take(channel, conn_id, number, "open",
                           lambda f: f.action in CONNECTION_ACTIONS and f.on_open)
 
+    def frame_faults(self, channel: str) -> bool:
+        """Whether an unspent fault of ``channel`` may fire after a frame count (the
+        connection writer sends queued frames one at a time only then)."""
+        with self._lock:
+            return any(not f.spent and f.channel == channel and f.after_frames
+                       and f.action in CONNECTION_ACTIONS for f in self._faults)
+
     def take_after_frames(self, channel: str, conn_id: int, frames: int,
                           number: Optional[int] = None) -> List[Fault]:
+        if not self._faults:        # the fast path: no fault configured at all
+            return []
         return self._take(channel, conn_id, number, f"after_frames={frames}",
                           lambda f: f.action in CONNECTION_ACTIONS and bool(f.after_frames)
                           and f.after_frames == frames)
@@ -396,6 +405,8 @@ class FaultPlan:
                      match: Callable[[Fault], bool] = lambda f: True) -> Optional[Fault]:
         """The first unspent session fault ``action`` matching ``match``; ``key`` identifies
         the occasion (a fault fires at most once per key)."""
+        if not self._faults:        # the fast path: no fault configured at all
+            return None
         taken = self._take("control" if action in _CONTROL_ONLY else "pubsub", key, None,
                            trigger, lambda f: f.action == action and match(f))
         return taken[0] if taken else None

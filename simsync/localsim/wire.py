@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Mapping, Optional, Union
 
+import msgspec
+
 Frame = Dict[str, Any]
 JsonObj = Dict[str, Any]
 
 _ABSENT: Any = object()
+_msgspec_encode = msgspec.json.Encoder().encode
 
 
 class RequestError(Exception):
@@ -43,7 +46,14 @@ def error_frame(params: Union[str, JsonObj]) -> Frame:
 
 
 def encode(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"))
+    """``obj`` as compact JSON text, as ``json.dumps(obj, separators=(",", ":"))`` would
+    mean it, by msgspec's encoder (C, several times faster); non-ASCII text stays UTF-8
+    instead of ``\\u`` escapes, NaN and infinities (never in a frame) become ``null``.
+    What msgspec refuses goes to ``json.dumps`` (which raises ``TypeError`` as before)."""
+    try:
+        return _msgspec_encode(obj).decode("utf-8")
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
+        return json.dumps(obj, separators=(",", ":"))
 
 
 def sequenced(seq: Optional[int], body: Frame) -> Frame:
