@@ -56,6 +56,8 @@ from simsync.protocol.types import (
     OracleUpdate,
     ProgramExecuted,
 )
+from simsync.recorder import record
+from simsync.recording_format import Recording, RecordingError
 from simsync.session import Session
 from simsync.subscriptions import ReconnectCoordinator
 from simsync.sweep import (
@@ -89,4 +91,6 @@ __all__ = [
     "sweep_results",
     # issue 17: create options, typed reports, usage
     "AgentStatsReport", "DiscoveryFilter", "OracleUpdate", "ProgramExecuted", "UsageReport",
+    # issue 26: recordings
+    "Recording", "RecordingError", "record",
 ]
