@@ -24,6 +24,7 @@ from simsync.protocol import (
     ReadyForContinue,
     ServerError,
     Slot,
+    Transaction,
 )
 from simsync.protocol.codec import response_wire
 from simsync.recording_format import (
@@ -40,6 +41,9 @@ from simsync.session import Session
 TICK = 0.2          # longest wait for an event before the observer is ticked
 DETACH_WINDOW = 300  # seconds the service keeps a session whose recorder died (for --resume)
 _PAUSES = (ReadyForContinue, Paused)
+#: The ``subscription`` a recording's notifications carry: the recording's own, the same in
+#: every recording (a server numbers each connection's subscriptions its own way).
+SUBSCRIPTION_IDS = {"transactionNotification": 1, "accountDiffNotification": 2}
 
 
 def _host(url: str) -> str:
@@ -87,6 +91,8 @@ class _Recorder:
 
     def handle(self, event: Any) -> Optional[Completed]:
         wire = response_wire(event)
+        if isinstance(event, (Transaction, AccountDiff)):    # the server's per-connection id
+            wire["params"]["subscription"] = SUBSCRIPTION_IDS[type(event).METHOD]
         if isinstance(event, _PAUSES) and self.skip_pause is not None:
             again = wire == self.skip_pause
             self.skip_pause = None

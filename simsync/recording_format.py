@@ -10,7 +10,10 @@ Records (every line is one JSON object with a ``"type"``):
   recording of these subscriptions cannot contain).
 * ``event``: ``wire`` is the frame object of one event as the protocol carries it
   (``simsync.protocol.codec.response_wire``: control events, ``transactionNotification`` with
-  its full meta, ``accountDiffNotification``).
+  its full meta, ``accountDiffNotification``); a notification's ``subscription`` is the
+  recording's own id (``simsync.recorder.SUBSCRIPTION_IDS``: 1 transactions, 2 account
+  diffs), not the server's per-connection one. Each connection's events are in the order it
+  carried them; how separate connections' events interleave is arrival order, not history.
 * ``block``: ``slot``, ``blockhash``, ``last_valid_block_height`` at a pause.
 * ``cursor``: ``cursor`` (``SessionCursor.to_json``): everything before it was handled; a
   resumed recording continues from the last one.
@@ -57,6 +60,22 @@ class Recording:
     def events(self) -> List[Record]:
         """The ``wire`` objects of the ``event`` records, in order."""
         return [r["wire"] for r in self.records if r.get("type") == "event"]
+
+    def streams(self) -> Dict[str, List[Record]]:
+        """The ``events`` split by the connection that carries them: ``control`` (the
+        session's control connection) and one list per notification method (the
+        subscriptions'), each in its order. Each connection's order is history; how
+        separate connections interleave is not (two recordings of a range may differ
+        there), so compare recordings by their streams and blocks."""
+        out: Dict[str, List[Record]] = {"control": []}
+        for wire in self.events():
+            key = str(wire.get("method")) if "jsonrpc" in wire else "control"
+            out.setdefault(key, []).append(wire)
+        return out
+
+    def blocks(self) -> List[Record]:
+        """The ``block`` records (slot, blockhash at each pause), in order."""
+        return [r for r in self.records if r.get("type") == "block"]
 
     def last_cursor(self) -> Optional[Tuple[int, str]]:
         """``(index in records, cursor JSON)`` of the last ``cursor`` record, or ``None``."""
