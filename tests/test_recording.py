@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Dict
 
@@ -16,6 +15,7 @@ import zstandard
 import simsync
 from simsync.localsim import SYSTEM_PROGRAM_ID, TOKEN_PROGRAM_ID, LocalSimulator
 from simsync.recording_format import VERSION, Recording, RecordingError, RecordingWriter, read
+from tests.leaks import wait_until
 from tests.support import START
 
 pytestmark = pytest.mark.timeout(120)
@@ -80,18 +80,17 @@ def test_killed_recorder_resumes_to_the_uninterrupted_recording(tmp_path: Path) 
                 SYSTEM_PROGRAM_ID, "--program-id", TOKEN_PROGRAM_ID]
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, env=clean_env())
-        try:
-            deadline = time.monotonic() + 60
-            cursors = 0
-            while cursors < 30:            # well into the range (200 slots at >= 20 ms)
-                assert time.monotonic() < deadline, "the recorder made no progress"
-                assert proc.poll() is None, "the recorder ended before it was killed"
-                if cut.exists() and cut.stat().st_size > 0:
-                    try:
-                        cursors = sum(r["type"] == "cursor" for r in read(str(cut)).records)
-                    except RecordingError:
-                        cursors = 0        # not even the header flushed yet
-                time.sleep(0.05)           # polling the file for a condition, bounded above
+
+        def cursors() -> int:
+            assert proc.poll() is None, "the recorder ended before it was killed"
+            try:
+                return sum(r["type"] == "cursor" for r in read(str(cut)).records)
+            except (OSError, RecordingError):
+                return 0                   # not even the header flushed yet
+
+        try:     # well into the range (200 slots at >= 20 ms each), then kill it
+            assert wait_until(lambda: cursors() >= 30, timeout=60, step=0.05), \
+                "the recorder made no progress"
             os.kill(proc.pid, signal.SIGKILL)
         finally:
             proc.kill()
