@@ -96,7 +96,10 @@ class _Recorder:
         if isinstance(event, _PAUSES) and self.skip_pause is not None:
             again = wire == self.skip_pause
             self.skip_pause = None
-            if again:             # announced again after the resume: its step never ran
+            # A step always sends frames (status, slot) before its pause (PROTOCOL.md §13):
+            # a pause first after attaching is the recorded one announced again, whose step
+            # never reached the server.
+            if again:
                 self.session.send_continue(advance_count=1)
                 return None
         self.skip_pause = None        # only the first event after a resume can repeat one
