@@ -27,6 +27,7 @@ from simsync.protocol import (
     Transaction,
 )
 from simsync.protocol.codec import response_wire
+from simsync.protocol.types import Notification
 from simsync.recording_format import (
     FORMAT,
     VERSION,
@@ -68,13 +69,14 @@ class _Recorder:
     """One recording in progress (user thread)."""
 
     def __init__(self, session: Session, writer: RecordingWriter, accounts: Iterable[str],
-                 observer: RunObserver, skip_pause: Optional[Dict[str, Any]] = None) -> None:
+                 observer: RunObserver, skip_pause: Optional[Dict[str, Any]] = None,
+                 slot: Optional[int] = None) -> None:
         self.session = session
         self.writer = writer
         self.observer = observer
         self.untouched: Set[str] = set(accounts)
         self.skip_pause = skip_pause      # a pause already recorded (resumed at it)
-        self.slot: Optional[int] = None
+        self.slot = slot              # the last slot announced
 
     def run(self) -> Completed:
         while True:
@@ -96,13 +98,14 @@ class _Recorder:
         if isinstance(event, _PAUSES) and self.skip_pause is not None:
             again = wire == self.skip_pause
             self.skip_pause = None
-            # A step always sends frames (status, slot) before its pause (PROTOCOL.md §13):
-            # a pause first after attaching is the recorded one announced again, whose step
-            # never reached the server.
+            # A step always sends control frames (status, slot) before its pause (PROTOCOL.md
+            # §13): a pause before any after attaching is the recorded one announced again,
+            # whose step never reached the server. (Replayed notifications may come first.)
             if again:
                 self.session.send_continue(advance_count=1)
                 return None
-        self.skip_pause = None        # only the first event after a resume can repeat one
+        if not isinstance(event, (Transaction, AccountDiff, Notification)):
+            self.skip_pause = None    # a step's control frame: a later pause is a new one
         self.writer.write({"type": "event", "wire": wire})
         if isinstance(event, _PAUSES):
             block = self.session.rpc.get_latest_blockhash()
@@ -216,7 +219,8 @@ def _continue(client: Client, output: str, previous: Recording, seen: RunObserve
                 r["wire"]["params"]["result"]["account"] for r in previous.records
                 if r.get("type") == "event"
                 and r["wire"].get("method") == "accountDiffNotification"}
-            _Recorder(session, writer, untouched, seen, skip_pause=pause).run()
+            _Recorder(session, writer, untouched, seen, skip_pause=pause,
+                      slot=cursor.slot).run()
     finally:
         writer.close()
     return read(output)

@@ -13,7 +13,13 @@ import pytest
 import zstandard
 
 import simsync
-from simsync.localsim import SYSTEM_PROGRAM_ID, TOKEN_PROGRAM_ID, LocalSimulator
+from simsync.localsim import (
+    SYSTEM_PROGRAM_ID,
+    TOKEN_PROGRAM_ID,
+    Fault,
+    FaultPlan,
+    LocalSimulator,
+)
 from simsync.recording_format import VERSION, Recording, RecordingError, RecordingWriter, read
 from tests.leaks import wait_until
 from tests.support import START
@@ -160,3 +166,44 @@ def test_bad_files_raise_recording_errors(tmp_path: Path) -> None:
     with pytest.raises(RecordingError, match="no complete simsync recording header"):
         read(str(torn))
     assert issubclass(RecordingError, simsync.SimsyncError)
+
+
+def test_resume_at_a_pause_whose_step_never_arrived_records_it_once(tmp_path: Path) -> None:
+    """The server stops reading the first control connection after frame 12: the recorder's
+    step from the next pause never arrives, the file ends at that pause's cursor; the resumed
+    recorder is told of that pause again (PROTOCOL.md §13) and must not record it twice."""
+    cut, whole = tmp_path / "cut.simrec", tmp_path / "whole.simrec"
+    frames = 12
+    plan = FaultPlan([Fault("stop_reading", after_frames=frames, on_connection=1)])
+    with LocalSimulator(bundle_size=50, bundles=1, faults=plan) as sim:
+        args = [SIMSYNC, "record", "--url", sim.url, "--start-slot", str(START),
+                "--end-slot", str(START + 29), "--output", str(cut)]
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=clean_env())
+
+        def stalled_at_its_pause() -> bool:
+            if not plan.history or not cut.exists():
+                return False
+            try:
+                found = read(str(cut))
+            except RecordingError:
+                return False
+            # at least `frames` control events recorded: past frame 12, so the last pause
+            # recorded is the one the server waits at, and its cursor was flushed
+            return (len(found.streams()["control"]) >= frames
+                    and found.records[-1]["type"] == "cursor")
+
+        try:
+            assert wait_until(stalled_at_its_pause, timeout=60, step=0.05)
+            assert proc.poll() is None       # waiting for a step the server never read
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+        resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True,
+                                 timeout=100, env=clean_env(), stdin=subprocess.DEVNULL)
+        assert resumed.returncode == 0, resumed.stderr
+        simsync.record(sim.url, str(whole), START, START + 29)
+    finished, uninterrupted = read(str(cut)), read(str(whole))
+    assert finished.complete
+    assert content(finished) == content(uninterrupted)
+    assert all(b["slot"] is not None for b in finished.blocks())
