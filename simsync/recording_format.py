@@ -95,41 +95,59 @@ def _zstd() -> Any:
     return zstandard
 
 
-def _frames(data: bytes) -> Iterator[Tuple[int, bytes]]:
-    """``(end offset, decompressed bytes)`` of each whole frame; stops at a torn one."""
+_CHUNK = 1 << 16
+
+
+def _frames(source: BinaryIO) -> Iterator[Tuple[int, bytes]]:
+    """``(end offset, decompressed bytes)`` of each whole frame of ``source``, reading it in
+    chunks (memory: one frame); stops at a torn or corrupt one."""
     zstd = _zstd()
-    offset = 0
-    while offset < len(data):
+    offset = 0              # where the current frame starts
+    pending = b""           # bytes read past the end of the previous frame
+    while True:
         dobj = zstd.ZstdDecompressor().decompressobj()
-        try:
-            out = dobj.decompress(data[offset:])
-        except zstd.ZstdError:
+        parts: List[bytes] = []
+        used = 0
+        data = pending or source.read(_CHUNK)
+        if not data:
             return
-        if not dobj.eof:
-            return          # the frame is cut short
-        offset = len(data) - len(dobj.unused_data)
-        yield offset, out
+        while True:
+            try:
+                parts.append(dobj.decompress(data))
+            except zstd.ZstdError:
+                return
+            if dobj.eof:
+                pending = dobj.unused_data
+                used += len(data) - len(pending)
+                break
+            used += len(data)
+            data = source.read(_CHUNK)
+            if not data:
+                return      # the frame is cut short
+        offset += used
+        yield offset, b"".join(parts)
 
 
 def read(path: str) -> Recording:
-    """Decode the recording at ``path`` (calling thread; reads the whole file).
+    """Decode the recording at ``path`` (calling thread; reads the file in chunks).
 
     A file cut short reads as its prefix of whole frames with ``complete=False``. Raises
     ``RecordingError`` when it is not a zstandard file, has no complete header, or its
     header names another format or version; ``OSError`` when it cannot be read."""
-    with open(path, "rb") as source:
-        data = source.read()
-    if not data.startswith(_MAGIC):
-        raise RecordingError(f"{path} is not a simsync recording (not zstandard-compressed)")
     lines: List[Record] = []
     good = 0
-    for end, chunk in _frames(data):
-        for line in io.BytesIO(chunk):
-            try:
-                lines.append(json.loads(line))
-            except ValueError as exc:
-                raise RecordingError(f"{path}: a record is not JSON ({exc})") from None
-        good = end
+    with open(path, "rb") as source:
+        if source.read(len(_MAGIC)) != _MAGIC:
+            raise RecordingError(f"{path} is not a simsync recording "
+                                 "(not zstandard-compressed)")
+        source.seek(0)
+        for end, chunk in _frames(source):
+            for line in io.BytesIO(chunk):
+                try:
+                    lines.append(json.loads(line))
+                except ValueError as exc:
+                    raise RecordingError(f"{path}: a record is not JSON ({exc})") from None
+            good = end
     if not lines or lines[0].get("type") != "header":
         raise RecordingError(f"{path} has no complete simsync recording header "
                              "(truncated or not a recording)")
