@@ -58,6 +58,8 @@ from simsync.protocol.types import (
     OracleUpdate,
     ProgramExecuted,
 )
+from simsync.recorder import record
+from simsync.recording_format import Recording, RecordingError
 from simsync.session import Session
 from simsync.solana_rpc import SolanaRpc
 from simsync.subscriptions import ReconnectCoordinator
@@ -94,4 +96,6 @@ __all__ = [
     "AgentStatsReport", "DiscoveryFilter", "OracleUpdate", "ProgramExecuted", "UsageReport",
     # issue 27: the blocking Solana JSON-RPC client
     "RpcConnectionError", "RpcTimeout", "SolanaRpc",
+    # issue 26: recordings
+    "Recording", "RecordingError", "record",
 ]

@@ -31,6 +31,8 @@ from simsync.cli.commands import (
     parse_date,
 )
 from simsync.cli.progress import ConnectStatusLine
+from simsync.cli.record import add_parser as add_record_parser
+from simsync.cli.record import cmd_record
 from simsync.cli.report import KEYS_DECODABLE
 from simsync.cli.run import SUBSCRIPTIONS, cmd_run
 from simsync.cli.sweep import add_parser as add_sweep_parser
@@ -255,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds between plain progress lines (default: 2)")
 
     add_sweep_parser(sub, common)
+    add_record_parser(sub, common)
 
     usage = sub.add_parser("usage", parents=[common],
                            help="what the API key used: sessions, executed slots, session time")
@@ -321,7 +324,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     if args.command == "usage" and args.since and args.until and args.since > args.until:
         _subparser(parser, "usage").error(f"--since {args.since.isoformat()} is after "
                                           f"--until {args.until.isoformat()}")
-    if args.command in ("ranges", "run", "sweep", "usage"):
+    if args.command == "record" and args.start_slot > args.end_slot:
+        _subparser(parser, "record").error(
+            f"--start-slot {args.start_slot} is after --end-slot {args.end_slot}")
+    if args.command in ("ranges", "run", "sweep", "usage", "record"):
         args.api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     return args
 
@@ -409,13 +415,13 @@ def _client(args: argparse.Namespace) -> Iterator[simsync.Client]:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command in ("ranges", "run", "sweep", "usage"):
+    if args.command in ("ranges", "run", "sweep", "usage", "record"):
         with _client(args) as client:
             args.target = client.url
             if args.command != "sweep":       # the sweep's workers connect, not this process
                 _connecting(client, args.command)
             command = {"ranges": cmd_ranges, "run": cmd_run, "sweep": cmd_sweep,
-                       "usage": cmd_usage}[args.command]
+                       "usage": cmd_usage, "record": cmd_record}[args.command]
             return command(args, client)
     if args.command == "summarize":
         return cmd_summarize(args)
