@@ -410,23 +410,26 @@ class ControlBase(Link):
             log.debug("simsync %s: step %s written on generation %d", self.name,
                       step.wire.METHOD, gen)
 
-    def send_request(self, request: Request) -> bool:
-        """Write a non-step request on the live connection (best effort): False if none, or
-        if this thread is itself in the middle of a write (a signal handler that closes
-        while its thread was sending: waiting for that write would deadlock)."""
+    def send_request(self, request: Request, deadline: Optional[float] = None) -> bool:
+        """Write a non-step request on the live connection (best effort; any thread): False
+        if none, if the write (or the wait for another thread's write) did not end by
+        ``deadline`` (monotonic seconds; ``None``: no limit), or if this thread is itself in
+        the middle of a write (a signal handler that closes while its thread was sending:
+        waiting for that write would deadlock)."""
         channel = self._live
         if channel is None or getattr(self._writing, "active", False):
             return False
         try:
-            self._write(channel, encode_request(request))
-        except Transient:
+            self._write(channel, encode_request(request), deadline)
+        except Transient as exc:
+            log.info("simsync %s: %s not sent: %s", self.name, request.METHOD, exc)
             return False
         return True
 
-    def _write(self, channel: Channel, text: str) -> None:
+    def _write(self, channel: Channel, text: str, deadline: Optional[float] = None) -> None:
         self._writing.active = True
         try:
-            channel.send(text)
+            channel.send(text, deadline)
         finally:
             self._writing.active = False
 
@@ -664,11 +667,12 @@ class ControlLink(ControlBase):
         self.gate.begin_step(request, request, ready, deadline)
         self.flush_steps()
 
-    def send_close(self) -> bool:
+    def send_close(self, deadline: float) -> bool:
         """Ask the server to close the session (user thread); ``close_acked`` is set on its
-        ``success``. Returns whether the request was written (best effort)."""
+        ``success``. Returns whether the request was written by ``deadline`` (best effort:
+        it never waits past it behind another thread's send)."""
         self._closing = True
-        return self.send_request(CloseBacktestSession())
+        return self.send_request(CloseBacktestSession(), deadline)
 
 
     def _close_exchange(self, sock: FreshSocket) -> None:
@@ -758,11 +762,12 @@ class SingleControl(ControlSide):
         if not link.created:
             self.connection.close(max(0.0, deadline - time.monotonic()))
             return
+        # half the time for the request and its ack on this connection; the rest, if it
+        # does not come (the connection was dying, or another thread's send holds it), for
+        # tearing it down and a fresh one
+        ack_by = time.monotonic() + (deadline - time.monotonic()) / 2
         try:
-            if self.status.value.state is State.UP and link.send_close():
-                # half the time for the ack on this connection; the rest, if it does not
-                # come (the connection was dying), for a fresh one
-                ack_by = time.monotonic() + (deadline - time.monotonic()) / 2
+            if self.status.value.state is State.UP and link.send_close(ack_by):
                 while not link.close_acked.wait(SLICE) and time.monotonic() < ack_by \
                         and self.status.value.state is State.UP:
                     pass

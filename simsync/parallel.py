@@ -209,17 +209,19 @@ class ParallelControlLink(ControlBase):
         self.subs[session_id].gate.begin_step(request, wrapped, ready, deadline)
         self.flush_steps()
 
-    def close_sub(self, session_id: str) -> threading.Event:
+    def close_sub(self, session_id: str, deadline: Optional[float] = None
+                  ) -> threading.Event:
         """Send ``closeSessionV1`` (user thread); the returned event is set on its answer,
         or at once for a sub-session the server ended (failed). A completed one is closed
         too: the server would keep it for the detach window. One that cannot be written now
-        (the connection is down) is sent after the next resume, or by ``close_detached``."""
+        (the connection is down, or another thread's send holds it until ``deadline``) is
+        sent after the next resume, or by ``close_detached``."""
         sub = self.subs[session_id]
         sub.closing = True
         if sub.failed:
             sub.close_acked.set()
         else:
-            self.send_request(CloseSessionV1(session_id))
+            self.send_request(CloseSessionV1(session_id), deadline)
         return sub.close_acked
 
     def open_subs(self) -> List[str]:
@@ -233,7 +235,8 @@ class ParallelControlLink(ControlBase):
         super().handshake(channel, attempt)
         for session_id in self.open_subs():
             if self.subs[session_id].closing:
-                self.send_request(CloseSessionV1(session_id))
+                self.send_request(CloseSessionV1(session_id),
+                                  time.monotonic() + self._config.handshake_timeout)
 
     def _close_exchange(self, sock: FreshSocket) -> None:
         """``attachParallelControlSessionV2`` → ``parallelSessionAttachedV2``,
@@ -289,7 +292,10 @@ class SubControl(ControlSide):
         """``closeSessionV1`` → ``success`` (bounded); the shared connection closes once
         every sub-session is closed or completed."""
         try:
-            acked = self._link.close_sub(self._info.session_id)
+            # half the time at most for the request (never the whole close behind another
+            # thread's send); the connection's teardown gets the rest
+            write_by = time.monotonic() + (deadline - time.monotonic()) / 2
+            acked = self._link.close_sub(self._info.session_id, write_by)
             while not acked.wait(SLICE) and time.monotonic() < deadline \
                     and self.status.value.state is State.UP:
                 pass
