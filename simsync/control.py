@@ -501,17 +501,29 @@ class ControlBase(Link):
 
     def _await(self, channel: Channel, wanted: type, what: str,
                other: Optional[Callable[[Tuple[Optional[int], Any]], None]] = None,
-               timeout: Optional[float] = None) -> Tuple[Optional[int], Any]:
+               timeout: Optional[float] = None, progress: Optional[type] = None
+               ) -> Tuple[Optional[int], Any]:
         """Receive until a ``wanted`` frame; the rest goes to ``other`` (default: routed).
-        An ``error`` without ``seqId`` answers the handshake and is fatal here (except
-        ``sessionOwnershipBusy``, worth a retry); one with a ``seqId`` is the session's own
-        frame (a replay) and is routed like any other."""
+        The reply is waited for against one deadline, ``timeout`` (default
+        ``handshake_timeout``) from the call (right after the request was written): frames
+        forwarded meanwhile do not extend it — except a ``progress`` frame (a parallel
+        create's ``sessionCreated``), which starts a new one. Raises ``Transient`` when it
+        passes. An ``error`` without ``seqId`` answers the handshake and is fatal here
+        (except ``sessionOwnershipBusy``, worth a retry); one with a ``seqId`` is the
+        session's own frame (a replay) and is routed like any other."""
+        wait = timeout or self._config.handshake_timeout
+        deadline = time.monotonic() + wait
         while True:
-            seq, event = self._decode(channel.recv(timeout or self._config.handshake_timeout))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Transient(f"no {what} within {wait:g}s")
+            seq, event = self._decode(channel.recv(remaining))
             if event is None:
                 continue
             if isinstance(event, wanted):
                 return seq, event
+            if progress is not None and isinstance(event, progress):
+                deadline = time.monotonic() + wait
             if isinstance(event, ServerError) and seq is None:
                 if event.retryable_on_attach:
                     raise Transient(f"server busy: {event.message}")

@@ -125,7 +125,8 @@ class ParallelControlLink(ControlBase):
 
     def _create_session(self, channel: Channel) -> None:
         """Collect one ``sessionCreated`` per sub-session until ``sessionsCreatedV2``
-        (each frame may take ``parallel_create_frame_timeout`` while the server waits)."""
+        (each ``sessionCreated`` may take ``parallel_create_frame_timeout`` while the server
+        waits for capacity; other frames do not extend the wait)."""
         channel.send(encode_request(CreateBacktestSession(self._create)))
         created: Dict[str, SessionCreated] = {}
         early: List[Tuple[Optional[int], Any]] = []
@@ -141,7 +142,7 @@ class ParallelControlLink(ControlBase):
                 early.append(frame)
 
         _, reply = self._await(channel, SessionsCreatedV2, "sessionsCreatedV2", other,
-                               self._config.parallel_create_frame_timeout)
+                               self._config.parallel_create_frame_timeout, SessionCreated)
         self._bind(reply, created)
         for seq, event in early:
             self._route(seq, event)

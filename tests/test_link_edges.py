@@ -8,11 +8,13 @@ import json
 import sys
 import threading
 import time
-from typing import List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 import pytest
 
 import simsync
+from simsync.localsim import Fault, LocalSimulator
+from simsync.localsim.netproxy import FaultProxy
 from tests.hostile import HostileServer, Peer
 from tests.support import START, wait_for
 
@@ -90,3 +92,140 @@ def test_close_is_bounded_while_the_users_thread_is_stuck_writing_a_big_step() -
         assert not user.is_alive()
     assert outcome, "send_continue returned (its write was cut by the close)"
     assert took < 3.0, f"close(timeout=2) took {took:.1f}s"
+
+
+# ------------------------------------------------------------------ 10: one handshake deadline
+
+def answer_control(peer: Peer, first: Optional[str] = None) -> None:
+    """A well-behaved control server for one connection: attach → ``sessionAttached``,
+    resume → ``success``, close → ``success`` (then it waits for the client to leave)."""
+    seq = 100
+    text = first
+    while True:
+        if text is None:
+            try:
+                text = peer.recv_text()
+            except (OSError, ConnectionError, ValueError):
+                return
+        method = json.loads(text).get("method")
+        seq += 1
+        if method == "attachBacktestSession":
+            peer.send_text(json.dumps({"method": "sessionAttached", "params": {
+                "session_id": SESSION, "rpc_endpoint": f"/backtest/{SESSION}"}}))
+        elif method in ("resumeAttachedSession", "closeBacktestSession"):
+            peer.send_text(json.dumps({"method": "success"}))
+        text = None
+
+
+def client_left_within(peer: Peer, seconds: float) -> Optional[float]:
+    """Read (and discard) until the client closes the connection; when it did, the time
+    (monotonic) — ``None`` if it had not within ``seconds``."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        peer.sock.settimeout(max(0.01, min(0.05, end - time.monotonic())))
+        try:
+            if not peer.sock.recv(65536):
+                return time.monotonic()
+        except TimeoutError:
+            continue
+        except OSError:
+            return time.monotonic()
+    return None
+
+
+def test_frames_forwarded_during_the_attach_do_not_extend_the_handshake_timeout() -> None:
+    """On the re-attach the server forwards 8 frames over 3.2 s and no ``sessionAttached``:
+    against ``handshake_timeout=1`` the attempt fails about 1 s after the attach request was
+    sent (one deadline per reply, like the reference client's ``next_response_with_timeout``),
+    not 1 s after the last frame."""
+    attach_at: List[float] = []
+    left_at: List[Optional[float]] = []
+
+    def behaviour(peer: Peer) -> None:
+        peer.upgrade()
+        text = peer.recv_text()
+        if "createBacktestSession" in text:
+            peer.send_text(created_frame())
+            peer.send_text(ready_frame(2))
+            peer.sock.shutdown(2)               # the drop: the client re-attaches
+            return
+        if peer.server.connections > 2:
+            answer_control(peer, text)
+            return
+        attach_at.append(time.monotonic())
+        for index in range(8):
+            peer.send_text(json.dumps({"seqId": 3 + index, "method": "slotNotification",
+                                       "params": START + index}))
+            left = client_left_within(peer, 0.4)
+            if left is not None:
+                left_at.append(left)
+                return
+        left_at.append(client_left_within(peer, 10))
+
+    config = simsync.ClientConfig(connect_timeout=2.0, handshake_timeout=1.0,
+                                  ping_interval=0.3, dead_after=3.0, close_timeout=3.0,
+                                  backoff_initial=0.01, backoff_max=0.1, reconnect_budget=20.0)
+    with HostileServer(behaviour) as server, simsync.Client(
+            server.url(), config=config).start_session(
+            start_slot=START, end_slot=START + 10, disconnect_timeout_secs=60) as session:
+        wait_for(lambda: bool(left_at), 20, "the attach attempt to end")
+        assert attach_at and left_at[0] is not None
+        took = left_at[0] - attach_at[0]
+        assert took < 2.5, f"the attach waited {took:.1f}s against a 1 s handshake"
+        wait_for(lambda: session.status.state is simsync.State.UP
+                 and server.connections >= 3, 20, "the next attach")
+
+
+# ------------------------------------------------------------------ 11: lost step, both links
+
+MODELISH = simsync.ClientConfig(connect_timeout=2.0, handshake_timeout=2.0, ping_interval=0.2,
+                                dead_after=1.5, backoff_initial=0.01, backoff_max=0.1,
+                                reconnect_budget=30.0, stable_after=60.0, drain_timeout=3.0,
+                                close_timeout=3.0, rpc_timeout=5.0)
+
+
+def pauses_of_batch(batch: simsync.ParallelSession, waiting: Set[str],
+                    timeout: float = 20) -> Dict[str, List[Any]]:
+    """``events()`` until every sub-session in ``waiting`` paused (or completed)."""
+    seen: Dict[str, List[Any]] = {sid: [] for sid in waiting}
+    left = set(waiting)
+    for sub, event in batch.events(timeout):
+        sid = sub.info.session_id
+        seen.setdefault(sid, []).append(event)
+        if isinstance(event, (simsync.ReadyForContinue, simsync.Paused, simsync.Completed)):
+            left.discard(sid)
+        if not left:
+            break
+    return seen
+
+
+def test_a_sub_sessions_step_lost_in_a_drop_is_sent_again() -> None:
+    """Every sub-session steps while the path to the server is blackholed; then every
+    connection is reset. The server never got the steps and does not re-announce the
+    pauses (``Fault("reannounce", mode="never")``): the parallel link finds them lost and
+    sends them again, as the single link does; each sub-session's step executes once."""
+    with LocalSimulator(bundle_size=100, bundles=4) as sim, FaultProxy(
+            upstream=("127.0.0.1", sim.port)) as proxy:
+        batch = simsync.Client(proxy.url(sim.url), config=MODELISH).start_parallel(
+            start_slot=START + 97, end_slot=START + 103, disconnect_timeout_secs=60)
+        with batch:
+            ids = {sub.info.session_id for sub in batch.sub_sessions}
+            assert len(ids) == 2
+            first = pauses_of_batch(batch, ids)
+            sim.faults.add(Fault("reannounce", mode="never", times=0))
+            proxy.blackhole("up")
+            try:
+                for sub in batch.sub_sessions:
+                    sub.send_continue(advance_count=1, timeout=10)
+            finally:
+                proxy.reset(side="both")
+                proxy.release("up")
+            seen = pauses_of_batch(batch, ids)
+            for sub in batch.sub_sessions:      # a further step is accepted
+                sub.send_continue(advance_count=1, timeout=10)
+            later = pauses_of_batch(batch, ids)
+        for sid in ids:
+            slots = [event.slot for event in first[sid] + seen[sid] + later[sid]
+                     if isinstance(event, simsync.Slot)]
+            assert len(slots) == 3, f"{sid}: {slots}"   # start, then one per step
+            assert slots == sorted(set(slots)), f"{sid}: a slot twice: {slots}"
