@@ -341,6 +341,7 @@ class ControlBase(Link):
         self._live: Optional[Channel] = None    # set once its handshake completed
         self._create_sent = False
         self._writing = threading.local()       # set while this thread writes a frame
+        self._resume_rtt = 0.0                  # the last resume's round trip (seconds)
 
     def url(self) -> str:
         return self._url
@@ -494,10 +495,45 @@ class ControlBase(Link):
 
     def _resume(self, channel: Channel,
                 other: Optional[Callable[[Tuple[Optional[int], Any]], None]] = None) -> None:
-        """Rebuild the data plane (bounded), then ``resumeAttachedSession`` → ``success``."""
+        """Rebuild the data plane (bounded), then ``resumeAttachedSession`` → ``success``;
+        ``_resume_rtt`` is how long that answer took (seconds)."""
         self._before_resume(self._config.handshake_timeout)
+        sent = time.monotonic()
         channel.send(encode_request(ResumeAttachedSession()))
         self._await(channel, Success, "success (resume)", other)
+        self._resume_rtt = time.monotonic() - sent
+
+    def _probe_lost_steps(self, channel: Channel) -> None:
+        """After a resume (reader thread): a gate whose step was written on an older
+        connection and got no frame back in the replay — the server either never got it
+        (idle: it re-announces the pause, or, allowed by the protocol, stays silent) or is
+        just starting it. Frames are routed for a quiet window; a gate still without a
+        word of its step after it lost the step, which is sent again after the resume.
+
+        The window is ``probe_window``: at least a second and twice the resume's own round
+        trip (a slow link or server answers the resume slowly too), at most the handshake
+        timeout."""
+        gen = self._gen
+        if not any(gate.unanswered_from_before(gen) for gate in self.gates()):
+            return
+        log.debug("simsync %s: probing for a lost step", self.name)
+        deadline = time.monotonic() + self.probe_window()
+        while any(gate.unanswered_from_before(gen) for gate in self.gates()):
+            remaining = deadline - time.monotonic()
+            data = channel.poll(remaining) if remaining > 0 else None
+            if data is None:
+                break
+            self.on_frame(data)
+        for gate in self.gates():
+            if gate.unanswered_from_before(gen):
+                log.info("simsync %s: no word of the step after the resume; it was lost in "
+                         "the drop and is sent again", self.name)
+                gate.lost(gen)
+
+    def probe_window(self) -> float:
+        """Seconds of silence after a resume that mean a step was lost (see
+        ``_probe_lost_steps``)."""
+        return min(max(1.0, 2 * self._resume_rtt), self._config.handshake_timeout)
 
     def _await(self, channel: Channel, wanted: type, what: str,
                other: Optional[Callable[[Tuple[Optional[int], Any]], None]] = None,
@@ -581,7 +617,6 @@ class ControlLink(ControlBase):
         super().__init__(url, api_key, create, config, before_resume)
         self._deliver = deliver
         self.gate = StepGate()
-        self._routed = 0            # frames routed so far (did a replay carry anything?)
         self.info: Optional[SessionInfo] = None
         if attach is not None:
             self.info, self.gate.last_seq = attach
@@ -628,11 +663,9 @@ class ControlLink(ControlBase):
         seq, attached = self._await(channel, SessionAttached, "sessionAttached", collect)
         self.gate.see(seq)
         self.info = SessionInfo(attached.session_id, attached.rpc_endpoint, attached.task_id)
-        routed = self._routed
         self._resume(channel, collect)
         if whole is None:
-            if routed == self._routed and self.gate.unanswered_from_before(self._gen):
-                self._probe_lost_step(channel)
+            self._probe_lost_steps(channel)
             return
         answered = _answered_pauses([event for _, event in whole])
         for index, (seq, event) in enumerate(whole):
@@ -641,22 +674,7 @@ class ControlLink(ControlBase):
             else:
                 self._route(seq, event)
 
-    def _probe_lost_step(self, channel: Channel) -> None:
-        """Nothing of the step written before the drop came back in the replay: the server
-        either never got it (idle: it re-announces the pause — or, allowed by the protocol,
-        stays silent) or is just starting it. Wait briefly for a word; silence means the
-        step was lost, and it is sent again after the resume (reader thread)."""
-        log.debug("simsync control: probing for a lost step")
-        data = channel.poll(min(1.0, self._config.handshake_timeout))
-        if data is None:
-            log.info("simsync control: the server is silent after the resume; the step was "
-                     "lost in the drop and is sent again")
-            self.gate.lost(self._gen)
-        else:
-            self.on_frame(data)
-
     def _route(self, seq: Optional[int], event: Any) -> None:
-        self._routed += 1
         kind = type(event)
         if kind is Success:
             if self._closing:

@@ -164,6 +164,7 @@ class ParallelControlLink(ControlBase):
                                                                    cursors)))
         self._await(channel, ParallelSessionAttachedV2, "parallelSessionAttachedV2")
         self._resume(channel)
+        self._probe_lost_steps(channel)
 
     # ------------------------------------------------------------------ routing
 
