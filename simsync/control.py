@@ -516,7 +516,8 @@ class ControlBase(Link):
         gen = self._gen
         if not any(gate.unanswered_from_before(gen) for gate in self.gates()):
             return
-        log.debug("simsync %s: probing for a lost step", self.name)
+        log.debug("simsync %s: probing for a lost step (%.2fs of quiet)", self.name,
+                  self.probe_window())
         deadline = time.monotonic() + self.probe_window()
         while any(gate.unanswered_from_before(gen) for gate in self.gates()):
             remaining = deadline - time.monotonic()

@@ -96,10 +96,11 @@ def test_close_is_bounded_while_the_users_thread_is_stuck_writing_a_big_step() -
 
 # ------------------------------------------------------------------ 10: one handshake deadline
 
-def answer_control(peer: Peer, first: Optional[str] = None) -> None:
+def answer_control(peer: Peer, first: Optional[str] = None,
+                   seen: Optional[List[int]] = None) -> None:
     """A well-behaved control server for one connection: attach → ``sessionAttached``,
-    resume → ``success``, close → ``success`` (then it waits for the client to leave)."""
-    seq = 100
+    resume → ``success``, close → ``success`` (then it waits for the client to leave);
+    ``seen`` gets the connection's number for each step request it reads."""
     text = first
     while True:
         if text is None:
@@ -108,7 +109,8 @@ def answer_control(peer: Peer, first: Optional[str] = None) -> None:
             except (OSError, ConnectionError, ValueError):
                 return
         method = json.loads(text).get("method")
-        seq += 1
+        if seen is not None and method in ("continue", "continueTo"):
+            seen.append(peer.server.connections)
         if method == "attachBacktestSession":
             peer.send_text(json.dumps({"method": "sessionAttached", "params": {
                 "session_id": SESSION, "rpc_endpoint": f"/backtest/{SESSION}"}}))
@@ -229,3 +231,49 @@ def test_a_sub_sessions_step_lost_in_a_drop_is_sent_again() -> None:
                      if isinstance(event, simsync.Slot)]
             assert len(slots) == 3, f"{sid}: {slots}"   # start, then one per step
             assert slots == sorted(set(slots)), f"{sid}: a slot twice: {slots}"
+
+
+# ------------------------------------------------------------------ the probe on a slow link
+
+def test_the_lost_step_probe_waits_against_the_resumes_round_trip() -> None:
+    """A slow server (each handshake answer takes 0.8 s) got the step just before the drop
+    and starts it 1.3 s after its resume's ``success``: nothing of it is in the replay. The
+    probe's quiet window is measured against the resume's own round trip (here 2 × 0.8 s),
+    not a fixed second, so the step is not sent again: the server sees one ``continue``."""
+    continues: List[int] = []
+    delay = 0.8
+
+    def behaviour(peer: Peer) -> None:
+        peer.upgrade()
+        text = peer.recv_text()
+        if "createBacktestSession" in text:
+            peer.send_text(created_frame())
+            peer.send_text(ready_frame(2))
+            if "continue" in json.loads(peer.recv_text())["method"]:
+                continues.append(peer.server.connections)
+            peer.sock.shutdown(2)       # the drop, before the step's first frame
+            return
+        while json.loads(text)["method"] != "resumeAttachedSession":
+            if json.loads(text)["method"] == "attachBacktestSession":
+                peer.server.stopping.wait(delay)
+                peer.send_text(json.dumps({"method": "sessionAttached", "params": {
+                    "session_id": SESSION, "rpc_endpoint": f"/backtest/{SESSION}"}}))
+            text = peer.recv_text()
+        peer.server.stopping.wait(delay)
+        peer.send_text(json.dumps({"method": "success"}))
+        peer.server.stopping.wait(1.3)  # the step starts 1.3 s later
+        peer.send_text(json.dumps({"seqId": 3, "method": "slotNotification",
+                                   "params": START + 1}))
+        peer.send_text(ready_frame(4))
+        answer_control(peer, seen=continues)     # a resend is read here
+
+    config = MODELISH.replace(handshake_timeout=5.0, dead_after=3.0)
+    with HostileServer(behaviour) as server, simsync.Client(
+            server.url(), config=config).start_session(
+            start_slot=START, end_slot=START + 10, disconnect_timeout_secs=60) as session:
+        assert isinstance(session.next_event(10), simsync.ReadyForContinue)
+        session.send_continue(timeout=10)
+        assert isinstance(session.next_event(20), simsync.Slot)
+        assert isinstance(session.next_event(10), simsync.ReadyForContinue)
+        assert server.connections == 2
+    assert continues == [1], f"the step was written on connections {continues}"
