@@ -788,8 +788,10 @@ class SingleControl(ControlSide):
         """``closeBacktestSession`` → ``success`` (if created and up), then close the
         connection; a session whose connection is down gets bounded attempts on a fresh
         socket (``close_detached``), so it does not live on for its detach window. Bounded
-        by ``deadline``."""
+        by ``deadline``, of which a share (``join_reserve``) is kept for the session's other
+        connections to end their threads once this returns."""
         link = self.link
+        detached_by = deadline - join_reserve(deadline)
         if not link.created:
             self.connection.close(max(0.0, deadline - time.monotonic()))
             return
@@ -810,8 +812,15 @@ class SingleControl(ControlSide):
             # the close could not be written (a signal handler that interrupted this
             # thread's own write): the server may hold the session for its detach window,
             # so bounded attempts on a fresh connection
-            link.close_detached(deadline)
+            link.close_detached(detached_by)
+
+
+def join_reserve(deadline: float) -> float:
+    """The share of a close's time left to ``deadline`` that the detached close (the part
+    that may use all it gets) leaves for ending threads: a quarter, at most a second."""
+    return min(1.0, max(0.0, deadline - time.monotonic()) / 4)
 
 
 __all__: List[str] = ["ControlBase", "ControlLink", "ControlSide", "FreshSocket", "SessionEnded",
-                      "SessionInfo", "SingleControl", "Step", "StepGate", "StepState", "Verdict"]
+                      "SessionInfo", "SingleControl", "Step", "StepGate", "StepState", "Verdict",
+                      "join_reserve"]

@@ -277,3 +277,49 @@ def test_the_lost_step_probe_waits_against_the_resumes_round_trip() -> None:
         assert isinstance(session.next_event(10), simsync.ReadyForContinue)
         assert server.connections == 2
     assert continues == [1], f"the step was written on connections {continues}"
+
+
+# ------------------------------------------------------------------ 9: close during a re-attach
+
+def simsync_threads() -> List[str]:
+    return [thread.name for thread in threading.enumerate()
+            if thread.name.startswith("simsync-") and thread.is_alive()]
+
+
+@pytest.mark.parametrize("outage", ["blackhole", "slow-upstream", "pubsub-silent"])
+def test_close_during_a_reattach_returns_with_its_threads_ended(outage: str) -> None:
+    """Every connection is reset and the way back is blackholed (or the server answers
+    only after 1.5 s), so the control link and the subscription are re-attaching when
+    ``close(timeout=2)`` is called: it returns within its timeout, and every thread of
+    the session (control and PubSub readers, keepalives) has ended by then."""
+    with LocalSimulator(bundle_size=100, bundles=4) as sim, FaultProxy(
+            upstream=("127.0.0.1", sim.port)) as proxy:
+        before = set(simsync_threads())
+        session = simsync.Client(proxy.url(sim.url), config=MODELISH).start_session(
+            start_slot=START, end_slot=START + 20, disconnect_timeout_secs=60)
+        try:
+            session.subscribe_transactions(["11111111111111111111111111111111"])
+            while not isinstance(session.next_event(10), simsync.ReadyForContinue):
+                pass
+            if outage == "blackhole":
+                proxy.blackhole("both")
+            elif outage == "slow-upstream":
+                proxy.set_latency(1.5, "down")
+            else:       # the control link re-attaches and waits for the subscription
+                sim.faults.add(Fault("silent", channel="pubsub", times=0))
+            controls = sim.stats.control_connections
+            proxy.reset(side="both")
+            wait_for(lambda: session.status.state is simsync.State.RECONNECTING, 10,
+                     "the re-attach")
+            if outage == "pubsub-silent":
+                wait_for(lambda: sim.stats.control_connections > controls, 10,
+                         "the control link's re-attach")
+            began = time.monotonic()
+            session.close(timeout=2.0)
+            took = time.monotonic() - began
+            left = [name for name in simsync_threads() if name not in before]
+        finally:
+            proxy.clear()
+            session.close(timeout=2.0)
+    assert took < 2.5, f"close(timeout=2) took {took:.1f}s"
+    assert not left, f"close() returned with these threads alive: {left}"
