@@ -105,6 +105,8 @@ class ParallelControlLink(ControlBase):
         self._make_sub = make_sub
         self.control_session_id: Optional[str] = None
         self.subs: Dict[str, _Sub] = {}
+        #: the sub-sessions the create announced so far (``sessionCreated``)
+        self._announced: Dict[str, SessionCreated] = {}
 
     def __repr__(self) -> str:
         return f"ParallelControlLink({self._url!r}, {self.control_session_id!r})"
@@ -128,7 +130,7 @@ class ParallelControlLink(ControlBase):
         (each ``sessionCreated`` may take ``parallel_create_frame_timeout`` while the server
         waits for capacity; other frames do not extend the wait)."""
         channel.send(encode_request(CreateBacktestSession(self._create)))
-        created: Dict[str, SessionCreated] = {}
+        created = self._announced
         early: List[Tuple[Optional[int], Any]] = []
 
         def other(frame: Tuple[Optional[int], Any]) -> None:
@@ -146,6 +148,20 @@ class ParallelControlLink(ControlBase):
         self._bind(reply, created)
         for seq, event in early:
             self._route(seq, event)
+
+    def _create_lost(self, cause: str) -> str:
+        """``ControlBase._create_lost``, naming the sub-sessions already announced: without
+        the ``control_session_id`` (it comes last, in ``sessionsCreatedV2``) the protocol
+        has no request that reaches them, so the server keeps them until their detach
+        window (``disconnect_timeout_secs``) ends."""
+        message = super()._create_lost(cause)
+        if not self._announced:
+            return message
+        seconds = self._create.disconnect_timeout_secs
+        window = "" if seconds is None else f" ({seconds}s)"
+        return (f"the server announced sub-sessions {', '.join(self._announced)}, then "
+                f"lost: they end with their detach window{window} (no control_session_id "
+                f"yet, so no request reaches them); {message}")
 
     def _bind(self, reply: SessionsCreatedV2, created: Dict[str, SessionCreated]) -> None:
         ranges = check_created(reply)
