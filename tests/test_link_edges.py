@@ -32,6 +32,18 @@ def ready_frame(seq: int) -> str:
     return json.dumps({"seqId": seq, "method": "readyForContinue"})
 
 
+def upgrade_and_create(peer: Peer) -> Optional[str]:
+    """Upgrade; a create is answered with ``sessionCreated`` and the first pause (returns
+    None); anything else (a re-attach) is returned as it came."""
+    peer.upgrade()
+    text = peer.recv_text()
+    if "createBacktestSession" not in text:
+        return text
+    peer.send_text(created_frame())
+    peer.send_text(ready_frame(2))
+    return None
+
+
 def waiting_in(thread: threading.Thread, function: str) -> bool:
     """Whether ``thread`` is, right now, inside a call of ``function`` (its stack)."""
     frame = sys._current_frames().get(thread.ident or -1)
@@ -52,12 +64,9 @@ def test_close_is_bounded_while_the_users_thread_is_stuck_writing_a_big_step() -
     stuck = threading.Event()
 
     def behaviour(peer: Peer) -> None:
-        peer.upgrade()
-        if "createBacktestSession" not in peer.recv_text():
+        if upgrade_and_create(peer) is not None:
             peer.drain()
             return
-        peer.send_text(created_frame())
-        peer.send_text(ready_frame(2))
         stuck.set()
         peer.idle()                     # reads nothing more, answers no ping
 
@@ -144,11 +153,8 @@ def test_frames_forwarded_during_the_attach_do_not_extend_the_handshake_timeout(
     left_at: List[Optional[float]] = []
 
     def behaviour(peer: Peer) -> None:
-        peer.upgrade()
-        text = peer.recv_text()
-        if "createBacktestSession" in text:
-            peer.send_text(created_frame())
-            peer.send_text(ready_frame(2))
+        text = upgrade_and_create(peer)
+        if text is None:
             peer.sock.shutdown(2)               # the drop: the client re-attaches
             return
         if peer.server.connections > 2:
@@ -244,11 +250,8 @@ def test_the_lost_step_probe_waits_against_the_resumes_round_trip() -> None:
     delay = 0.8
 
     def behaviour(peer: Peer) -> None:
-        peer.upgrade()
-        text = peer.recv_text()
-        if "createBacktestSession" in text:
-            peer.send_text(created_frame())
-            peer.send_text(ready_frame(2))
+        text = upgrade_and_create(peer)
+        if text is None:
             if "continue" in json.loads(peer.recv_text())["method"]:
                 continues.append(peer.server.connections)
             peer.sock.shutdown(2)       # the drop, before the step's first frame
