@@ -327,7 +327,7 @@ class ControlBase(Link):
     writes)."""
 
     def __init__(self, url: str, api_key: Optional[str], create: CreateSessionParams,
-                 config: ClientConfig, before_resume: Callable[[float], None]) -> None:
+                 config: ClientConfig, before_resume: Callable[[float], bool]) -> None:
         self._url = urls.control_url(url)
         self.headers = [f"{name}: {value}" for name, value in config.extra_headers.items()]
         if api_key:
@@ -496,8 +496,14 @@ class ControlBase(Link):
     def _resume(self, channel: Channel,
                 other: Optional[Callable[[Tuple[Optional[int], Any]], None]] = None) -> None:
         """Rebuild the data plane (bounded), then ``resumeAttachedSession`` → ``success``;
-        ``_resume_rtt`` is how long that answer took (seconds)."""
-        self._before_resume(self._config.handshake_timeout)
+        ``_resume_rtt`` is how long that answer took (seconds). The wait for the data plane
+        is sliced, so a ``close()`` meanwhile ends it at once."""
+        ready_by = time.monotonic() + self._config.handshake_timeout
+        while not self._before_resume(min(SLICE, max(0.0, ready_by - time.monotonic()))):
+            if channel.stopping:
+                raise Transient("closed while the subscriptions were reconnecting")
+            if time.monotonic() >= ready_by:
+                break
         sent = time.monotonic()
         channel.send(encode_request(ResumeAttachedSession()))
         self._await(channel, Success, "success (resume)", other)
@@ -611,7 +617,7 @@ class ControlLink(ControlBase):
 
     def __init__(self, url: str, api_key: Optional[str], create: CreateSessionParams,
                  config: ClientConfig, deliver: Deliver,
-                 before_resume: Callable[[float], None] = lambda timeout: None,
+                 before_resume: Callable[[float], bool] = lambda timeout: True,
                  attach: Optional[Tuple[SessionInfo, Optional[int]]] = None) -> None:
         """``attach``: bind to an existing session (its info and the cursor's ``seqId``):
         the first connection then attaches instead of creating."""

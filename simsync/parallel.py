@@ -100,7 +100,7 @@ class ParallelControlLink(ControlBase):
 
     def __init__(self, url: str, api_key: Optional[str], create: CreateSessionParams,
                  config: ClientConfig, make_sub: MakeSub,
-                 before_resume: Callable[[float], None]) -> None:
+                 before_resume: Callable[[float], bool]) -> None:
         super().__init__(url, api_key, create, config, before_resume)
         self._make_sub = make_sub
         self.control_session_id: Optional[str] = None
@@ -154,14 +154,14 @@ class ParallelControlLink(ControlBase):
         the ``control_session_id`` (it comes last, in ``sessionsCreatedV2``) the protocol
         has no request that reaches them, so the server keeps them until their detach
         window (``disconnect_timeout_secs``) ends."""
-        message = super()._create_lost(cause)
         if not self._announced:
-            return message
+            return super()._create_lost(cause)
         seconds = self._create.disconnect_timeout_secs
         window = "" if seconds is None else f" ({seconds}s)"
-        return (f"the server announced sub-sessions {', '.join(self._announced)}, then "
-                f"lost: they end with their detach window{window} (no control_session_id "
-                f"yet, so no request reaches them); {message}")
+        return (f"no answer to createBacktestSession; what the server announced may exist on "
+                f"it until its detach window{window} ends (no control_session_id yet: no "
+                f"request reaches it): sub-sessions {', '.join(self._announced)}; simsync "
+                f"does not create twice ({cause})")
 
     def _bind(self, reply: SessionsCreatedV2, created: Dict[str, SessionCreated]) -> None:
         ranges = check_created(reply)
@@ -381,10 +381,10 @@ class _Batch:
             for _, _, inbox in self.pending:
                 inbox.fail(error)
 
-    def before_resume(self, timeout: float) -> None:
+    def before_resume(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        for _, _, inbox in self.pending:
-            inbox.before_resume(max(0.0, deadline - time.monotonic()))
+        return all(inbox.before_resume(max(0.0, deadline - time.monotonic()))
+                   for _, _, inbox in self.pending)
 
     def sub_released(self, session_id: str) -> None:
         """A sub-session closed or completed: the last one closes the shared connection."""

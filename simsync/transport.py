@@ -406,6 +406,11 @@ class Channel:
         """Send one text frame (any thread; see ``Connection.send``)."""
         self._connection.send_on(self._sock, text, deadline)
 
+    @property
+    def stopping(self) -> bool:
+        """Whether the connection was asked to stop (``Connection.close``)."""
+        return self._connection.stopping
+
     def recv(self, timeout: Optional[float]) -> Union[str, bytes]:
         """Receive the next data frame, waiting at most ``timeout`` seconds (``None``: no
         limit), and during a reconnect no longer than the outage's budget (reader thread,
