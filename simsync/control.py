@@ -327,7 +327,7 @@ class ControlBase(Link):
     writes)."""
 
     def __init__(self, url: str, api_key: Optional[str], create: CreateSessionParams,
-                 config: ClientConfig, before_resume: Callable[[float], None]) -> None:
+                 config: ClientConfig, before_resume: Callable[[float], bool]) -> None:
         self._url = urls.control_url(url)
         self.headers = [f"{name}: {value}" for name, value in config.extra_headers.items()]
         if api_key:
@@ -341,6 +341,7 @@ class ControlBase(Link):
         self._live: Optional[Channel] = None    # set once its handshake completed
         self._create_sent = False
         self._writing = threading.local()       # set while this thread writes a frame
+        self._resume_rtt = 0.0                  # the last resume's round trip (seconds)
 
     def url(self) -> str:
         return self._url
@@ -410,23 +411,26 @@ class ControlBase(Link):
             log.debug("simsync %s: step %s written on generation %d", self.name,
                       step.wire.METHOD, gen)
 
-    def send_request(self, request: Request) -> bool:
-        """Write a non-step request on the live connection (best effort): False if none, or
-        if this thread is itself in the middle of a write (a signal handler that closes
-        while its thread was sending: waiting for that write would deadlock)."""
+    def send_request(self, request: Request, deadline: Optional[float] = None) -> bool:
+        """Write a non-step request on the live connection (best effort; any thread): False
+        if none, if the write (or the wait for another thread's write) did not end by
+        ``deadline`` (monotonic seconds; ``None``: no limit), or if this thread is itself in
+        the middle of a write (a signal handler that closes while its thread was sending:
+        waiting for that write would deadlock)."""
         channel = self._live
         if channel is None or getattr(self._writing, "active", False):
             return False
         try:
-            self._write(channel, encode_request(request))
-        except Transient:
+            self._write(channel, encode_request(request), deadline)
+        except Transient as exc:
+            log.info("simsync %s: %s not sent: %s", self.name, request.METHOD, exc)
             return False
         return True
 
-    def _write(self, channel: Channel, text: str) -> None:
+    def _write(self, channel: Channel, text: str, deadline: Optional[float] = None) -> None:
         self._writing.active = True
         try:
-            channel.send(text)
+            channel.send(text, deadline)
         finally:
             self._writing.active = False
 
@@ -491,24 +495,78 @@ class ControlBase(Link):
 
     def _resume(self, channel: Channel,
                 other: Optional[Callable[[Tuple[Optional[int], Any]], None]] = None) -> None:
-        """Rebuild the data plane (bounded), then ``resumeAttachedSession`` → ``success``."""
-        self._before_resume(self._config.handshake_timeout)
+        """Rebuild the data plane (bounded), then ``resumeAttachedSession`` → ``success``;
+        ``_resume_rtt`` is how long that answer took (seconds). The wait for the data plane
+        is sliced, so a ``close()`` meanwhile ends it at once."""
+        ready_by = time.monotonic() + self._config.handshake_timeout
+        while not self._before_resume(min(SLICE, max(0.0, ready_by - time.monotonic()))):
+            if channel.stopping:
+                raise Transient("closed while the subscriptions were reconnecting")
+            if time.monotonic() >= ready_by:
+                break
+        sent = time.monotonic()
         channel.send(encode_request(ResumeAttachedSession()))
         self._await(channel, Success, "success (resume)", other)
+        self._resume_rtt = time.monotonic() - sent
+
+    def _probe_lost_steps(self, channel: Channel) -> None:
+        """After a resume (reader thread): a gate whose step was written on an older
+        connection and got no frame back in the replay — the server either never got it
+        (idle: it re-announces the pause, or, allowed by the protocol, stays silent) or is
+        just starting it. Frames are routed for a quiet window; a gate still without a
+        word of its step after it lost the step, which is sent again after the resume.
+
+        The window is ``probe_window``: at least a second and twice the resume's own round
+        trip (a slow link or server answers the resume slowly too), at most the handshake
+        timeout."""
+        gen = self._gen
+        if not any(gate.unanswered_from_before(gen) for gate in self.gates()):
+            return
+        log.debug("simsync %s: probing for a lost step (%.2fs of quiet)", self.name,
+                  self.probe_window())
+        deadline = time.monotonic() + self.probe_window()
+        while any(gate.unanswered_from_before(gen) for gate in self.gates()):
+            remaining = deadline - time.monotonic()
+            data = channel.poll(remaining) if remaining > 0 else None
+            if data is None:
+                break
+            self.on_frame(data)
+        for gate in self.gates():
+            if gate.unanswered_from_before(gen):
+                log.info("simsync %s: no word of the step after the resume; it was lost in "
+                         "the drop and is sent again", self.name)
+                gate.lost(gen)
+
+    def probe_window(self) -> float:
+        """Seconds of silence after a resume that mean a step was lost (see
+        ``_probe_lost_steps``)."""
+        return min(max(1.0, 2 * self._resume_rtt), self._config.handshake_timeout)
 
     def _await(self, channel: Channel, wanted: type, what: str,
                other: Optional[Callable[[Tuple[Optional[int], Any]], None]] = None,
-               timeout: Optional[float] = None) -> Tuple[Optional[int], Any]:
+               timeout: Optional[float] = None, progress: Optional[type] = None
+               ) -> Tuple[Optional[int], Any]:
         """Receive until a ``wanted`` frame; the rest goes to ``other`` (default: routed).
-        An ``error`` without ``seqId`` answers the handshake and is fatal here (except
-        ``sessionOwnershipBusy``, worth a retry); one with a ``seqId`` is the session's own
-        frame (a replay) and is routed like any other."""
+        The reply is waited for against one deadline, ``timeout`` (default
+        ``handshake_timeout``) from the call (right after the request was written): frames
+        forwarded meanwhile do not extend it — except a ``progress`` frame (a parallel
+        create's ``sessionCreated``), which starts a new one. Raises ``Transient`` when it
+        passes. An ``error`` without ``seqId`` answers the handshake and is fatal here
+        (except ``sessionOwnershipBusy``, worth a retry); one with a ``seqId`` is the
+        session's own frame (a replay) and is routed like any other."""
+        wait = timeout or self._config.handshake_timeout
+        deadline = time.monotonic() + wait
         while True:
-            seq, event = self._decode(channel.recv(timeout or self._config.handshake_timeout))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Transient(f"no {what} within {wait:g}s")
+            seq, event = self._decode(channel.recv(remaining))
             if event is None:
                 continue
             if isinstance(event, wanted):
                 return seq, event
+            if progress is not None and isinstance(event, progress):
+                deadline = time.monotonic() + wait
             if isinstance(event, ServerError) and seq is None:
                 if event.retryable_on_attach:
                     raise Transient(f"server busy: {event.message}")
@@ -559,14 +617,13 @@ class ControlLink(ControlBase):
 
     def __init__(self, url: str, api_key: Optional[str], create: CreateSessionParams,
                  config: ClientConfig, deliver: Deliver,
-                 before_resume: Callable[[float], None] = lambda timeout: None,
+                 before_resume: Callable[[float], bool] = lambda timeout: True,
                  attach: Optional[Tuple[SessionInfo, Optional[int]]] = None) -> None:
         """``attach``: bind to an existing session (its info and the cursor's ``seqId``):
         the first connection then attaches instead of creating."""
         super().__init__(url, api_key, create, config, before_resume)
         self._deliver = deliver
         self.gate = StepGate()
-        self._routed = 0            # frames routed so far (did a replay carry anything?)
         self.info: Optional[SessionInfo] = None
         if attach is not None:
             self.info, self.gate.last_seq = attach
@@ -613,11 +670,9 @@ class ControlLink(ControlBase):
         seq, attached = self._await(channel, SessionAttached, "sessionAttached", collect)
         self.gate.see(seq)
         self.info = SessionInfo(attached.session_id, attached.rpc_endpoint, attached.task_id)
-        routed = self._routed
         self._resume(channel, collect)
         if whole is None:
-            if routed == self._routed and self.gate.unanswered_from_before(self._gen):
-                self._probe_lost_step(channel)
+            self._probe_lost_steps(channel)
             return
         answered = _answered_pauses([event for _, event in whole])
         for index, (seq, event) in enumerate(whole):
@@ -626,22 +681,7 @@ class ControlLink(ControlBase):
             else:
                 self._route(seq, event)
 
-    def _probe_lost_step(self, channel: Channel) -> None:
-        """Nothing of the step written before the drop came back in the replay: the server
-        either never got it (idle: it re-announces the pause — or, allowed by the protocol,
-        stays silent) or is just starting it. Wait briefly for a word; silence means the
-        step was lost, and it is sent again after the resume (reader thread)."""
-        log.debug("simsync control: probing for a lost step")
-        data = channel.poll(min(1.0, self._config.handshake_timeout))
-        if data is None:
-            log.info("simsync control: the server is silent after the resume; the step was "
-                     "lost in the drop and is sent again")
-            self.gate.lost(self._gen)
-        else:
-            self.on_frame(data)
-
     def _route(self, seq: Optional[int], event: Any) -> None:
-        self._routed += 1
         kind = type(event)
         if kind is Success:
             if self._closing:
@@ -664,11 +704,12 @@ class ControlLink(ControlBase):
         self.gate.begin_step(request, request, ready, deadline)
         self.flush_steps()
 
-    def send_close(self) -> bool:
+    def send_close(self, deadline: float) -> bool:
         """Ask the server to close the session (user thread); ``close_acked`` is set on its
-        ``success``. Returns whether the request was written (best effort)."""
+        ``success``. Returns whether the request was written by ``deadline`` (best effort:
+        it never waits past it behind another thread's send)."""
         self._closing = True
-        return self.send_request(CloseBacktestSession())
+        return self.send_request(CloseBacktestSession(), deadline)
 
 
     def _close_exchange(self, sock: FreshSocket) -> None:
@@ -753,16 +794,19 @@ class SingleControl(ControlSide):
         """``closeBacktestSession`` → ``success`` (if created and up), then close the
         connection; a session whose connection is down gets bounded attempts on a fresh
         socket (``close_detached``), so it does not live on for its detach window. Bounded
-        by ``deadline``."""
+        by ``deadline``, of which a share (``join_reserve``) is kept for the session's other
+        connections to end their threads once this returns."""
         link = self.link
+        detached_by = deadline - join_reserve(deadline)
         if not link.created:
             self.connection.close(max(0.0, deadline - time.monotonic()))
             return
+        # half the time for the request and its ack on this connection; the rest, if it
+        # does not come (the connection was dying, or another thread's send holds it), for
+        # tearing it down and a fresh one
+        ack_by = time.monotonic() + (deadline - time.monotonic()) / 2
         try:
-            if self.status.value.state is State.UP and link.send_close():
-                # half the time for the ack on this connection; the rest, if it does not
-                # come (the connection was dying), for a fresh one
-                ack_by = time.monotonic() + (deadline - time.monotonic()) / 2
+            if self.status.value.state is State.UP and link.send_close(ack_by):
                 while not link.close_acked.wait(SLICE) and time.monotonic() < ack_by \
                         and self.status.value.state is State.UP:
                     pass
@@ -774,8 +818,15 @@ class SingleControl(ControlSide):
             # the close could not be written (a signal handler that interrupted this
             # thread's own write): the server may hold the session for its detach window,
             # so bounded attempts on a fresh connection
-            link.close_detached(deadline)
+            link.close_detached(detached_by)
+
+
+def join_reserve(deadline: float) -> float:
+    """The share of a close's time left to ``deadline`` that the detached close (the part
+    that may use all it gets) leaves for ending threads: a quarter, at most a second."""
+    return min(1.0, max(0.0, deadline - time.monotonic()) / 4)
 
 
 __all__: List[str] = ["ControlBase", "ControlLink", "ControlSide", "FreshSocket", "SessionEnded",
-                      "SessionInfo", "SingleControl", "Step", "StepGate", "StepState", "Verdict"]
+                      "SessionInfo", "SingleControl", "Step", "StepGate", "StepState", "Verdict",
+                      "join_reserve"]

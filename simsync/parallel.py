@@ -100,11 +100,13 @@ class ParallelControlLink(ControlBase):
 
     def __init__(self, url: str, api_key: Optional[str], create: CreateSessionParams,
                  config: ClientConfig, make_sub: MakeSub,
-                 before_resume: Callable[[float], None]) -> None:
+                 before_resume: Callable[[float], bool]) -> None:
         super().__init__(url, api_key, create, config, before_resume)
         self._make_sub = make_sub
         self.control_session_id: Optional[str] = None
         self.subs: Dict[str, _Sub] = {}
+        #: the sub-sessions the create announced so far (``sessionCreated``)
+        self._announced: Dict[str, SessionCreated] = {}
 
     def __repr__(self) -> str:
         return f"ParallelControlLink({self._url!r}, {self.control_session_id!r})"
@@ -125,9 +127,10 @@ class ParallelControlLink(ControlBase):
 
     def _create_session(self, channel: Channel) -> None:
         """Collect one ``sessionCreated`` per sub-session until ``sessionsCreatedV2``
-        (each frame may take ``parallel_create_frame_timeout`` while the server waits)."""
+        (each ``sessionCreated`` may take ``parallel_create_frame_timeout`` while the server
+        waits for capacity; other frames do not extend the wait)."""
         channel.send(encode_request(CreateBacktestSession(self._create)))
-        created: Dict[str, SessionCreated] = {}
+        created = self._announced
         early: List[Tuple[Optional[int], Any]] = []
 
         def other(frame: Tuple[Optional[int], Any]) -> None:
@@ -141,10 +144,24 @@ class ParallelControlLink(ControlBase):
                 early.append(frame)
 
         _, reply = self._await(channel, SessionsCreatedV2, "sessionsCreatedV2", other,
-                               self._config.parallel_create_frame_timeout)
+                               self._config.parallel_create_frame_timeout, SessionCreated)
         self._bind(reply, created)
         for seq, event in early:
             self._route(seq, event)
+
+    def _create_lost(self, cause: str) -> str:
+        """``ControlBase._create_lost``, naming the sub-sessions already announced: without
+        the ``control_session_id`` (it comes last, in ``sessionsCreatedV2``) the protocol
+        has no request that reaches them, so the server keeps them until their detach
+        window (``disconnect_timeout_secs``) ends."""
+        if not self._announced:
+            return super()._create_lost(cause)
+        seconds = self._create.disconnect_timeout_secs
+        window = "" if seconds is None else f" ({seconds}s)"
+        return (f"no answer to createBacktestSession; what the server announced may exist on "
+                f"it until its detach window{window} ends (no control_session_id yet: no "
+                f"request reaches it): sub-sessions {', '.join(self._announced)}; simsync "
+                f"does not create twice ({cause})")
 
     def _bind(self, reply: SessionsCreatedV2, created: Dict[str, SessionCreated]) -> None:
         ranges = check_created(reply)
@@ -163,6 +180,7 @@ class ParallelControlLink(ControlBase):
                                                                    cursors)))
         self._await(channel, ParallelSessionAttachedV2, "parallelSessionAttachedV2")
         self._resume(channel)
+        self._probe_lost_steps(channel)
 
     # ------------------------------------------------------------------ routing
 
@@ -209,17 +227,19 @@ class ParallelControlLink(ControlBase):
         self.subs[session_id].gate.begin_step(request, wrapped, ready, deadline)
         self.flush_steps()
 
-    def close_sub(self, session_id: str) -> threading.Event:
+    def close_sub(self, session_id: str, deadline: Optional[float] = None
+                  ) -> threading.Event:
         """Send ``closeSessionV1`` (user thread); the returned event is set on its answer,
         or at once for a sub-session the server ended (failed). A completed one is closed
         too: the server would keep it for the detach window. One that cannot be written now
-        (the connection is down) is sent after the next resume, or by ``close_detached``."""
+        (the connection is down, or another thread's send holds it until ``deadline``) is
+        sent after the next resume, or by ``close_detached``."""
         sub = self.subs[session_id]
         sub.closing = True
         if sub.failed:
             sub.close_acked.set()
         else:
-            self.send_request(CloseSessionV1(session_id))
+            self.send_request(CloseSessionV1(session_id), deadline)
         return sub.close_acked
 
     def open_subs(self) -> List[str]:
@@ -233,7 +253,8 @@ class ParallelControlLink(ControlBase):
         super().handshake(channel, attempt)
         for session_id in self.open_subs():
             if self.subs[session_id].closing:
-                self.send_request(CloseSessionV1(session_id))
+                self.send_request(CloseSessionV1(session_id),
+                                  time.monotonic() + self._config.handshake_timeout)
 
     def _close_exchange(self, sock: FreshSocket) -> None:
         """``attachParallelControlSessionV2`` → ``parallelSessionAttachedV2``,
@@ -289,7 +310,10 @@ class SubControl(ControlSide):
         """``closeSessionV1`` → ``success`` (bounded); the shared connection closes once
         every sub-session is closed or completed."""
         try:
-            acked = self._link.close_sub(self._info.session_id)
+            # half the time at most for the request (never the whole close behind another
+            # thread's send); the connection's teardown gets the rest
+            write_by = time.monotonic() + (deadline - time.monotonic()) / 2
+            acked = self._link.close_sub(self._info.session_id, write_by)
             while not acked.wait(SLICE) and time.monotonic() < deadline \
                     and self.status.value.state is State.UP:
                 pass
@@ -357,10 +381,10 @@ class _Batch:
             for _, _, inbox in self.pending:
                 inbox.fail(error)
 
-    def before_resume(self, timeout: float) -> None:
+    def before_resume(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        for _, _, inbox in self.pending:
-            inbox.before_resume(max(0.0, deadline - time.monotonic()))
+        return all(inbox.before_resume(max(0.0, deadline - time.monotonic()))
+                   for _, _, inbox in self.pending)
 
     def sub_released(self, session_id: str) -> None:
         """A sub-session closed or completed: the last one closes the shared connection."""

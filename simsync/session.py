@@ -198,12 +198,17 @@ class Inbox:
                 self.mailbox.fail(held)
             return self.failure
 
-    def before_resume(self, timeout: float) -> None:
+    def before_resume(self, timeout: float) -> bool:
         """Control reader, during a re-attach: wait (bounded) until every open subscription
-        is back, so the resumed session streams into live subscriptions."""
+        is back, so the resumed session streams into live subscriptions. Returns whether
+        none is still on its way back (each is up, or ended)."""
         deadline = time.monotonic() + timeout
         for connection in self.open_subscriptions():
-            connection.status.wait_for({State.UP}, max(0.0, deadline - time.monotonic()))
+            status = connection.status.wait_for({State.UP},
+                                                max(0.0, deadline - time.monotonic()))
+            if status.state is not State.UP and not status.final:
+                return False
+        return True
 
     # ------------------------------------------------------------------ wiring
 

@@ -139,6 +139,11 @@ class StatusCell:
             return self._status
 
 
+class WriteBusy(TimeoutError):
+    """Another thread's write held the socket until this write's deadline: nothing of this
+    frame was written, and the socket is left alone (its writer still owns it)."""
+
+
 class DeadlineSocket:
     """One TCP (or TLS) socket as websocket-client sees it: non-blocking underneath, and
     every wait a ``poll`` with its own deadline, so that no wait is unbounded and the two
@@ -245,15 +250,17 @@ class DeadlineSocket:
         """Write all of ``data`` under ``write_lock`` (any thread). Waits for the lock until
         ``deadline`` (``blocking=False``: not at all, and returns False if it is held);
         each write waits until ``deadline`` and at most ``stall`` seconds without progress.
-        Raises ``TimeoutError`` (the stream may hold part of the data: abort the socket),
-        ``ConnectionAbortedError`` once aborted, ``OSError`` on a socket error."""
+        Raises ``WriteBusy`` when the lock was not had by ``deadline`` (nothing written:
+        the socket is the other writer's, and fine), ``TimeoutError`` (the stream may hold
+        part of the data: abort the socket), ``ConnectionAbortedError`` once aborted,
+        ``OSError`` on a socket error."""
         if not blocking:
             if not self.write_lock.acquire(blocking=False):
                 return False
         elif deadline is None:
             self.write_lock.acquire()
         elif not self.write_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise TimeoutError("another send held the connection until the deadline")
+            raise WriteBusy("another send held the connection until the deadline")
         try:
             view = memoryview(data)
             chunk = 16384 if isinstance(self._sock, ssl.SSLSocket) else len(view)
@@ -399,6 +406,11 @@ class Channel:
     def send(self, text: str, deadline: Optional[float] = None) -> None:
         """Send one text frame (any thread; see ``Connection.send``)."""
         self._connection.send_on(self._sock, text, deadline)
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the connection was asked to stop (``Connection.close``)."""
+        return self._connection.stopping
 
     def recv(self, timeout: Optional[float]) -> Union[str, bytes]:
         """Receive the next data frame, waiting at most ``timeout`` seconds (``None``: no
@@ -614,7 +626,8 @@ class Connection:
         most until ``deadline`` and at most ``dead_after`` seconds without progress.
         Raises ``Transient`` when not connected or when the send failed or timed out; a
         failed send also aborts the socket (part of the frame may be on the wire), so the
-        link reconnects and may send again after its handshake."""
+        link reconnects and may send again after its handshake — except a wait for another
+        thread's send that ran out (nothing written; the socket is left to that send)."""
         sock = self._sock
         if sock is None or not self._live:
             raise Transient("not connected")
@@ -665,6 +678,8 @@ class Connection:
         data = ABNF.create_frame(text, ABNF.OPCODE_TEXT).format()
         try:
             sock.sendall(data, deadline)
+        except WriteBusy as exc:
+            raise Transient(f"not sent: {describe(exc)}") from exc
         except (OSError, ValueError) as exc:
             sock.abort()
             if isinstance(exc, TimeoutError):

@@ -85,15 +85,13 @@ OWN_THREADS = ("simsync-localsim-", "simsync-netproxy-")
 #: (pytest-timeout owns SIGALRM; SIGINT stays Ctrl-C for the person running the test).
 INTERRUPT_SIGNAL = getattr(signal, "SIGUSR1", signal.SIGINT)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-#: Invariants to leave unchecked (comma-separated names), to look past a known finding:
-#: ``server-session-after-close``.
 #: What the examples of this process did (printed by the test): examples, sessions,
 #: events, faults fired by the simulator, connections the proxy reset, connections made.
 TALLY: collections.Counter[str] = collections.Counter()
-#: ``parallel-lost-step`` (the default until issue 28 item 11 is merged): ``lost_step`` is
-#: drawn for single sessions only (a batch's lost step hangs without that fix).
-SKIP = frozenset(filter(None, os.environ.get("SIMSYNC_MODEL_SKIP",
-                                             "parallel-lost-step").split(",")))
+#: Invariants or kinds to leave out (comma-separated names, ``SIMSYNC_MODEL_SKIP``), to look
+#: past a known finding: ``server-session-after-close``; ``parallel-lost-step`` (``lost_step``
+#: drawn for single sessions only).
+SKIP = frozenset(filter(None, os.environ.get("SIMSYNC_MODEL_SKIP", "").split(",")))
 
 
 class Hung(AssertionError):

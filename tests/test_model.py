@@ -190,8 +190,6 @@ def test_model_interrupts_inside_next_event_lose_nothing() -> None:
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(strict=True, reason="issue 28 item 11 (link28): a parallel sub-session's "
-                   "step lost in a drop without re-announce is never resent")
 def test_model_a_lost_step_is_resent_on_both_links() -> None:
     """Issue 28, kind (f), item 11 (failed before the fix on the parallel link: the batch
     waited for ever for a step the server never got)."""
