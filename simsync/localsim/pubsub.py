@@ -24,6 +24,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 from simsync.localsim.accounts import parse_pubkey
 from simsync.localsim.chain import TX_ENCODINGS, TxRecord
 from simsync.localsim.connection import Connection
+from simsync.localsim.encodings import encode_record
 from simsync.localsim.faults import DEFAULT_REPLAY_SLOTS, FaultPlan
 from simsync.localsim.jsonrpc import (
     INVALID_REQUEST,
@@ -107,6 +108,12 @@ def _render_transactions(flt: JsonObj, config: JsonObj, signature_field: bool) -
                    any(a in ev.account_keys for a in accounts))
             if not hit:
                 return []
+        if encoding == "jsonParsed":      # parsed instructions, as getTransaction gives them
+            parsed = encode_record(ev, encoding, max_supported=0)
+            out = {"slot": ev.slot, **parsed, "blockTime": ev.block_time}
+            if signature_field:
+                out["signature"] = ev.signature
+            return [out]
         return [ev.result_json(encoding, signature_field)]
     return render
 

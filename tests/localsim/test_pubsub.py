@@ -155,3 +155,23 @@ def _first_signature(result) -> str:
     data, encoding = result["transaction"]
     assert encoding == "base64"
     return str(VersionedTransaction.from_bytes(base64.b64decode(data)).signatures[0])
+
+
+def test_json_parsed_notifications_parse_instructions(sim: LocalSimulator, clients) -> None:
+    """``transactionSubscribe`` with ``encoding: jsonParsed`` gives what getTransaction gives
+    with it (Agave's parsed System instructions), not the raw ``json`` form."""
+    c = clients["control"](sim)
+    sid = c.create(end=START + 3)
+    p = clients["pubsub"](sim, sid)
+    ack = p.subscribe("transactionSubscribe", {"programIds": [SYSTEM_PROGRAM_ID]},
+                      {"encoding": "jsonParsed"})
+    while c.step(advanceCount=4)[-1]["method"] != "completed":
+        pass
+    txs = _results(p.until_complete(ack["result"]), "transactionNotification")
+    assert txs
+    instructions = [ix for t in txs for ix in t["transaction"]["message"]["instructions"]]
+    system = [ix for ix in instructions if ix.get("programId") == SYSTEM_PROGRAM_ID]
+    assert system and all(ix["program"] == "system" and "type" in ix["parsed"]
+                          for ix in system), system[:2]
+    keys = txs[0]["transaction"]["message"]["accountKeys"]
+    assert all(set(k) >= {"pubkey", "signer", "writable"} for k in keys)
