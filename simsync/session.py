@@ -517,7 +517,9 @@ class Session(ProcessOwned):
         except BaseException:
             connection.close(self._config.close_timeout)
             raise
-        if status.state is not State.UP:
+        # a stream already at its end (a replay of a session that completed meanwhile) may
+        # be done before this thread sees it up: that subscription delivered, not failed
+        if status.state is not State.UP and not link.complete:
             connection.close(self._config.close_timeout)
             raise SubscriptionFailed(f"{spec.method} failed: {status.reason}",
                                      cause=connection.failure)

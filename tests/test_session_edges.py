@@ -425,3 +425,33 @@ def test_the_moment_a_parked_reader_resumes_is_not_server_silence() -> None:
     with LocalSimulator(bundle_size=100, bundles=4) as sim:
         for run in range(20):
             _parked_then_read(sim, (1, 3)[run % 2])
+
+
+# ------------------------------------------------ attach to a session that ended meanwhile
+
+@pytest.mark.timeout(120)
+def test_attach_after_the_step_ran_to_the_end_replays_what_the_cursor_had_not_seen(
+        sim: LocalSimulator) -> None:
+    """The process that drove the step is gone; its step ran on to ``Completed`` on the
+    server. Attaching with the old cursor reopens the subscription, whose replay and end of
+    stream arrive at once (the link may be done before ``open_subscription`` looks): that
+    is a subscription that delivered everything, not a failure. Every later transaction
+    once, then ``Completed``. (Found by the model: ``crash_resume`` after a kill whose step
+    ran to the end.)"""
+    for _ in range(6):          # the link's end may come before or after the UP is seen
+        first = client(sim).start_session(start_slot=START, end_slot=START + 3,
+                                          disconnect_timeout_secs=60)
+        first.subscribe_transactions([SYSTEM])
+        first_pause(first)
+        cursor, sid = first.cursor, first.info.session_id
+        first.send_continue(advance_count=10)
+        first.close(keep_on_server=True)           # the process goes away without a close
+        assert wait_for(lambda sid=sid: (sim.session_info(sid) or {}).get("state")
+                        == "completed", 20), sim.session_info(sid)
+        seen: List[Any] = []
+        with client(sim).attach_session(sid, cursor) as second:
+            while not seen or not isinstance(seen[-1], simsync.Completed):
+                seen.append(second.next_event(20))
+        expected = [t.signature for t in sim.executed(sid) if SYSTEM in t.program_ids]
+        assert [e.signature for e in seen if isinstance(e, simsync.Transaction)] == expected
+        assert expected
