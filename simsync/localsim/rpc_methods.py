@@ -214,7 +214,7 @@ def get_signature_statuses(session: BacktestSession, params: List[Any]) -> Any:
     chain = session.chain
     values: List[Optional[JsonObj]] = []
     for sig in sigs:
-        record = chain.by_signature.get(sig) if isinstance(sig, str) else None
+        record = chain.record(sig) if isinstance(sig, str) else None
         values.append(None if record is None else {
             "slot": record.slot, "confirmations": None, "err": record.executed.err,
             "status": record.meta["status"], "confirmationStatus": "finalized"})
@@ -225,7 +225,7 @@ def get_transaction(session: BacktestSession, params: List[Any]) -> Any:
     sig = _param(params, 0)
     if not isinstance(sig, str):
         raise invalid_params("expected a signature")
-    record = session.chain.by_signature.get(sig)
+    record = session.chain.record(sig)
     if record is None:
         return None
     config = _param(params, 1, {})
