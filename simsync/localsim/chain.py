@@ -18,6 +18,7 @@ import functools
 import json
 import pickle
 import sqlite3
+import sys
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -447,7 +448,7 @@ class Chain:
                 source: str) -> TxRecord:
         message = tx.message
         static = list(message.account_keys)
-        program_ids = tuple(dict.fromkeys(str(static[ix.program_id_index])
+        program_ids = tuple(dict.fromkeys(sys.intern(str(static[ix.program_id_index]))
                                           for ix in message.instructions))
         executed = ExecutedTx(self.slot, str(meta.signature()), program_ids, err is None,
                               batch_index, source, err)
