@@ -35,7 +35,7 @@ from solders.rpc.responses import RpcSimulateTransactionResult
 from solders.transaction import VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata, TransactionMetadata
 
-from simsync.localsim.accounts import Override, account_json, order_for_install
+from simsync.localsim.accounts import AccountDataError, Override, account_json, order_for_install
 from simsync.localsim.history import History
 
 JsonObj = Dict[str, Any]
@@ -45,6 +45,7 @@ JsonObj = Dict[str, Any]
 MAX_PROCESSING_AGE = 150
 #: Mainnet's epoch schedule (no warm-up): epoch 925 at slot 400,000,000.
 SLOTS_PER_EPOCH = 432_000
+_EMPTY = Account(0, b"", Pubkey.default(), False, 0)  # what an absent account reads as
 
 
 @dataclass(frozen=True)
@@ -364,9 +365,24 @@ class Chain:
         return None
 
     def install(self, overrides: Sequence[Override]) -> None:
-        """Write accounts (data accounts before programs, so ProgramData precedes Program)."""
+        """Write accounts (data accounts before programs, so ProgramData precedes Program),
+        all or none: an account LiteSVM refuses (an executable whose data is not a program
+        it can load, e.g. not an ELF) undoes the ones written before it and raises
+        `AccountDataError` (``invalidAccountEncoding``, naming the account and why)."""
+        done: List[Tuple[Pubkey, Optional[Account]]] = []
         for pubkey, account in order_for_install(list(overrides)):
-            self.svm.set_account(pubkey, account)
+            before = self.svm.get_account(pubkey)
+            try:
+                self.svm.set_account(pubkey, account)
+            except Exception as exc:  # solders' LiteSVMError: the account was not written
+                for key, old in reversed(done):
+                    self.svm.set_account(key, old if old is not None else _EMPTY)
+                what = "program" if account.executable else "account"
+                raise AccountDataError(
+                    "invalidAccountEncoding", address=str(pubkey), encoding="base64",
+                    error=f"{what} {pubkey} cannot be installed: {exc} (an executable's "
+                          "data must be a program LiteSVM can load: an SBF ELF)") from None
+            done.append((pubkey, before))
 
     def account(self, pubkey: Pubkey) -> Optional[Account]:
         account = self.svm.get_account(pubkey)

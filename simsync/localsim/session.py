@@ -285,6 +285,11 @@ class BacktestSession:
             raise invalid_request(f"a step is not allowed now (session is {self.state})")
         if step.target is not None:
             self._check_target(*step.target)
+        if step.overrides:  # applied now, so a bad one rejects the step (the session goes on)
+            try:
+                self.chain.install(step.overrides)
+            except AccountDataError as exc:
+                raise RequestError(error_params(exc.variant, **exc.fields)) from None
         self.state = "running"
         target = step.target
         if target is None:
@@ -321,8 +326,7 @@ class BacktestSession:
     async def _continue(self, step: StepRequest) -> None:
         if step.transactions:
             self.emit("status", {"status": "decodedTransactions"})
-        if step.overrides:
-            self.chain.install(step.overrides)
+        if step.overrides:  # installed by request_step
             self.emit("status", {"status": "appliedAccountModifications"})
         for i in range(step.advance_count):
             self.emit("status", {"status": "executingBlockTransactions"})
