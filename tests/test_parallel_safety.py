@@ -76,9 +76,6 @@ def exactly_once(server: LocalSimulator, batch: simsync.ParallelSession,
 # ------------------------------------------------------------------ 1: the drop sweep
 
 @pytest.mark.slow
-@pytest.mark.rss_known("issue 27 item 1, open: the in-process simulator's native memory grows "
-                       "1.3-2.1 GiB per parameter of this sweep (not Python objects: "
-                       "tracemalloc sees +6 MiB)")
 @pytest.mark.parametrize("how", ["fin", "rst", "two"])
 @pytest.mark.parametrize("mode", [one_thread, thread_each], ids=["one-thread", "thread-each"])
 def test_a_drop_after_every_frame_index_of_a_4_way_batch(sim4: LocalSimulator,

@@ -14,10 +14,14 @@ so the simulator can show it to tests on another thread.
 from __future__ import annotations
 
 import base64
-import bisect
+import functools
 import json
+import pickle
+import sqlite3
+import sys
+import zlib
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import base58
@@ -32,7 +36,7 @@ from solders.transaction import VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata, TransactionMetadata
 
 from simsync.localsim import parsed
-from simsync.localsim.accounts import Override, account_json, order_for_install
+from simsync.localsim.accounts import AccountDataError, Override, account_json, order_for_install
 from simsync.localsim.history import History
 
 JsonObj = Dict[str, Any]
@@ -42,6 +46,7 @@ JsonObj = Dict[str, Any]
 MAX_PROCESSING_AGE = 150
 #: Mainnet's epoch schedule (no warm-up): epoch 925 at slot 400,000,000.
 SLOTS_PER_EPOCH = 432_000
+_EMPTY = Account(0, b"", Pubkey.default(), False, 0)  # what an absent account reads as
 
 
 @dataclass(frozen=True)
@@ -82,9 +87,19 @@ class AccountDiff:
         return tuple(side["owner"] for side in (self.pre, self.post) if side is not None)
 
 
+#: One account a transaction loaded: ``(address, before, after)`` (None = absent).
+AccountChange = Tuple[str, Optional[Account], Optional[Account]]
+
+
 @dataclass(frozen=True)
 class TxRecord:
-    """Everything the data plane serves about one executed transaction."""
+    """Everything the data plane serves about one executed transaction.
+
+    ``changes``: the accounts it loaded, before and after (solders `Account` objects, native
+    and compact); present on a freshly executed record (notifications, the replay window) and
+    empty on one read back from the chain's log (`Chain.record`), which keeps no account
+    states. ``diffs`` is built from them on first use, so no account JSON exists unless a
+    subscriber renders it."""
 
     executed: ExecutedTx
     raw: bytes
@@ -92,7 +107,12 @@ class TxRecord:
     account_keys: Tuple[str, ...]
     meta: JsonObj
     block_time: int
-    diffs: Tuple[AccountDiff, ...]
+    changes: Tuple[AccountChange, ...] = field(default=(), repr=False, compare=False)
+
+    @functools.cached_property
+    def diffs(self) -> Tuple[AccountDiff, ...]:
+        """The accounts it changed (first occurrence of each address), as JSON sides."""
+        return _diffs(self.changes)
 
     @property
     def slot(self) -> int:
@@ -169,23 +189,141 @@ def error_json(err: Any) -> Any:
     return json.loads(text)["err"]
 
 
+class TxLog:
+    """Every transaction a chain executed, spilled to a private temporary SQLite database
+    (on disk, deleted on `close`; only SQLite's small page cache stays in memory), so a
+    session's memory does not grow with its length. One thread at a time (the chain's).
+
+    Stored per transaction: what getTransaction, getSignatureStatuses, getBlock and
+    getSignaturesForAddress answer (the wire bytes, the meta, the executed summary, the
+    account keys), zlib-compressed; never the account states before and after (diffs are
+    live-only: notifications and the PubSub replay window)."""
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
+        self._db.executescript(
+            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-2048;"
+            "CREATE TABLE tx (seq INTEGER PRIMARY KEY, sig TEXT UNIQUE NOT NULL,"
+            " slot INTEGER NOT NULL, body BLOB NOT NULL);"
+            "CREATE INDEX tx_slot ON tx (slot, seq);"
+            "CREATE TABLE addr (address TEXT NOT NULL, seq INTEGER NOT NULL);"
+            "CREATE INDEX addr_seq ON addr (address, seq);")
+        self.count = 0
+        self.closed = False
+
+    def add(self, record: TxRecord) -> None:
+        e = record.executed
+        body = zlib.compress(pickle.dumps(
+            (e.slot, e.signature, e.program_ids, e.ok, e.batch_index, e.source, e.err,
+             record.raw, record.version, record.account_keys, record.meta,
+             record.block_time), protocol=pickle.HIGHEST_PROTOCOL), 1)
+        self.count += 1
+        self._db.execute("INSERT INTO tx VALUES (?, ?, ?, ?)",
+                         (self.count, e.signature, e.slot, body))
+        self._db.executemany("INSERT INTO addr VALUES (?, ?)",
+                             [(a, self.count) for a in dict.fromkeys(record.account_keys)])
+
+    def get(self, signature: str) -> Optional[TxRecord]:
+        row = self._db.execute("SELECT body FROM tx WHERE sig = ?", (signature,)).fetchone()
+        return None if row is None else _load(row[0])
+
+    def seq_of(self, signature: str) -> Optional[int]:
+        row = self._db.execute("SELECT seq FROM tx WHERE sig = ?", (signature,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def block(self, slot: int) -> List[TxRecord]:
+        return [_load(body) for (body,) in self._db.execute(
+            "SELECT body FROM tx WHERE slot = ? ORDER BY seq", (slot,))]
+
+    def for_address(self, address: str, below: int, above: int, limit: int) -> List[TxRecord]:
+        return [_load(body) for (body,) in self._db.execute(
+            "SELECT tx.body FROM addr JOIN tx ON tx.seq = addr.seq WHERE addr.address = ?"
+            " AND addr.seq < ? AND addr.seq > ? ORDER BY addr.seq DESC LIMIT ?",
+            (address, below, above, limit))]
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._db.close()
+
+
+def _load(body: bytes) -> TxRecord:
+    (slot, signature, program_ids, ok, batch_index, source, err, raw, version, keys, meta,
+     block_time) = pickle.loads(zlib.decompress(body))
+    return TxRecord(ExecutedTx(slot, signature, program_ids, ok, batch_index, source, err),
+                    raw, version, keys, meta, block_time)
+
+
 class Chain:
-    """A LiteSVM plus the session's executed-transaction log. Event-loop thread only."""
+    """A LiteSVM plus the session's executed-transaction log. Event-loop thread only.
+
+    Memory: the LiteSVM (about 8 MiB) until `close`; the log on disk (`TxLog`); counters.
+    Queries (`record`, `block_records`, `signatures_for`, `transaction_count`) read the log;
+    after `close` they answer as for an empty chain."""
 
     def __init__(self, history: History,
                  on_executed: Optional[Callable[[ExecutedTx], None]] = None) -> None:
         self.history = history
-        self.svm = LiteSVM().with_sigverify(False).with_blockhash_check(False)
+        # LiteSVM's own transaction history is off: the status cache is `admit`'s.
+        self._svm: Optional[LiteSVM] = (LiteSVM().with_sigverify(False)
+                                        .with_blockhash_check(False)
+                                        .with_transaction_history(0))
         self.slot = history.first_slot
         self.ended = False
-        self.records: List[TxRecord] = []
-        self.by_signature: Dict[str, TxRecord] = {}
+        self.log = TxLog()
+        #: the history's own transactions executed, and how many of them failed
+        self.history_executed = 0
+        self.history_failed = 0
         self._on_executed = on_executed
         #: the last MAX_PROCESSING_AGE + 1 blockhashes (current included) → block height
         self._recent: OrderedDict[str, int] = OrderedDict()
         self.block_height = history.block_height(self.slot)
         self.install(history.genesis())
 
+    # -- queries (what the RPC methods read) -----------------------------------------------
+    def record(self, signature: str) -> Optional[TxRecord]:
+        """The executed transaction with this signature, None if unknown (no account
+        states: ``changes`` is empty)."""
+        return None if self.log.closed else self.log.get(signature)
+
+    def block_records(self, slot: int) -> List[TxRecord]:
+        """The transactions executed in the block at ``slot``, in block order."""
+        return [] if self.log.closed else self.log.block(slot)
+
+    def signatures_for(self, address: str, before: Optional[str] = None,
+                       until: Optional[str] = None, limit: int = 1000) -> List[TxRecord]:
+        """Up to ``limit`` transactions that loaded ``address``, newest first, strictly
+        older than ``before`` and strictly newer than ``until`` (signatures; an unknown
+        ``before`` gives [], an unknown ``until`` is no bound), as getSignaturesForAddress."""
+        if self.log.closed or limit <= 0:
+            return []
+        below = self.log.count + 1
+        if before is not None:
+            seq = self.log.seq_of(before)
+            if seq is None:
+                return []
+            below = seq
+        above = 0
+        if until is not None:
+            above = self.log.seq_of(until) or 0
+        return self.log.for_address(address, below, above, limit)
+
+    def transaction_count(self) -> int:
+        """How many transactions this chain executed (failed ones included)."""
+        return self.log.count
+
+    def close(self) -> None:
+        """Free the LiteSVM and the log (idempotent); the chain serves nothing after."""
+        self.ended = True
+        self.log.close()
+        self._svm = None
+
+    @property
+    def svm(self) -> LiteSVM:
+        """The session's LiteSVM; RuntimeError after `close`."""
+        if self._svm is None:
+            raise RuntimeError("the chain is closed (its session ended)")
+        return self._svm
     # -- state -----------------------------------------------------------------------------
     def warp(self, slot: int) -> None:
         """Stand before the block at ``slot`` (a produced slot, ascending): the slot, the
@@ -223,14 +361,29 @@ class Chain:
         if not tx.uses_durable_nonce() and not self.is_blockhash_valid(
                 str(tx.message.recent_blockhash)):
             return Rejected("BlockhashNotFound")
-        if tx.signatures and str(tx.signatures[0]) in self.by_signature:
+        if tx.signatures and self.log.seq_of(str(tx.signatures[0])) is not None:
             return Rejected("AlreadyProcessed")
         return None
 
     def install(self, overrides: Sequence[Override]) -> None:
-        """Write accounts (data accounts before programs, so ProgramData precedes Program)."""
+        """Write accounts (data accounts before programs, so ProgramData precedes Program),
+        all or none: an account LiteSVM refuses (an executable whose data is not a program
+        it can load, e.g. not an ELF) undoes the ones written before it and raises
+        `AccountDataError` (``invalidAccountEncoding``, naming the account and why)."""
+        done: List[Tuple[Pubkey, Optional[Account]]] = []
         for pubkey, account in order_for_install(list(overrides)):
-            self.svm.set_account(pubkey, account)
+            before = self.svm.get_account(pubkey)
+            try:
+                self.svm.set_account(pubkey, account)
+            except Exception as exc:  # solders' LiteSVMError: the account was not written
+                for key, old in reversed(done):
+                    self.svm.set_account(key, old if old is not None else _EMPTY)
+                what = "program" if account.executable else "account"
+                raise AccountDataError(
+                    "invalidAccountEncoding", address=str(pubkey), encoding="base64",
+                    error=f"{what} {pubkey} cannot be installed: {exc} (an executable's "
+                          "data must be a program LiteSVM can load: an SBF ELF)") from None
+            done.append((pubkey, before))
 
     def account(self, pubkey: Pubkey) -> Optional[Account]:
         account = self.svm.get_account(pubkey)
@@ -260,8 +413,10 @@ class Chain:
             err, meta = None, result
         post = [self.account(p) for p in pubkeys]
         record = self._record(tx, keys, pre, post, meta, err, batch_index, source)
-        self.records.append(record)
-        self.by_signature[record.signature] = record
+        self.log.add(record)
+        if source == "history":
+            self.history_executed += 1
+            self.history_failed += err is not None
         if self._on_executed is not None:
             self._on_executed(record.executed)
         return record
@@ -310,52 +465,14 @@ class Chain:
                 source: str) -> TxRecord:
         message = tx.message
         static = list(message.account_keys)
-        program_ids = tuple(dict.fromkeys(str(static[ix.program_id_index])
+        program_ids = tuple(dict.fromkeys(sys.intern(str(static[ix.program_id_index]))
                                           for ix in message.instructions))
         executed = ExecutedTx(self.slot, str(tx.signatures[0]), program_ids, err is None,
                               batch_index, source, err)
         version = tx.version()
         return TxRecord(executed, bytes(tx), version if isinstance(version, int) else "legacy",
                         tuple(keys), _meta_json(meta, err, pre, post, tx, keys, self.account),
-                        self.history.block_time(self.slot), _diffs(keys, pre, post))
-
-    # -- queries: records are read only through these (the storage contract) ------------
-    def record(self, signature: str) -> Optional[TxRecord]:
-        """The executed transaction with this (first) signature, None when unknown."""
-        return self.by_signature.get(signature)
-
-    def block_records(self, slot: int) -> List[TxRecord]:
-        """The transactions executed in ``slot``, in block order."""
-        lo = bisect.bisect_left(self.records, slot, key=_record_slot)
-        hi = bisect.bisect_right(self.records, slot, key=_record_slot)
-        return self.records[lo:hi]
-
-    def signatures_for(self, address: str, before: Optional[str], until: Optional[str],
-                       limit: int) -> List[TxRecord]:
-        """Up to ``limit`` transactions that named ``address`` among their account keys
-        (static or loaded), newest first, starting after ``before`` (exclusive) and stopping
-        at ``until`` (exclusive); an unknown ``before`` gives []."""
-        start = len(self.records)
-        if before is not None:
-            record = self.by_signature.get(before)
-            if record is None:
-                return []
-            start = self.records.index(record)
-        out: List[TxRecord] = []
-        for record in reversed(self.records[:start]):
-            if len(out) >= limit or record.signature == until:
-                break
-            if address in record.account_keys:
-                out.append(record)
-        return out
-
-    def transaction_count(self) -> int:
-        """Transactions executed so far (failed ones included, refused ones not)."""
-        return len(self.records)
-
-
-def _record_slot(record: TxRecord) -> int:
-    return record.slot
+                        self.history.block_time(self.slot), tuple(zip(keys, pre, post)))
 
 
 def _lamports(account: Optional[Account]) -> int:
@@ -430,11 +547,10 @@ def _inner_json(meta: TransactionMetadata) -> List[JsonObj]:
     return out
 
 
-def _diffs(keys: List[str], pre: List[Optional[Account]],
-           post: List[Optional[Account]]) -> Tuple[AccountDiff, ...]:
+def _diffs(changes: Sequence[AccountChange]) -> Tuple[AccountDiff, ...]:
     out = []
     seen = set()
-    for key, before, after in zip(keys, pre, post):
+    for key, before, after in changes:
         if key in seen or before == after:
             continue
         seen.add(key)

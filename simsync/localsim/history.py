@@ -134,8 +134,8 @@ class History:
                                              self._wallet_keys + [oracle_key])}
         self.token_accounts = [get_associated_token_address(k, self.mint)
                                for k in self._wallet_keys]
-        self._plans: _Cache[int, BlockPlan] = _Cache(50_000)
-        self._blocks: _Cache[int, Block] = _Cache(4_096)
+        self._plans: _Cache[int, BlockPlan] = _Cache(8_192)
+        self._blocks: _Cache[int, Block] = _Cache(512)  # built blocks hold native transactions
 
     # -- layout ----------------------------------------------------------------------------
     def bundles(self) -> List[Tuple[int, int]]:

@@ -293,9 +293,9 @@ def get_address_lookup_table(session: BacktestSession, params: List[Any]) -> Any
 def modify_accounts(session: BacktestSession, params: List[Any]) -> Any:
     try:
         overrides = parse_overrides(_param(params, 0, {}))
+        session.chain.install(overrides)
     except AccountDataError as exc:
         raise invalid_params(f"{exc.variant}: {exc.fields}") from None
-    session.chain.install(overrides)
     return None
 
 

@@ -262,12 +262,13 @@ class BacktestSession:
         self._task = asyncio.ensure_future(self._guard(self._startup))
 
     def close(self) -> None:
-        """Stop whatever runs and end the data plane (idempotent)."""
+        """Stop whatever runs, end the data plane and free the chain (its LiteSVM and
+        transaction log; idempotent)."""
         if self._task is not None and not self._task.done():
             self._task.cancel()
         if self.state != "completed":
             self.state = "closed"
-        self.chain.ended = True
+        self.chain.close()
         self.hub.complete()
 
     def request_step(self, step: StepRequest) -> None:
@@ -284,6 +285,11 @@ class BacktestSession:
             raise invalid_request(f"a step is not allowed now (session is {self.state})")
         if step.target is not None:
             self._check_target(*step.target)
+        if step.overrides:  # applied now, so a bad one rejects the step (the session goes on)
+            try:
+                self.chain.install(step.overrides)
+            except AccountDataError as exc:
+                raise RequestError(error_params(exc.variant, **exc.fields)) from None
         self.state = "running"
         target = step.target
         if target is None:
@@ -320,8 +326,7 @@ class BacktestSession:
     async def _continue(self, step: StepRequest) -> None:
         if step.transactions:
             self.emit("status", {"status": "decodedTransactions"})
-        if step.overrides:
-            self.chain.install(step.overrides)
+        if step.overrides:  # installed by request_step
             self.emit("status", {"status": "appliedAccountModifications"})
         for i in range(step.advance_count):
             self.emit("status", {"status": "executingBlockTransactions"})
@@ -447,9 +452,8 @@ class BacktestSession:
         self._on_completed(self)
 
     def _summary(self) -> JsonObj:
-        history = [r.executed for r in self.chain.records if r.executed.source == "history"]
-        failed = sum(1 for e in history if not e.ok)
-        return {"correctSimulation": len(history) - failed, "incorrectSimulation": 0,
+        failed = self.chain.history_failed
+        return {"correctSimulation": self.chain.history_executed - failed, "incorrectSimulation": 0,
                 "executionErrors": failed, "balanceDiff": 0, "logDiff": 0, "unsanitizable": 0,
                 "rerouteStats": None}
 
