@@ -90,7 +90,7 @@ class Mailbox:
         """Enqueue a data-plane event, waiting (sliced) while the user is ``data_limit``
         behind. Runs on a subscription reader; blocks at most ``slow_consumer_timeout``,
         then fails the mailbox with ``SlowConsumerError`` (in band) and raises it."""
-        deadline = time.monotonic() + self._slow_timeout
+        deadline = None        # read the clock only once the limit makes it wait
         while True:
             with self._room_lock:              # held for the count only, never a wait
                 if self._ended is not None:
@@ -100,6 +100,8 @@ class Mailbox:
                     break
             if stopping():
                 return
+            if deadline is None:
+                deadline = time.monotonic() + self._slow_timeout
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 error = SlowConsumerError(
@@ -156,14 +158,19 @@ class Mailbox:
 
         The event returned is the caller's: until the caller has handed it on, an
         exception (an interrupt) must ``give_back`` it."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None         # read the clock only once there is something to wait for
         items = self._items
         while True:
             reached = self._reached
             if reached is not None:
                 raise SessionClosed(reached.reason)
             if not items:
-                wait = SLICE if deadline is None else min(SLICE, deadline - time.monotonic())
+                if timeout is None:
+                    wait = SLICE
+                else:
+                    if deadline is None:
+                        deadline = time.monotonic() + timeout
+                    wait = min(SLICE, deadline - time.monotonic())
                 if wait <= 0:
                     raise EventTimeout(f"no event within {timeout:g}s")
                 self._waiting += 1

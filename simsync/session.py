@@ -162,10 +162,13 @@ class Inbox:
         """Subscription reader: enqueue ``(position, event)``, waiting while the user is too
         far behind."""
         try:
-            self.mailbox.put_data((position, event), lambda: self.closing)
+            self.mailbox.put_data((position, event), self._closing)
         except SlowConsumerError as exc:
             self.fail(exc)
             raise Fatal(str(exc)) from exc
+
+    def _closing(self) -> bool:
+        return self.closing
 
     def release_completed(self) -> None:
         """Any reader: deliver the held ``Completed`` (or fatal failure) once no
@@ -292,6 +295,21 @@ _exiting = threading.Event()
 atexit.register(_exiting.set)
 
 
+class _ThisProcess:
+    """This process's id, read once and again in every child a fork makes
+    (``os.register_at_fork``): ``os.getpid`` is a system call, and ``next_event`` checks
+    the owner on every event."""
+
+    pid = os.getpid()
+
+    @classmethod
+    def after_fork(cls) -> None:
+        cls.pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_ThisProcess.after_fork)
+
+
 class ProcessOwned(abc.ABC):
     """What a session and a parallel batch share: they belong to the process that made them
     (``ForkedSessionError`` elsewhere), close on ``with`` exit, and close themselves with a
@@ -325,7 +343,7 @@ class ProcessOwned(abc.ABC):
             self.close(min(1.0, self._config.close_timeout))
 
     def _check_process(self) -> None:
-        if os.getpid() != self._pid:
+        if _ThisProcess.pid != self._pid:
             raise ForkedSessionError(
                 f"this {type(self).__name__} was created in another process (before a "
                 "fork); create sessions inside the worker process instead")
@@ -604,14 +622,21 @@ class Session(ProcessOwned):
         ``Completed`` is held back a data plane silent past ``drain_timeout`` fails the
         session instead of leaving the user waiting for ever."""
         inbox = self._inbox
+        mailbox = inbox.mailbox
         if not inbox.subscriptions:
-            return inbox.mailbox.get(timeout)
+            return mailbox.get(timeout)
+        if mailbox.buffered:            # the usual case while a stream runs: no clock read
+            inbox.check_drain()
+            try:
+                return mailbox.get(0.0)
+            except EventTimeout:        # another consumer took it first: wait below
+                pass
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             inbox.check_drain()
             wait = SLICE if deadline is None else min(SLICE, deadline - time.monotonic())
             try:
-                return inbox.mailbox.get(max(0.0, wait))
+                return mailbox.get(max(0.0, wait))
             except EventTimeout:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise EventTimeout(f"no event within {timeout:g}s") from None

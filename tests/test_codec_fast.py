@@ -318,3 +318,24 @@ def test_b58encode_matches_base58() -> None:
         for raw in (bytes(size), bytes(range(size)), b"\0" * min(size, 3) + b"\xff" * (size - 3)):
             raw = raw[:size]
             assert P.b58encode(raw) == base58.b58encode(raw).decode("ascii")
+
+
+@PROPERTY
+@given(st.tuples(st.integers(), st.integers(), st.none() | st.lists(st.text(), max_size=2),
+                 st.none() | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+                 st.none() | st.integers(), st.none() | st.integers() | st.just("legacy"),
+                 st.none() | st.text(max_size=88)))
+def test_transaction_of_fields_is_the_constructor(values: Tuple[Any, ...]) -> None:
+    import copy
+    import pickle
+
+    built, reference = P.Transaction.of_fields(*values), P.Transaction(*values)
+    # one argument per field, in order: a field added to Transaction fails here
+    assert [f.name for f in dataclasses.fields(P.Transaction)] == list(vars(built))
+    assert same(built, reference) and built == reference and repr(built) == repr(reference)
+    assert built.to_dict() == reference.to_dict()
+    assert same(pickle.loads(pickle.dumps(built)), reference)
+    assert same(copy.deepcopy(built), reference)
+    assert built.signature == reference.signature and built.dedup_key == reference.dedup_key
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.slot = 0  # type: ignore[misc]

@@ -434,9 +434,9 @@ def _decode_method(method: str, params: Any) -> Decoded:
 
 def _transaction(sub: int, result: Any) -> Transaction:
     r = _obj(result, "result")
-    return Transaction(sub, _int(r.get("slot"), "slot"), r.get("transaction"), r.get("meta"),
-                       _opt_int(r.get("blockTime"), "blockTime"), r.get("version"),
-                       _opt_str(r.get("signature"), "signature"))
+    return Transaction.of_fields(sub, _int(r.get("slot"), "slot"), r.get("transaction"),
+                                 r.get("meta"), _opt_int(r.get("blockTime"), "blockTime"),
+                                 r.get("version"), _opt_str(r.get("signature"), "signature"))
 
 
 def _account_diff(sub: int, result: Any) -> AccountDiff:
