@@ -110,6 +110,12 @@ COVERAGE: Tuple[Tuple[str, str, Any], ...] = (
 #: Fault kinds the planner gives single sessions only (a batch numbers its connections and
 #: re-announces differently).
 SINGLE_ONLY = ("recovery_drop", "reannounce", "fatal", "threads", "interrupt", "crash")
+#: Kinds held out of a session kind until the client handles them (comma-separated in
+#: ``SIMSYNC_SOAK_SKIP``, as the model's ``SIMSYNC_MODEL_SKIP``; default: a parallel
+#: sub-session's step lost without a re-announce, issue 28 item 11, planned on single sessions
+#: until that fix is merged; ``SIMSYNC_SOAK_SKIP=`` runs it).
+SKIP = frozenset(filter(None, os.environ.get("SIMSYNC_SOAK_SKIP",
+                                             "parallel-lost-step").split(",")))
 #: Kinds that run the session differently (``Runner``), not faults of the fault plan.
 USER_KINDS = ("threads", "interrupt", "crash")
 #: The share of sessions planned without any fault.
@@ -240,7 +246,8 @@ class Planner:
         # the first fault rotates through COVERAGE (so every kind the soak reports is drawn
         # about sessions / len(COVERAGE) times); the session is made one it can fire in
         cover = COVERAGE[(index + self.seed) % len(COVERAGE)]
-        if cover[0] in SINGLE_ONLY and kind == "parallel":
+        if kind == "parallel" and (cover[0] in SINGLE_ONLY or (
+                cover[0] == "net_lost_step" and "parallel-lost-step" in SKIP)):
             kind = rng.choice(["single", "subscribed"])
         if cover[1] == "pubsub" and kind == "single":
             kind = "subscribed"
@@ -980,13 +987,13 @@ class Runner:
             produced = [slot for slot in produced if slot <= fatal]
             ended = 0
             if reference is not None:
-                reference = [diff for diff in reference if diff[0] < fatal]
+                reference = [diff for diff in reference if diff[0] <= fatal]
         prior_slots = [key[1] for key in prior.control if key[0] == "slot"]
         prior_pauses = sum(key[0] in ("readyForContinue", "paused") for key in prior.control)
         result.streams[prefix + "slots"] = compare(
             produced, prior_slots + [e.slot for e in stream.of(simsync.Slot)])
-        result.streams[prefix + "pauses"] = count_tally(
-            len(produced) - (fatal is not None), prior_pauses + len(stream.of(PAUSES)))
+        result.streams[prefix + "pauses"] = count_tally(       # one after each produced slot,
+            len(produced), prior_pauses + len(stream.of(PAUSES)))   # the failing one's too
         result.streams[prefix + "completed"] = count_tally(
             ended, len(stream.of(simsync.Completed)) + prior.control.count(("completed",)))
         if plan.subscribe:
@@ -1156,12 +1163,13 @@ def run_soak(sessions: int, seed: int, workers: int = 3, only: Optional[int] = N
 
 
 def live_sessions(sim: LocalSimulator, known: Set[str]) -> List[str]:
-    """Sessions of ``known`` the server holds neither closed nor completed (a close that
-    never reached the server leaves one live for its detach window)."""
+    """Sessions of ``known`` the server holds neither closed, completed nor failed (a close
+    that never reached the server leaves one live for its detach window; a session a fatal
+    error ended is kept, stopped, for its detach window: nothing runs)."""
     out = []
     for sid in sorted(known & set(sim.session_ids())):
         info = sim.session_info(sid)
-        if info is not None and info["state"] not in ("closed", "completed"):
+        if info is not None and info["state"] not in ("closed", "completed", "failed"):
             out.append(sid)
     return out
 
