@@ -39,8 +39,11 @@ import argparse
 import collections
 import json
 import logging
+import os
 import random
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -64,6 +67,7 @@ BUNDLES = 10
 SIM_SEED = 0
 DETACH_WINDOW = 60
 EVENT_TIMEOUT = 30.0
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KINDS = ("single", "subscribed", "parallel")
 KIND_WEIGHTS = (40, 35, 25)
 PROGRAMS = (SYSTEM_PROGRAM_ID, TOKEN_PROGRAM_ID)
@@ -95,10 +99,27 @@ COVERAGE: Tuple[Tuple[str, str, Any], ...] = (
         ("drop", "fin"), ("drop", "rst"), ("stall", None), ("delay", None),
         ("heartbeat", None), ("duplicate", None), ("late", None)))
     + tuple((action, "network", None) for action in (
-        "net_reset", "net_blackhole", "net_latency", "net_slicing")))
+        "net_reset", "net_blackhole", "net_latency", "net_slicing"))
+    # issue 28, each twice (some fire only when the session reaches their pause, and the
+    # soak must show each >= 20 times in 1,000 sessions): a step lost before the server read
+    # it (the server does not re-announce the pause), a full outage (every socket
+    # blackholed mid-step, then reset), a fatal server error mid-session; the user's side:
+    # several consumer threads, interrupts inside next_event, a process killed mid-step and
+    # resumed from its cursor
+    + 2 * (tuple((action, "network", None) for action in ("net_lost_step", "net_partition"))
+           + (("fatal", "control", None),)
+           + tuple((action, "user", None) for action in ("threads", "interrupt", "crash"))))
 #: Fault kinds the planner gives single sessions only (a batch numbers its connections and
 #: re-announces differently).
-SINGLE_ONLY = ("recovery_drop", "reannounce")
+SINGLE_ONLY = ("recovery_drop", "reannounce", "fatal", "threads", "interrupt", "crash")
+#: Kinds held out of a session kind until the client handles them (comma-separated in
+#: ``SIMSYNC_SOAK_SKIP``, as the model's ``SIMSYNC_MODEL_SKIP``; default: a parallel
+#: sub-session's step lost without a re-announce, issue 28 item 11, planned on single sessions
+#: until that fix is merged; ``SIMSYNC_SOAK_SKIP=`` runs it).
+SKIP = frozenset(filter(None, os.environ.get("SIMSYNC_SOAK_SKIP",
+                                             "parallel-lost-step").split(",")))
+#: Kinds that run the session differently (``Runner``), not faults of the fault plan.
+USER_KINDS = ("threads", "interrupt", "crash")
 #: The share of sessions planned without any fault.
 NO_FAULT_SHARE = 0.03
 #: A drop fired this soon after a stall waits on the stall's detection: its wait is the stall's.
@@ -124,6 +145,8 @@ class FaultSpec:
     recovery_after: Optional[int] = None  # recovery_drop: the second drop's frame index
     code: int = 0                       # close: the close code; refuse_status: the status
     mode: str = ""                      # reannounce: never / always
+    slot: int = 0                       # fatal: the slot whose block fails
+    seed: int = 0                       # interrupt: where they land; crash: the kill point
 
     def describe(self) -> str:
         if self.kind == "refuse":
@@ -145,6 +168,18 @@ class FaultSpec:
             return f"proxy latency {self.delay_secs * 1000:.0f}ms"
         if self.kind == "net_slicing":
             return f"proxy slicing {self.count} bytes"
+        if self.kind == "net_lost_step":
+            return f"step {self.at_pause} lost in a proxy reset (no re-announce)"
+        if self.kind == "net_partition":
+            return f"full partition {self.delay_secs:.1f}s mid-step {self.at_pause}, then reset"
+        if self.kind == "fatal":
+            return f"advanceSlotFailed at {self.slot}"
+        if self.kind == "threads":
+            return f"{self.count} consumer threads"
+        if self.kind == "interrupt":
+            return f"interrupts inside next_event (seed {self.seed})"
+        if self.kind == "crash":
+            return f"process killed after {self.count} events, resumed from its cursor"
         extra = f" x{self.times}" if self.times > 1 else ""
         delay = f" {self.delay_secs * 1000:.0f}ms" if self.kind == "delay" else ""
         how = " rst" if self.how == "rst" else ""
@@ -173,6 +208,8 @@ class FaultSpec:
             return [Fault("duplicate", channel="pubsub")]
         if kind == "late":
             return [Fault("late_notifications", channel="pubsub")]
+        if kind == "fatal":
+            return [Fault("error", slot=self.slot, error="advanceSlotFailed")]
         if kind == "zstd_corrupt":
             return [Fault("malformed", channel="pubsub", after_frames=self.after_frames,
                           on_connection=pubsub_base)]
@@ -211,7 +248,8 @@ class Planner:
         # the first fault rotates through COVERAGE (so every kind the soak reports is drawn
         # about sessions / len(COVERAGE) times); the session is made one it can fire in
         cover = COVERAGE[(index + self.seed) % len(COVERAGE)]
-        if cover[0] in SINGLE_ONLY and kind == "parallel":
+        if kind == "parallel" and (cover[0] in SINGLE_ONLY or (
+                cover[0] == "net_lost_step" and "parallel-lost-step" in SKIP)):
             kind = rng.choice(["single", "subscribed"])
         if cover[1] == "pubsub" and kind == "single":
             kind = "subscribed"
@@ -273,6 +311,12 @@ class Planner:
             action = "drop"         # the batch's connection numbering and rule differ
         frames = (self._control_frames(kind, start, end, produced) if channel == "control"
                   else self._pubsub_frames(produced, program))
+        if action == "fatal":               # the block of a produced slot after the first
+            return FaultSpec("fatal", slot=produced[rng.randrange(1, len(produced))]
+                             if len(produced) > 1 else produced[0])
+        if action in USER_KINDS:
+            return FaultSpec(action, "user", count=rng.randint(2, 4) if action == "threads"
+                             else rng.randint(3, 40), seed=rng.randrange(1 << 30))
         if action.startswith("net_"):       # the network between client and server
             return FaultSpec(action, "network", at_pause=rng.randrange(0, max(1, len(produced))),
                              how=rng.choice(["client", "upstream", "both"]),
@@ -422,9 +466,9 @@ class Stream:
         self.events: List[Any] = []
         self.stamps: List[float] = []
 
-    def add(self, event: Any) -> None:
+    def add(self, event: Any, stamp: Optional[float] = None) -> None:
         self.events.append(event)
-        self.stamps.append(time.time())
+        self.stamps.append(time.time() if stamp is None else stamp)
 
     def of(self, kind: Any) -> List[Any]:
         return [e for e in self.events if isinstance(e, kind)]
@@ -470,6 +514,141 @@ def _drive(session: simsync.Session, stream: Stream, at_pause: Callable[[int], N
             session.send_continue(timeout=EVENT_TIMEOUT)
 
 
+@dataclass
+class Prior:
+    """What a crashed process handled before this one attached: control event keys
+    (``tests.workers.event_key``) and transaction signatures, in order."""
+
+    control: List[Tuple[Any, ...]]
+    signatures: List[str]
+
+
+def _drive_threads(session: simsync.Session, at_pause: Callable[[int], None], threads: int,
+                   result: SessionResult) -> List[List[Any]]:
+    """``_drive`` with ``threads`` threads calling ``next_event`` (the one that takes a pause
+    steps); what each thread took, in its order, as (event, time taken). Every thread still
+    waiting at the end must get ``SessionClosed`` at once (an ``EventTimeout`` there fails
+    the session)."""
+    took: List[List[Any]] = [[] for _ in range(threads)]
+    problems: List[BaseException] = []
+    ended: List[float] = []
+    lock = threading.Lock()
+    pauses = [0]
+    progress = [time.monotonic()]
+
+    def consume(index: int) -> None:
+        try:
+            while True:
+                began = time.monotonic()
+                try:
+                    event = session.next_event(1.0)
+                except simsync.EventTimeout:
+                    if ended and began + 1.0 > ended[0] + 0.3:
+                        raise AssertionError("a thread waiting at the session's end got "
+                                             "EventTimeout, not SessionClosed") from None
+                    if time.monotonic() - progress[0] > EVENT_TIMEOUT:
+                        raise
+                    continue
+                except simsync.SessionClosed:
+                    return
+                progress[0] = time.monotonic()
+                took[index].append((event, time.time()))
+                if isinstance(event, simsync.Completed):
+                    with lock:
+                        ended.append(time.monotonic())
+                    return
+                if isinstance(event, PAUSES):
+                    with lock:
+                        pause, pauses[0] = pauses[0], pauses[0] + 1
+                    at_pause(pause)
+                    session.send_continue(timeout=EVENT_TIMEOUT)
+        except BaseException as exc:  # noqa: BLE001 - raised by the driver
+            problems.append(exc)
+
+    workers = [threading.Thread(target=consume, args=(i,), name=f"soak-consumer-{i}",
+                                daemon=True) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(EVENT_TIMEOUT * 2)
+    if any(worker.is_alive() for worker in workers):
+        session.close()                 # wakes them (SessionClosed)
+        for worker in workers:
+            worker.join(5.0)
+        raise simsync.EventTimeout("a consumer thread was never woken at the session's end")
+    if problems:
+        raise problems[0]
+    result.faults["several consumer threads"] += 1
+    return took
+
+
+def merge_shares(took: List[List[Any]], ranks: Callable[[Any], Optional[Tuple[int, int]]]
+                 ) -> Tuple[List[Any], bool]:
+    """The union of what several threads took ((event, time) pairs), in the stream's order as
+    ``ranks`` gives it
+    (``(kind, position)`` for events whose place is known, None for the others), and whether
+    each thread's own share was in that order."""
+    ordered = True
+    for share in took:
+        seen: Dict[int, int] = {}
+        for event, _ in share:
+            rank = ranks(event)
+            if rank is None:
+                continue
+            if rank[1] < seen.get(rank[0], -1):
+                ordered = False
+            seen[rank[0]] = rank[1]
+    merged = sorted((item for share in took for item in share),
+                    key=lambda item: ranks(item[0]) or (-1, 0))
+    return merged, ordered
+
+
+def _drive_interrupted(session: simsync.Session, stream: Stream,
+                       at_pause: Callable[[int], None], seed: int, result: SessionResult
+                       ) -> None:
+    """``_drive``, with ``KeyboardInterrupt`` raised inside ``next_event`` at random lines of
+    simsync's code (a trace function on this thread; about one line in 30, drawn from
+    ``seed``), as a Ctrl-C would; each interrupted call is made again."""
+    rng = random.Random(seed)
+    inside = [False]
+    landed = [0]
+    package = os.path.dirname(simsync.__file__)
+
+    def local(frame: Any, what: str, arg: Any) -> Any:
+        if what == "line" and inside[0] and landed[0] < 500 and rng.random() < 1 / 30:
+            landed[0] += 1
+            raise KeyboardInterrupt
+        return local
+
+    def trace(frame: Any, what: str, arg: Any) -> Any:
+        return local if frame.f_code.co_filename.startswith(package) else None
+
+    pauses = 0
+    previous = sys.gettrace()
+    sys.settrace(trace)
+    try:
+        while True:
+            try:
+                inside[0] = True
+                event = session.next_event(EVENT_TIMEOUT)
+                inside[0] = False
+            except KeyboardInterrupt:
+                inside[0] = False
+                continue
+            finally:
+                inside[0] = False
+            stream.add(event)
+            if isinstance(event, simsync.Completed):
+                break
+            if isinstance(event, PAUSES):
+                at_pause(pauses)
+                pauses += 1
+                session.send_continue(timeout=EVENT_TIMEOUT)
+    finally:
+        sys.settrace(previous)
+    result.faults["interrupts inside next_event"] += landed[0]
+
+
 def recoveries(fired: List[Tuple[str, str, float]], stamps: List[float]
                ) -> List[Tuple[str, float]]:
     """How long the user waited for an event because of each drop or stall: the longest
@@ -488,6 +667,23 @@ def recoveries(fired: List[Tuple[str, str, float]], stamps: List[float]
         if waits:
             out.append((action, max(waits)))
     return out
+
+
+def outage(proxy: FaultProxy, after: float, seconds: float, direction: str
+           ) -> threading.Thread:
+    """In ``after`` seconds blackhole ``direction`` (already done when ``after`` is 0) for
+    ``seconds``, then reset every connection on both sides and release: what was held dies
+    with the connections. Returns the (started) thread doing it."""
+    def run() -> None:
+        time.sleep(after)
+        if after:
+            proxy.blackhole(direction)
+        time.sleep(seconds)
+        proxy.reset("both")
+        proxy.release(direction)
+    thread = threading.Thread(target=run, name="soak-outage", daemon=True)
+    thread.start()
+    return thread
 
 
 class Runner:
@@ -524,8 +720,10 @@ class Runner:
         for spec in plan.faults:
             if spec.kind == "refuse":
                 refused[spec.channel] += spec.count
+            elif spec.kind == "net_lost_step":
+                added.append(sim.faults.add(Fault("reannounce", mode="never", times=0)))
             elif spec.kind not in ("step_drop", "net_reset", "net_blackhole", "net_latency",
-                                   "net_slicing"):
+                                   "net_slicing", "net_partition") + USER_KINDS:
                 for fault in spec.faults(sim.faults.connections("control") + 1,
                                          sim.faults.connections("pubsub") + 1):
                     added.append(sim.faults.add(fault))
@@ -534,6 +732,8 @@ class Runner:
                 sim.faults.refuse_connects(count, channel)
         step_specs = [s for s in plan.faults if s.kind == "step_drop"]
         asked = dict(refused)
+
+        timers: List[threading.Thread] = []
 
         def at_pause(index: int) -> None:
             for spec in net:
@@ -544,6 +744,13 @@ class Runner:
                 elif spec.kind == "net_blackhole":     # half-open, both ways, then released
                     proxy.blackhole("both", duration=spec.delay_secs)
                     result.faults["proxy blackhole"] += 1
+                elif spec.kind == "net_lost_step":     # the step about to be sent dies
+                    proxy.blackhole("up")
+                    timers.append(outage(proxy, 0.0, 0.3, "up"))
+                    result.faults["step lost in a proxy reset"] += 1
+                elif spec.kind == "net_partition":     # mid-step: just after the step
+                    timers.append(outage(proxy, 0.05, spec.delay_secs, "both"))
+                    result.faults["full partition, then reset"] += 1
             for spec in step_specs:
                 if spec.at_pause == index:
                     consumed = asked["control"] - sim.faults.refusals_left("control")
@@ -570,6 +777,8 @@ class Runner:
             result.error = f"{type(exc).__name__}: {exc}"
             result.hung = isinstance(exc, simsync.EventTimeout)
         result.seconds = time.monotonic() - began
+        for timer in timers:
+            timer.join()
         if proxy is not None:
             proxy.close()
         for channel in ("control", "pubsub"):
@@ -616,8 +825,14 @@ class Runner:
     def _single(self, plan: SessionPlan, result: SessionResult,
                 streams: List[Tuple[str, Stream, Any]], reference: List[Tuple[Any, ...]],
                 at_pause: Callable[[int], None]) -> None:
+        user = next((f for f in plan.faults if f.kind in USER_KINDS), None)
+        fatal = next((f.slot for f in plan.faults if f.kind == "fatal"), None)
+        if user is not None and user.kind == "crash":
+            self._crash(plan, result, streams, user, at_pause)
+            return
         client = simsync.Client(self.url, config=SOAK_CONFIG)
         stream = Stream()
+        failure: Optional[BaseException] = None
         with client.start_session(start_slot=plan.start, end_slot=plan.end,
                                   disconnect_timeout_secs=DETACH_WINDOW) as session:
             streams.append(("session", stream, session))
@@ -625,11 +840,108 @@ class Runner:
                 session.subscribe_transactions([plan.program])
                 session.subscribe_account_diffs([plan.program])
             try:
-                _drive(session, stream, at_pause)
+                if user is not None and user.kind == "threads":
+                    took = _drive_threads(session, at_pause, user.count, result)
+                    self._merge(plan, result, stream, took, session.info.session_id,
+                                reference if plan.subscribe else None)
+                elif user is not None and user.kind == "interrupt":
+                    _drive_interrupted(session, stream, at_pause, user.seed, result)
+                else:
+                    _drive(session, stream, at_pause)
+            except simsync.ControlFailed as exc:
+                if fatal is None or getattr(exc.server_error, "kind", None) != \
+                        "advanceSlotFailed":
+                    raise
+                failure = exc       # as planned: checked against the record below
             finally:
                 self._check(plan, result, stream, session.info.session_id,
                             self.sim.produced_slots(plan.start, plan.end),
-                            reference if plan.subscribe else None)
+                            reference if plan.subscribe else None, fatal=fatal)
+            if fatal is not None and failure is None:
+                raise AssertionError(f"the session ended without the fatal error at {fatal}")
+            if failure is not None:
+                result.faults["fatal errors raised after every earlier event"] += 1
+                try:
+                    session.next_event(1.0)
+                    raise AssertionError("next_event after ControlFailed returned an event")
+                except simsync.SessionClosed:
+                    pass
+
+    def _merge(self, plan: SessionPlan, result: SessionResult, stream: Stream,
+               took: List[List[Any]], session_id: str,
+               reference: Optional[List[Tuple[Any, ...]]]) -> None:
+        """Several threads' shares into ``stream``, in ground truth's order (slots by
+        slot, transactions as executed, diffs as in the fault-free run); a share out of
+        that order counts as ``thread order`` out of order."""
+        signatures = {t.signature: i for i, t in enumerate(self.sim.executed(session_id))}
+        diffs = {key: i for i, key in enumerate(reference or [])}
+        unknown = 1 << 40
+
+        def ranks(event: Any) -> Optional[Tuple[int, int]]:
+            if isinstance(event, simsync.Slot):
+                return (0, event.slot)
+            if isinstance(event, simsync.Transaction):
+                return (1, signatures.get(event.signature, unknown))
+            if isinstance(event, simsync.AccountDiff):
+                return (2, diffs.get(diff_key(event), unknown))
+            if isinstance(event, simsync.Completed):
+                return (3, 0)
+            return None
+        merged, ordered = merge_shares(took, ranks)
+        if not ordered:
+            result.streams["thread order"] = Tally(out_of_order=1)
+        for event, stamp in merged:
+            stream.add(event, stamp)
+
+    def _crash(self, plan: SessionPlan, result: SessionResult,
+               streams: List[Tuple[str, Stream, Any]], spec: FaultSpec,
+               at_pause: Callable[[int], None]) -> None:
+        """Another process creates and drives the session, persisting its cursor after each
+        event, and is SIGKILLed mid-step; this one attaches with the last cursor and drives
+        to the end. The two streams together must be the session's, exactly once
+        (transactions only: the other process subscribes to nothing else)."""
+        produced = self.sim.produced_slots(plan.start, plan.end)
+        handle, out = tempfile.mkstemp(prefix="simsync-soak-crash-", suffix=".jsonl")
+        os.close(handle)
+        command = [sys.executable, "-m", "tests.workers", "crash", self.url,
+                   json.dumps(asdict(SOAK_CONFIG)), str(plan.start), str(plan.end),
+                   str(DETACH_WINDOW), plan.program if plan.subscribe else "-", "1",
+                   str(spec.count), str(max(produced, default=plan.end)), out]
+        try:
+            child = subprocess.run(command, cwd=REPO, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                   text=True, timeout=EVENT_TIMEOUT * 2, check=False)
+            with open(out, encoding="utf-8") as persisted:
+                lines = [json.loads(line) for line in persisted.read().splitlines()]
+        finally:
+            os.unlink(out)
+        if not lines:
+            if "does not create twice" in child.stderr:
+                raise SessionCreateError("the other process's create: does not create twice")
+            raise AssertionError(f"the driving process created no session: "
+                                 f"{child.stderr[-1000:]}")
+        session_id = lines[0]["session_id"]
+        self.known.add(session_id)
+        handled = [line for line in lines[1:] if "cursor" in line]
+        prior = Prior([tuple(x["key"]) for x in handled if x["key"]],
+                      [x["signature"] for x in handled if x["signature"]])
+        stream = Stream()
+        if lines[-1].get("done"):
+            result.faults["process crashed, resumed from its cursor"] += 0
+            self._check(plan, result, stream, session_id, produced, None, prior=prior)
+            return
+        if child.returncode != -9:
+            raise AssertionError(f"the driving process failed (exit {child.returncode}): "
+                                 f"{child.stderr[-1000:]}")
+        cursor = simsync.SessionCursor.from_json(handled[-1]["cursor"]) if handled else None
+        result.faults["process crashed, resumed from its cursor"] += 1
+        client = simsync.Client(self.url, config=SOAK_CONFIG)
+        with client.attach_session(session_id, cursor) as session:
+            streams.append(("session", stream, session))
+            try:
+                _drive(session, stream, at_pause)
+            finally:
+                self._check(plan, result, stream, session_id, produced, None, prior=prior)
 
     def _parallel(self, plan: SessionPlan, result: SessionResult,
                   streams: List[Tuple[str, Stream, Any]], at_pause: Callable[[int], None]
@@ -665,19 +977,35 @@ class Runner:
 
     def _check(self, plan: SessionPlan, result: SessionResult, stream: Stream,
                session_id: str, produced: List[int],
-               reference: Optional[List[Tuple[Any, ...]]], label: str = "") -> None:
-        """Compare one (sub-)session's stream with ground truth."""
+               reference: Optional[List[Tuple[Any, ...]]], label: str = "",
+               fatal: Optional[int] = None, prior: Optional[Prior] = None) -> None:
+        """Compare one (sub-)session's stream with ground truth (``fatal``: the slot whose
+        block failed for good: what came before it, no ``Completed``; ``prior``: what a
+        crashed process had handled before this one attached)."""
         prefix = f"{label[-6:]} " if label else ""
+        prior = prior or Prior([], [])
+        ended = 1
+        if fatal is not None:
+            produced = [slot for slot in produced if slot <= fatal]
+            ended = 0
+            if reference is not None:
+                reference = [diff for diff in reference if diff[0] < fatal]
+        prior_slots = [key[1] for key in prior.control if key[0] == "slot"]
+        prior_pauses = sum(key[0] in ("readyForContinue", "paused") for key in prior.control)
         result.streams[prefix + "slots"] = compare(
-            produced, [e.slot for e in stream.of(simsync.Slot)])
-        result.streams[prefix + "pauses"] = count_tally(len(produced),
-                                                        len(stream.of(PAUSES)))
-        result.streams[prefix + "completed"] = count_tally(1, len(stream.of(simsync.Completed)))
+            produced, prior_slots + [e.slot for e in stream.of(simsync.Slot)])
+        # with a fatal error: each Slot up to the failing one and its pause come, that block's
+        # diffs do not (it never ran)
+        result.streams[prefix + "pauses"] = count_tally(
+            len(produced), prior_pauses + len(stream.of(PAUSES)))
+        result.streams[prefix + "completed"] = count_tally(
+            ended, len(stream.of(simsync.Completed)) + prior.control.count(("completed",)))
         if plan.subscribe:
             expected = [t.signature for t in self.sim.executed(session_id)
                         if plan.program in t.program_ids]
             result.streams[prefix + "transactions"] = compare(
-                expected, [e.signature for e in stream.of(simsync.Transaction)])
+                expected, prior.signatures + [e.signature
+                                              for e in stream.of(simsync.Transaction)])
         if reference is not None:
             diffs = [diff_key(d) for d in stream.of(simsync.AccountDiff)]
             result.streams[prefix + "diffs"] = compare(reference, diffs)
@@ -839,12 +1167,13 @@ def run_soak(sessions: int, seed: int, workers: int = 3, only: Optional[int] = N
 
 
 def live_sessions(sim: LocalSimulator, known: Set[str]) -> List[str]:
-    """Sessions of ``known`` the server holds neither closed nor completed (a close that
-    never reached the server leaves one live for its detach window)."""
+    """Sessions of ``known`` the server holds neither closed, completed nor failed (a close
+    that never reached the server leaves one live for its detach window; a session a fatal
+    error ended is kept, stopped, for its detach window: nothing runs)."""
     out = []
     for sid in sorted(known & set(sim.session_ids())):
         info = sim.session_info(sid)
-        if info is not None and info["state"] not in ("closed", "completed"):
+        if info is not None and info["state"] not in ("closed", "completed", "failed"):
             out.append(sid)
     return out
 

@@ -62,10 +62,13 @@ def test_plans_are_reproducible_and_varied() -> None:
     kinds = {f.kind for p in plans for f in p.faults}
     assert kinds == {"drop", "stall", "delay", "refuse", "step_drop", "recovery_drop",
                      "close", "refuse_status", "reannounce", "heartbeat", "duplicate", "late",
-                     "net_reset", "net_blackhole", "net_latency", "net_slicing"}
+                     "net_reset", "net_blackhole", "net_latency", "net_slicing",
+                     # issue 28
+                     "net_lost_step", "net_partition", "fatal", "threads", "interrupt",
+                     "crash"}
     assert {f.how for p in plans for f in p.faults if f.kind == "drop"} == {"fin", "rst"}
     channels = {f.channel for p in plans for f in p.faults}
-    assert channels == {"control", "pubsub", "network"}
+    assert channels == {"control", "pubsub", "network", "user"}
     pubsub_frames = {f.after_frames for p in plans for f in p.faults if f.channel == "pubsub"}
     assert 1 in pubsub_frames, "a fault right after the subscribe ack must be drawn"
     assert 0 not in pubsub_frames
