@@ -144,6 +144,10 @@ class History:
         return [(self.first_slot + i * size, self.first_slot + (i + 1) * size - 1)
                 for i in range(self.bundle_count)]
 
+    def bundle_of(self, slot: int) -> int:
+        """The index of the bundle holding ``slot`` (a slot of the history)."""
+        return (slot - self.first_slot) // self.bundle_size
+
     def in_range(self, slot: int) -> bool:
         return self.first_slot <= slot <= self.last_slot
 
