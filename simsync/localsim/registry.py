@@ -199,7 +199,7 @@ class Registry:
         with self._lock:
             self._executed[session_id] = []
             self._live_ids.append(session_id)
-        chain = Chain(self.history, on_executed=self._recorder(session_id))
+        chain = Chain(self.history, on_executed=self._recorder(session_id), start_slot=lo)
         sub = CreateParams(lo, hi, params.signer_filter, params.send_summary,
                            params.disconnect_timeout_secs, params.discoveries, params.parallel)
         session = BacktestSession(session_id, sub, self.history, chain,
