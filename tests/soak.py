@@ -262,7 +262,8 @@ class Planner:
             subscribe = cover[1] == "pubsub" or rng.random() < 0.5
         else:
             length = rng.randint(6, 24)
-            start = rng.randint(FIRST_SLOT, FIRST_SLOT + BUNDLE_SIZE * BUNDLES - length)
+            bundle = FIRST_SLOT + rng.randrange(BUNDLES) * BUNDLE_SIZE  # a range lies in one
+            start = rng.randint(bundle, bundle + BUNDLE_SIZE - length)
             end = start + length - 1
             subscribe = kind == "subscribed"
         produced = self.history.produced_slots(start, end)

@@ -304,9 +304,18 @@ def test_run_output_file_format_and_summarize(sim: LocalSimulator, tmp_path: Pat
     assert "largest net lamport changes" in simsync_cmd("summarize", str(out)).stdout
 
 
-def test_output_file_adds_up_with_account_diffs(sim: LocalSimulator, tmp_path: Path) -> None:
+@pytest.fixture
+def big_sim() -> Iterator[LocalSimulator]:
+    """One 40-slot bundle: a non-parallel range lies in one bundle."""
+    with LocalSimulator(bundle_size=40, bundles=1) as server:
+        yield server
+
+
+def test_output_file_adds_up_with_account_diffs(big_sim: LocalSimulator,
+                                                tmp_path: Path) -> None:
     """Account diffs of other programs' transactions (a token transfer's fee payer is a
     System account) are no entries of their own; every entry has an outcome."""
+    sim = big_sim
     out = tmp_path / "system.json"
     result = simsync_cmd(*run_args(sim.url, START, START + 30, "--subscriptions",
                                    "transactions,account-diff", "--output-file", str(out)))
@@ -431,7 +440,7 @@ def test_program_override_shows_in_compare_and_summarize(sim: LocalSimulator, tm
                               *run_args(sim.url, START, START + 29, *common, *extra)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env=clean_env(), stdin=subprocess.DEVNULL)
-            for extra in (("--output-file", str(base)),
+            for extra in (("--output-file", str(base), "--parallel"),  # two bundles
                           ("--output-file", str(exp), "--program-so", str(memo_elf),
                            "--parallel"))]          # the override goes to every sub-session
     for proc in runs:

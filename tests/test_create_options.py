@@ -172,10 +172,11 @@ def test_program_executed_filter_end_to_end(sim: LocalSimulator) -> None:
     assert any(sim.DISCOVERY_PROGRAM_ID in p.program_ids for p in planned)
 
 
-def test_oracle_update_filter_end_to_end(sim: LocalSimulator) -> None:
+def test_oracle_update_filter_end_to_end() -> None:
     flt = simsync.OracleUpdate(programs=[SYSTEM_PROGRAM_ID], accounts=[ORACLE_ACCOUNT])
-    with client(sim).start_session(start_slot=START, end_slot=START + 200,
-                                   discoveries=[flt]) as session:
+    with LocalSimulator(bundle_size=201, bundles=1) as sim, \
+            client(sim).start_session(start_slot=START, end_slot=START + 200,
+                                      discoveries=[flt]) as session:   # one bundle
         seen: List[Any] = [session.next_event(10)]
         while not isinstance(seen[-1], simsync.ReadyForContinue):
             seen.append(session.next_event(10))

@@ -48,7 +48,7 @@ def test_a_fatal_error_comes_after_every_transaction_executed_before_it(
     the 150 blocks before it is delivered, then the failure (the server sends no end of
     stream after a fatal error, so the held failure goes out after ``drain_timeout``)."""
     config = FAST.replace(max_buffered_events=50, drain_timeout=1.5)
-    with LocalSimulator(bundle_size=100, bundles=4) as sim:
+    with LocalSimulator(bundle_size=400, bundles=1) as sim:   # the range lies in one bundle
         slots = sim.produced_slots(START, START + 399)
         failing = slots[151]
         sim.faults.add(Fault("error", slot=failing, error="advanceSlotFailed"))

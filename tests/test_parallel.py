@@ -140,7 +140,7 @@ def test_four_worker_processes_each_run_a_session(sim8: LocalSimulator) -> None:
 
     from tests.workers import run_range
 
-    ranges = [(START + 20 * i, START + 20 * i + 19) for i in range(4)]
+    ranges = [(START + 10 * i, START + 10 * i + 9) for i in range(4)]   # a bundle each
     spawn = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=4, mp_context=spawn) as pool:
         results = list(pool.map(run_range, [sim8.url] * 4, *zip(*ranges)))

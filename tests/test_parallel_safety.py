@@ -216,7 +216,7 @@ def test_a_collected_session_closes_itself_with_a_resource_warning(sim4: LocalSi
     client = simsync.Client(sim4.url, config=FAST)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        session = client.start_session(start_slot=START, end_slot=END,
+        session = client.start_session(start_slot=START, end_slot=START + 2,  # one bundle
                                        disconnect_timeout_secs=60)
         batch = start(sim4)
         del session, batch

@@ -262,7 +262,10 @@ class Chain:
     after `close` they answer as for an empty chain."""
 
     def __init__(self, history: History,
-                 on_executed: Optional[Callable[[ExecutedTx], None]] = None) -> None:
+                 on_executed: Optional[Callable[[ExecutedTx], None]] = None,
+                 start_slot: Optional[int] = None) -> None:
+        """A chain holding the history's accounts as they stand before the block at
+        ``start_slot`` (`History.state_at`; the history's first slot when None)."""
         self.history = history
         # LiteSVM's own transaction history is off: the status cache is `admit`'s.
         self._svm: Optional[LiteSVM] = (LiteSVM().with_sigverify(False)
@@ -278,7 +281,7 @@ class Chain:
         #: the last MAX_PROCESSING_AGE + 1 blockhashes (current included) → block height
         self._recent: OrderedDict[str, int] = OrderedDict()
         self.block_height = history.block_height(self.slot)
-        self.install(history.genesis())
+        self.install(history.genesis() if start_slot is None else history.state_at(start_slot))
 
     # -- queries (what the RPC methods read) -----------------------------------------------
     def record(self, signature: str) -> Optional[TxRecord]:

@@ -155,8 +155,13 @@ class Registry:
 
     # -- creation --------------------------------------------------------------------------
     def check_range(self, params: CreateParams) -> None:
+        """Refuse what the service refuses: a range outside the history, backwards, or (not
+        parallel) spanning bundles are ``bundleNotFound`` (no bundle holds it: "a range lies
+        in one bundle"); a range with no produced block is ``noProducedBlocksInRange``."""
         start, end = params.start_slot, params.end_slot
-        if start > end or not self.history.in_range(start) or not self.history.in_range(end):
+        if (start > end or not self.history.in_range(start) or not self.history.in_range(end)
+                or (not params.parallel
+                    and self.history.bundle_of(start) != self.history.bundle_of(end))):
             raise RequestError(error_params("bundleNotFound", start_slot=start, end_slot=end))
         if not self.history.produced_slots(start, end):
             raise RequestError(error_params("noProducedBlocksInRange", start_slot=start,
@@ -194,7 +199,7 @@ class Registry:
         with self._lock:
             self._executed[session_id] = []
             self._live_ids.append(session_id)
-        chain = Chain(self.history, on_executed=self._recorder(session_id))
+        chain = Chain(self.history, on_executed=self._recorder(session_id), start_slot=lo)
         sub = CreateParams(lo, hi, params.signer_filter, params.send_summary,
                            params.disconnect_timeout_secs, params.discoveries, params.parallel)
         session = BacktestSession(session_id, sub, self.history, chain,

@@ -17,10 +17,6 @@ JUNK = {"lamports": 10**9, "owner": BPF_LOADER, "executable": True,
         "data": [base64.b64encode(b"definitely not an ELF").decode(), "base64"]}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 item 6, open: the check (patch in the mem24 "
-                   "report) breaks tests that create non-parallel ranges across bundles "
-                   "(tests/test_cli.py, test_create_options.py, test_last_edges.py); they must "
-                   "move to one bundle first")
 def test_a_range_spanning_bundles_is_bundle_not_found(make_sim, clients) -> None:
     sim = make_sim(bundle_size=100, bundles=3)
     c = clients["control"](sim)
