@@ -92,7 +92,8 @@ def test_the_log_answers_by_signature_block_and_address(sim: LocalSimulator, cli
     assert len(sim.call(lambda: chain.signatures_for(payer, None, None, 1))) == 1
     rpc = Rpc(sim.http_url, session_id)
     try:
-        got = rpc.result("getTransaction", first.signature, {"encoding": "json", "maxSupportedTransactionVersion": 0})
+        got = rpc.result("getTransaction", first.signature,
+                         {"encoding": "json", "maxSupportedTransactionVersion": 0})
         assert got["slot"] == first.slot
     finally:
         rpc.close()
