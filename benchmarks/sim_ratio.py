@@ -9,7 +9,10 @@ ratio, next to best vs best. Also prints the peak RSS of each `simsync run` (the
     python benchmarks/sim_ratio.py --slots 1000 10000 --pairs 3
 
 The embedded simulator's history holds 10,000 slots (`LocalSimulator()`: 10 bundles of 1,000),
-so ``--slots`` is at most 10000.
+so ``--slots`` is at most 10000; a range lies in one bundle, so above 1,000 slots the run is
+``--parallel`` (one sub-session a bundle, each starting from the state the history reaches
+there). The embedded simulator runs in a child process of `simsync run`
+(``simsync.localsim.child``): the peak RSS is the larger of the two processes'.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from typing import List, Tuple
 
 HERE = Path(__file__).resolve().parent
 FIRST_SLOT = 400_000_000     # LocalSimulator()'s default first slot (sim_floor checks it)
+BUNDLE_SIZE = 1000           # LocalSimulator()'s default bundle: a longer run is --parallel
 
 
 def timed(argv: List[str]) -> Tuple[float, float]:
@@ -57,7 +61,8 @@ def main() -> None:
                       "--no-check"]
         run_argv = [sys.executable, "-m", "simsync", "run", "--start-slot", str(FIRST_SLOT),
                     "--end-slot", str(end), "--progress-interval", "3600"]
-        if args.parallel:
+        parallel = args.parallel or slots > BUNDLE_SIZE
+        if parallel:
             run_argv.append("--parallel")
         floors: List[float] = []
         runs: List[float] = []
@@ -71,7 +76,7 @@ def main() -> None:
         print(f"\n{slots} slots ({args.pairs} pairs, alternating floor, run):")
         print(f"  floor  sim_floor.py --no-check   best {min(floors):7.2f} s  median "
               f"{statistics.median(floors):7.2f} s")
-        print(f"  simsync run{' --parallel' if args.parallel else ''} (embedded simulator)"
+        print(f"  simsync run{' --parallel' if parallel else ''} (embedded simulator)"
               f"   best {min(runs):7.2f} s  median {statistics.median(runs):7.2f} s  "
               f"{slots / statistics.median(runs):,.0f} slots/s  peak RSS median "
               f"{statistics.median(rss):.0f} MiB")

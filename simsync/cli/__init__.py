@@ -395,7 +395,8 @@ def _connecting(client: simsync.Client, command: str) -> None:
 
 @contextlib.contextmanager
 def _client(args: argparse.Namespace) -> Iterator[simsync.Client]:
-    """The simulator of this command: ``--url``, or an embedded one started for it."""
+    """The simulator of this command: ``--url``, or a local one started for it in a child
+    process (``ChildSimulator``: the simulator runs on its own core beside the command)."""
     if args.url:
         budget = getattr(args, "connect_timeout", None)
         config = simsync.ClientConfig() if budget is None else simsync.ClientConfig(
@@ -403,15 +404,16 @@ def _client(args: argparse.Namespace) -> Iterator[simsync.Client]:
         yield simsync.Client(args.url, api_key=args.api_key, config=config)
         return
     try:
-        from simsync.localsim import LocalSimulator
+        from simsync.localsim.child import ChildSimulator
     except ImportError as exc:
         raise simsync.SimsyncError(
             f"no --url given and the embedded local simulator is not installed ({exc}); "
             "pip install 'simsync[local]' or pass --url") from None
-    with LocalSimulator() as sim:
-        print(f"simsync: no --url given: using an embedded local simulator at {sim.url}",
-              file=sys.stderr, flush=True)
-        yield simsync.Client(sim.url)
+    with ChildSimulator() as sim:
+        print(f"simsync: no --url given: using an embedded local simulator at {sim.url} "
+              f"(child process {sim.pid})", file=sys.stderr, flush=True)
+        with simsync.Client(sim.url) as client:
+            yield client
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ and `port_number` are shared with ``simsync serve``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import threading
@@ -61,12 +62,13 @@ def connect_url(url: str) -> str:
 
 
 def serve(host: str = "127.0.0.1", port: int = 8900, api_key: Optional[str] = None,
-          **options: Any) -> None:
+          until_stdin_closes: bool = False, **options: Any) -> None:
     """Run a `LocalSimulator` until Ctrl-C, printing its URL; stop it cleanly on the way out.
 
     ``options`` are the other `LocalSimulator` keywords (seed, first_slot, bundle_size,
     bundles, slot_delay, faults). The first line printed holds the exact URL to pass to
-    ``simsync run --url``. The API key is never printed.
+    ``simsync run --url``. The API key is never printed. ``until_stdin_closes``: also stop
+    when standard input reaches its end (a parent holding the pipe closed it, or died).
     """
     from simsync.localsim.server import LocalSimulator
 
@@ -80,13 +82,24 @@ def serve(host: str = "127.0.0.1", port: int = 8900, api_key: Optional[str] = No
         if isinstance(plan, FaultPlan) and plan.pending():
             print("faults: " + ", ".join(f"{f.action} ({f.channel})" for f in plan.pending()),
                   flush=True)
-        forever = threading.Event()
-        while not forever.wait(0.5):
+        stop = threading.Event()
+        if until_stdin_closes:
+            threading.Thread(target=_set_at_end_of_input, args=(stop,), daemon=True,
+                             name="simsync-localsim-stdin").start()
+        while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
         print("stopping…", flush=True)
     finally:
         sim.stop()
+
+
+def _set_at_end_of_input(stop: threading.Event) -> None:
+    """Daemon thread: read standard input to its end, then ``stop.set()``."""
+    with contextlib.suppress(OSError, ValueError):
+        while os.read(sys.stdin.fileno(), 4096):
+            pass
+    stop.set()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="number of bundles (default 10)")
     parser.add_argument("--slot-delay", type=float, default=0.0,
                         help="seconds to wait after each executed slot (default 0)")
+    parser.add_argument("--until-stdin-closes", action="store_true",
+                        help="also stop when standard input reaches its end (for a parent "
+                             "process that starts the simulator: its exit, or death, stops it)")
     add_fault_argument(parser)
     return parser
 
@@ -118,7 +134,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     serve(args.host, args.port, args.api_key, seed=args.seed, first_slot=args.first_slot,
           bundle_size=args.bundle_size, bundles=args.bundles, slot_delay=args.slot_delay,
-          faults=FaultPlan(args.fault))
+          faults=FaultPlan(args.fault), until_stdin_closes=args.until_stdin_closes)
     return 0
 
 

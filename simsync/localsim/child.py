@@ -1,0 +1,103 @@
+"""A local simulator in a child process, for a command that needs one for its own run.
+
+``simsync run`` and ``simsync ranges`` without ``--url`` start one: the simulator's event loop
+then runs on its own core beside the client (and its memory is its own), instead of sharing
+the command's interpreter lock. The child is ``python -m simsync.localsim --port 0
+--until-stdin-closes`` in a session of its own: Ctrl-C at the terminal reaches only the
+command, which stops the child on its way out; if the command dies, the child reads the end
+of its standard input and stops too.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import selectors
+import subprocess
+import sys
+import time
+from types import TracebackType
+from typing import List, Optional, Sequence, Type
+
+from simsync.errors import SimsyncError
+
+_URL_LINE = re.compile(r"simsync local simulator: (ws://\S+)")
+
+
+class ChildSimulator:
+    """``with ChildSimulator() as sim: sim.url`` — a local simulator in a child process.
+
+    ``args`` are extra ``python -m simsync.localsim`` arguments (``--bundle-size`` …).
+    Entering blocks (user thread) until the child printed its URL, at most
+    ``startup_timeout`` seconds, and raises ``SimsyncError`` with the child's output if it
+    did not. Leaving closes the child's standard input and waits ``stop_timeout`` seconds
+    for it to exit, then kills it: nothing is left running.
+    """
+
+    def __init__(self, args: Sequence[str] = (), startup_timeout: float = 30.0,
+                 stop_timeout: float = 5.0) -> None:
+        self._args = list(args)
+        self.startup_timeout = startup_timeout
+        self.stop_timeout = stop_timeout
+        self._child: Optional[subprocess.Popen[bytes]] = None
+        self.url = ""
+
+    @property
+    def pid(self) -> Optional[int]:
+        return None if self._child is None else self._child.pid
+
+    def __enter__(self) -> ChildSimulator:
+        command = [sys.executable, "-m", "simsync.localsim", "--port", "0",
+                   "--until-stdin-closes", *self._args]
+        self._child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       start_new_session=True)
+        try:
+            self.url = self._read_url(self._child)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, exc_type: Optional[Type[BaseException]],
+                 exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
+        self.stop()
+
+    def _read_url(self, child: subprocess.Popen[bytes]) -> str:
+        assert child.stdout is not None
+        deadline = time.monotonic() + self.startup_timeout
+        seen: List[bytes] = []
+        with selectors.DefaultSelector() as selector:
+            selector.register(child.stdout, selectors.EVENT_READ)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                if not selector.select(min(left, 0.5)):
+                    continue
+                chunk = os.read(child.stdout.fileno(), 4096)
+                if not chunk:
+                    break                       # the child exited
+                seen.append(chunk)
+                match = _URL_LINE.search(b"".join(seen).decode(errors="replace"))
+                if match:
+                    return match.group(1)
+        output = b"".join(seen).decode(errors="replace").strip()
+        raise SimsyncError(f"the local simulator (child process {child.pid}) printed no URL "
+                           f"within {self.startup_timeout:g}s (exit code {child.poll()})"
+                           + (f": {output}" if output else ""))
+
+    def stop(self) -> None:
+        """Stop the child (idempotent; any thread): end of input, then a bounded wait, then
+        SIGKILL."""
+        child, self._child = self._child, None
+        if child is None:
+            return
+        for stream in (child.stdin, child.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        try:
+            child.wait(self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
