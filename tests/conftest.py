@@ -63,11 +63,6 @@ def rss_below_limit(request: pytest.FixtureRequest) -> Iterator[None]:
             mib = 1024 ** 2
             if who == "children":   # a forked child's peak counts the pages it shares with
                 continue            # this process: reported above, not asserted
-            known = request.node.get_closest_marker("rss_known")
-            if known is not None:   # a known excess, named by an open issue: reported above,
-                if peak > RSS_LIMIT_BYTES:      # and the crossing is charged to it (no
-                    _CROSSED.add(who)           # cascade onto the tests after it)
-                continue
             assert peak - before <= RSS_GROWTH_LIMIT_BYTES, (
                 f"the test raised the peak RSS ({who}) by {(peak - before) / mib:.0f} MiB "
                 f"(to {peak / mib:.0f} MiB); at most {RSS_GROWTH_LIMIT_BYTES / mib:.0f} MiB")
