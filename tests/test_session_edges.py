@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import pytest
 
@@ -317,12 +317,21 @@ def _system_signatures(sim: LocalSimulator, sid: str) -> List[str]:
     return [t.signature for t in sim.executed(sid) if SYSTEM in t.program_ids]
 
 
+@pytest.fixture
+def one_bundle_sim() -> Iterator[LocalSimulator]:
+    """A simulator whose one bundle holds the 351-slot range these tests step through (a
+    range lies in one bundle)."""
+    with LocalSimulator(bundle_size=400, bundles=1) as server:
+        yield server
+
+
 def test_attach_after_a_long_step_ran_on_fails_naming_the_slots_or_replays_all(
-        sim: LocalSimulator) -> None:
+        one_bundle_sim: LocalSimulator) -> None:
     """A worker reads 20 transactions of a 300-block step, persists its cursor and dies;
     the step runs on far past the server's replay window. ``attach_session(id, cursor)``
     from a new process must not judge the replay by the cursor's old slot: it raises
     ``SubscriptionFailed`` naming the slots that cannot be replayed (here: they cannot)."""
+    sim = one_bundle_sim
     end = START + 350
     first = client(sim).start_session(start_slot=START, end_slot=end,
                                       disconnect_timeout_secs=60)
@@ -348,11 +357,13 @@ def test_attach_after_a_long_step_ran_on_fails_naming_the_slots_or_replays_all(
         _system_signatures(sim, sid)
 
 
-def test_a_full_partition_fails_naming_the_slots_or_replays_all(sim: LocalSimulator) -> None:
+def test_a_full_partition_fails_naming_the_slots_or_replays_all(
+        one_bundle_sim: LocalSimulator) -> None:
     """Every socket of the session (control, PubSub, JSON-RPC) blackholed for 2.5 s while a
     300-block step runs on, then reset: the subscription's re-subscribe is judged against
     where the server stands (``getSlot``), not the control link's last slot before the
     outage. Every transaction arrives, or ``SubscriptionFailed`` names the slots."""
+    sim = one_bundle_sim
     from simsync.localsim.netproxy import FaultProxy
 
     end = START + 350
