@@ -153,8 +153,9 @@ CHILD = textwrap.dedent("""
             print("ready", flush=True)
             sys.stdin.readline()
             session.send_continue()
-            deadline = time.monotonic() + 10
-            while session.status.state is not simsync.State.RECONNECTING:
+            deadline = time.monotonic() + 10     # in backoff after a refused reconnect
+            while not (session.status.state is simsync.State.RECONNECTING
+                       and "503" in (session.status.reason or "")):
                 assert time.monotonic() < deadline, session.status
                 time.sleep(0.01)
         elif mode == "stepping":
