@@ -158,10 +158,11 @@ class ParallelControlLink(ControlBase):
             return super()._create_lost(cause)
         seconds = self._create.disconnect_timeout_secs
         window = "" if seconds is None else f" ({seconds}s)"
-        return (f"no answer to createBacktestSession; what the server announced may exist on "
-                f"it until its detach window{window} ends (no control_session_id yet: no "
-                f"request reaches it): sub-sessions {', '.join(self._announced)}; simsync "
-                f"does not create twice ({cause})")
+        # the facts first, the cause last: a status reason is cut at 300 characters
+        return (f"no answer to createBacktestSession; simsync does not create twice; the "
+                f"server announced sub-sessions {', '.join(self._announced)}, which stay "
+                f"there until their detach window{window} ends (no request reaches them "
+                f"before sessionsCreatedV2) ({cause})")
 
     def _bind(self, reply: SessionsCreatedV2, created: Dict[str, SessionCreated]) -> None:
         ranges = check_created(reply)

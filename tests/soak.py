@@ -112,12 +112,10 @@ COVERAGE: Tuple[Tuple[str, str, Any], ...] = (
 #: Fault kinds the planner gives single sessions only (a batch numbers its connections and
 #: re-announces differently).
 SINGLE_ONLY = ("recovery_drop", "reannounce", "fatal", "threads", "interrupt", "crash")
-#: Kinds held out of a session kind until the client handles them (comma-separated in
-#: ``SIMSYNC_SOAK_SKIP``, as the model's ``SIMSYNC_MODEL_SKIP``; default: a parallel
-#: sub-session's step lost without a re-announce, issue 28 item 11, planned on single sessions
-#: until that fix is merged; ``SIMSYNC_SOAK_SKIP=`` runs it).
-SKIP = frozenset(filter(None, os.environ.get("SIMSYNC_SOAK_SKIP",
-                                             "parallel-lost-step").split(",")))
+#: Kinds held out of a session kind while the client cannot handle them (comma-separated in
+#: ``SIMSYNC_SOAK_SKIP``, as the model's ``SIMSYNC_MODEL_SKIP``, e.g. ``parallel-lost-step``);
+#: none by default.
+SKIP = frozenset(filter(None, os.environ.get("SIMSYNC_SOAK_SKIP", "").split(",")))
 #: Kinds that run the session differently (``Runner``), not faults of the fault plan.
 USER_KINDS = ("threads", "interrupt", "crash")
 #: The share of sessions planned without any fault.

@@ -344,6 +344,7 @@ def test_a_parallel_create_dropped_midway_names_what_the_server_announced() -> N
         assert len(held) == 2, "the server holds both sub-sessions of the batch"
         named = [session_id for session_id in held if session_id in str(failed.value)]
         assert len(named) == 1, f"the one announced before the drop is named: {failed.value}"
+        assert "does not create twice" in str(failed.value)
 
 
 @pytest.mark.xfail(strict=True, reason="issue 28 item 13: the protocol has no request that "
