@@ -159,10 +159,10 @@ class ParallelControlLink(ControlBase):
         seconds = self._create.disconnect_timeout_secs
         window = "" if seconds is None else f" ({seconds}s)"
         # the facts first, the cause last: a status reason is cut at 300 characters
-        return (f"no answer to createBacktestSession; simsync does not create twice; the "
-                f"server announced sub-sessions {', '.join(self._announced)}, which stay "
-                f"there until their detach window{window} ends (no request reaches them "
-                f"before sessionsCreatedV2) ({cause})")
+        return (f"no answer to createBacktestSession; simsync does not create twice; "
+                f"sub-sessions the server announced may exist on it until their detach "
+                f"window{window} ends (no request reaches them before sessionsCreatedV2): "
+                f"{', '.join(self._announced)} ({cause})")
 
     def _bind(self, reply: SessionsCreatedV2, created: Dict[str, SessionCreated]) -> None:
         ranges = check_created(reply)

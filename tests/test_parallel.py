@@ -115,21 +115,23 @@ def test_subscriptions_of_a_batch_reconnect_one_at_a_time(sim8: LocalSimulator) 
 def test_events_resume_after_a_timeout(sim8: LocalSimulator) -> None:
     with start(sim8) as batch:
         seen: Dict[str, List[Any]] = {s.info.session_id: [] for s in batch.sub_sessions}
+        unanswered: Dict[str, Any] = {}    # sub-sessions at a pause no step answered yet
         timeouts = 0
         while True:
             try:
                 for sub, event in batch.events(timeout=0.5):
                     seen[sub.info.session_id].append(event)
                     if isinstance(event, simsync.ReadyForContinue) and timeouts == 0:
+                        unanswered[sub.info.session_id] = sub
                         continue           # leave this one paused: the wait must time out
                     if isinstance(event, (simsync.ReadyForContinue, simsync.Paused)):
                         sub.send_continue(timeout=30)
                 break
             except simsync.EventTimeout:
                 timeouts += 1
-                for sub in batch.sub_sessions:
-                    if isinstance(seen[sub.info.session_id][-1], simsync.ReadyForContinue):
-                        sub.send_continue(timeout=30)
+                for sub in unanswered.values():
+                    sub.send_continue(timeout=30)
+                unanswered.clear()
         assert timeouts >= 1
         assert_each_sub_complete(sim8, batch, seen)
 
