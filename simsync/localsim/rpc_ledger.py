@@ -7,8 +7,9 @@ A block is available once the session moved past it (the blocks of ``session.slo
 the current one: the block the session stands at is still being built, as a processed but not
 yet confirmed bank). Block ``S``'s ``previousBlockhash`` is ``history.blockhash(S)`` (what its
 transactions were built on) and its ``blockhash`` the one the next produced block is built
-on; ``blockHeight`` is ``History.block_height(S)``. Records come from the chain's query
-methods only (``Chain.record``, ``block_records``, ``signatures_for``, ``transaction_count``).
+on; ``blockHeight`` is ``History.block_height(S)`` (counted back from the chain's height).
+Records come from the chain's query methods only (``Chain.record``, ``block_records``,
+``signatures_for``, ``transaction_count``).
 """
 from __future__ import annotations
 
@@ -91,6 +92,13 @@ def block_hash_of(session: BacktestSession, index: int) -> str:
     return str(history.blockhash(following))
 
 
+def block_height_of(session: BacktestSession, index: int) -> int:
+    """The height of the block ``session.slots[index]``: ``History.block_height`` of its
+    slot, counted back from the chain's current height (one block per produced slot), so
+    it costs O(1) where ``History.block_height`` counts every slot from the first."""
+    return session.chain.block_height - (session.idx - index)
+
+
 def get_block(session: BacktestSession, params: List[Any]) -> Any:
     """Agave's getBlock: ``{blockHeight, blockTime, blockhash, parentSlot, previousBlockhash,
     transactions | signatures, rewards}`` by ``transactionDetails``/``encoding``/``rewards``;
@@ -113,7 +121,7 @@ def get_block(session: BacktestSession, params: List[Any]) -> Any:
     history = session.history
     records = session.chain.block_records(slot)
     out: JsonObj = {
-        "blockHeight": history.block_height(slot), "blockTime": history.block_time(slot),
+        "blockHeight": block_height_of(session, index), "blockTime": history.block_time(slot),
         "blockhash": block_hash_of(session, index),
         "parentSlot": session.slots[index - 1] if index else slot - 1,
         "previousBlockhash": str(history.blockhash(slot))}

@@ -26,6 +26,7 @@ from solders.transaction import VersionedTransaction
 from solders.transaction_status import TransactionDetails
 
 import simsync
+from simsync.localsim.history import History
 
 # the ``session`` fixture (a session paused at its first slot); tests take it by name
 from tests.localsim.test_runtime_checks import (
@@ -103,6 +104,9 @@ def test_blocks_through_solana_py_parse_as_agave_shapes(session: simsync.Session
     assert parsed.parent_slot == blocks[0]
     assert parsed.previous_blockhash == full.blockhash
     assert parsed.block_height == full.block_height + 1
+    history = History(0, 400_000_000, 1000, 10)   # LocalSimulator()'s history
+    assert [full.block_height, parsed.block_height] == [history.block_height(b)
+                                                         for b in blocks[:2]]
     assert [t.transaction.signatures[0] for t in parsed.transactions] == sigs.signatures
     assert [t.transaction.signatures[0] for t in b64.transactions] == sigs.signatures
     assert none.transactions is None and none.signatures is None and none.rewards is None
