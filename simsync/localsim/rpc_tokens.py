@@ -7,7 +7,7 @@ are Agave's ``UiTokenAmount`` and errors its texts ("Invalid param: not a Token 
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 from solders.pubkey import Pubkey
 
@@ -33,6 +33,8 @@ from simsync.localsim.session import BacktestSession
 
 NUM_LARGEST_ACCOUNTS = 20
 
+S = TypeVar("S")
+
 
 def _context(chain: Chain, value: Any) -> JsonObj:
     return {"context": {"slot": chain.slot, "apiVersion": "2.2.0"}, "value": value}
@@ -52,27 +54,29 @@ def get_token_account_balance(session: BacktestSession, params: List[Any]) -> An
     chain = session.chain
     key = pubkey(required(params, 0, "a token account"))
     context_config(params, 1, chain.slot)
-    account = chain.account(key)
-    if account is None:
-        raise agave_invalid("Invalid param: could not find account")
-    state = token_account(str(account.owner), bytes(account.data))
-    if state is None:
-        raise agave_invalid("Invalid param: not a Token account")
+    _, state = _unpacked(chain, key, token_account, "not a Token account")
     decimals = mint_decimals(chain, state.mint)
     if decimals is None:
         raise agave_invalid("Invalid param: mint could not be unpacked")
     return _context(chain, ui_token_amount(state.amount, decimals))
 
 
-def _mint(chain: Chain, key: Pubkey) -> Tuple[str, MintState]:
-    """``(token program, mint)`` of the mint at ``key``; Agave's -32602 otherwise."""
+def _unpacked(chain: Chain, key: Pubkey, unpack: Callable[[str, bytes], Optional[S]],
+              not_it: str) -> Tuple[str, S]:
+    """``(token program, state)`` of the account at ``key`` as ``unpack`` reads it; Agave's
+    -32602 "could not find account", or "Invalid param: ``not_it``" when it does not unpack."""
     account = chain.account(key)
     if account is None:
         raise agave_invalid("Invalid param: could not find account")
-    state = mint(str(account.owner), bytes(account.data))
+    state = unpack(str(account.owner), bytes(account.data))
     if state is None:
-        raise agave_invalid("Invalid param: not a v2.0 Token mint")
+        raise agave_invalid(f"Invalid param: {not_it}")
     return str(account.owner), state
+
+
+def _mint(chain: Chain, key: Pubkey) -> Tuple[str, MintState]:
+    """``(token program, mint)`` of the mint at ``key``; Agave's -32602 otherwise."""
+    return _unpacked(chain, key, mint, "not a v2.0 Token mint")
 
 
 def get_token_supply(session: BacktestSession, params: List[Any]) -> Any:
