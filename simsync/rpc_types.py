@@ -16,7 +16,7 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from solders.address_lookup_table_account import AddressLookupTable, LookupTableMeta
 from solders.errors import SerdeJSONError
@@ -26,7 +26,7 @@ from simsync.errors import RpcError, excerpt
 
 __all__ = ["AccountEncoding", "Commitment", "TransactionDetails", "TransactionEncoding",
            "TypedAccountEncoding", "base58", "by_encoding", "config", "lookup_table", "parse",
-           "sequence", "snake_to_camel", "to_base64", "u64", "unexpected", "value_of"]
+           "readable", "sequence", "snake_to_camel", "to_base64", "u64", "unexpected", "value_of"]
 
 Commitment = Literal["processed", "confirmed", "finalized"]
 """Solana's commitment levels (the node's default, ``finalized`` on Agave, when omitted)."""
@@ -121,15 +121,26 @@ def parse(method: str, resp: Any, result: Any) -> Any:
     """``result`` (the JSON ``result`` of ``method``) read by solders' response type ``resp``
     (``solders.rpc.responses.GetEpochInfoResp`` …): returns its typed ``value``. Raises
     :class:`simsync.RpcError` when the result does not have Agave's shape."""
-    try:
-        wrapped = json.dumps({"jsonrpc": "2.0", "id": 0, "result": result},
-                             separators=(",", ":"))
-        parsed: Any = resp.from_json(wrapped)
-    except (SerdeJSONError, ValueError, TypeError, RecursionError) as exc:
-        raise unexpected(method, result, f"Agave's shape ({excerpt(str(exc), 80)})") from None
+    wrapped = json.dumps({"jsonrpc": "2.0", "id": 0, "result": result}, separators=(",", ":"))
+    parsed: Any = readable(method, result, lambda: resp.from_json(wrapped))
     if not hasattr(parsed, "value"):                     # solders read it as an error object
         raise unexpected(method, result, "a result")
     return parsed.value
+
+
+def readable(method: str, result: Any, read: Callable[[], Any]) -> Any:
+    """``read()`` (solders reading ``result``, the JSON ``result`` of ``method``), its failure
+    an :class:`simsync.RpcError`: solders raises ``ValueError``/``SerdeJSONError``, or panics
+    (pyo3's ``PanicException``, a ``BaseException``) on some values it reads lazily, e.g. a
+    base64 transaction that does not deserialize."""
+    try:
+        return read()
+    except (SerdeJSONError, ValueError, TypeError, RecursionError) as exc:
+        raise unexpected(method, result, f"Agave's shape ({excerpt(str(exc), 80)})") from None
+    except BaseException as exc:
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise unexpected(method, result, "Agave's shape (solders could not read it)") from None
 
 
 def by_encoding(encoding: Any, binary: Any, parsed: Any) -> Any:

@@ -72,6 +72,7 @@ from simsync.rpc_types import (
     by_encoding,
     lookup_table,
     parse,
+    readable,
     sequence,
     snake_to_camel,
     to_base64,
@@ -791,8 +792,11 @@ class SolanaRpc:
         """
         params = [base58(signature, "signature"), rpc_config(
             encoding=encoding, max_supported_transaction_version=0, commitment=commitment)]
-        result: Optional[EncodedConfirmedTransactionWithStatusMeta] = self._typed(
-            "getTransaction", resp.GetTransactionResp, params)
+        raw = self.call("getTransaction", params)
+        result: Optional[EncodedConfirmedTransactionWithStatusMeta] = parse(
+            "getTransaction", resp.GetTransactionResp, raw)
+        if result is not None:          # solders decodes the transaction only when read
+            readable("getTransaction", raw, lambda: result.transaction.transaction)
         return result
 
     def simulate_transaction(self, tx: Any, **config: Any) -> resp.RpcSimulateTransactionResult:
