@@ -350,11 +350,13 @@ class SolanaRpc:
     tried again ``rpc_retries`` times (default 0) after a connection failure or an HTTP
     408/429/502/503/504, writes never.
 
-    Results: the Agave methods return solders types (``get_epoch_info`` → ``EpochInfo``,
-    ``get_account`` → ``Account``, ``get_block`` → ``UiConfirmedBlock`` …); the methods
-    ``session.rpc`` has always had keep their results (ints, or Solana's JSON dicts:
-    ``get_account_info``, ``get_latest_blockhash``, ``get_transaction`` …). Keys, signatures
-    and blockhashes may be given as solders objects or base58 ``str``.
+    Results: solders types (``get_epoch_info`` → ``EpochInfo``, ``get_account_info`` →
+    ``Account``, ``get_latest_blockhash`` → ``RpcBlockhash``, ``get_transaction`` →
+    ``EncodedConfirmedTransactionWithStatusMeta``, ``send_transaction`` → ``Signature``,
+    ``get_block`` → ``UiConfirmedBlock`` …) or ints; a context-wrapped result gives its
+    ``value``. :meth:`call` returns Solana's JSON as sent (what the methods of PROTOCOL.md
+    §10 returned before issue 27). Keys, signatures and blockhashes may be given as solders
+    objects or base58 ``str``.
 
     A context manager; :meth:`close` closes the pooled connections.
 
