@@ -33,10 +33,10 @@ SYSTEM_PROGRAM = "11111111111111111111111111111111"
 PAYMENT = 1_000_000          # lamports per transfer (above the rent-exempt minimum)
 
 
-def payment(bot: Keypair, to: Pubkey, n: int, blockhash: str) -> VersionedTransaction:
+def payment(bot: Keypair, to: Pubkey, n: int, blockhash: Hash) -> VersionedTransaction:
     """The bot's n-th transfer (the amount makes each signature unique)."""
     ix = transfer(TransferParams(from_pubkey=bot.pubkey(), to_pubkey=to, lamports=PAYMENT + n))
-    message = MessageV0.try_compile(bot.pubkey(), [ix], [], Hash.from_string(blockhash))
+    message = MessageV0.try_compile(bot.pubkey(), [ix], [], blockhash)
     return VersionedTransaction(message, [bot])
 
 
@@ -66,7 +66,7 @@ def run(client: simsync.Client, sim: Optional[LocalSimulator]) -> None:
                     expected = PAYMENT * len(sent) + sum(range(len(sent)))
                     held = session.rpc.get_balance(recipient)
                     assert held == expected, f"recipient holds {held}, expected {expected}"
-                    blockhash = session.rpc.get_latest_blockhash()["blockhash"]
+                    blockhash = session.rpc.get_latest_blockhash().blockhash
                     tx = payment(bot, recipient, len(sent), blockhash)
                     sent.append(str(tx.signatures[0]))
                     txs = [tx]

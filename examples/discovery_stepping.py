@@ -65,9 +65,9 @@ def run(client: simsync.Client, program: str) -> None:
         # ... and ask what the upcoming transaction would do right now (nothing is changed).
         result = session.rpc.simulate_transaction(tx, sig_verify=False,
                                                   replace_recent_blockhash=True)
-        print(f"simulated {tx.signatures[0]}: err={result['err']}, "
-              f"{result.get('unitsConsumed')} compute units")
-        for line in result.get("logs") or []:
+        print(f"simulated {tx.signatures[0]}: err={result.err}, "
+              f"{result.units_consumed} compute units")
+        for line in result.logs or []:
             print(f"  log: {line}")
 
         # Execute the batch and the rest of its block, then stop early: closing mid-range is fine.

@@ -11,7 +11,6 @@ import contextlib
 import os
 from typing import Optional
 
-from solders.hash import Hash
 from solders.keypair import Keypair
 from solders.message import MessageV0
 from solders.system_program import TransferParams, transfer
@@ -43,7 +42,7 @@ def run(client: simsync.Client) -> None:
         session.subscribe_transactions([SYSTEM_PROGRAM])       # before the first step
         first_pause(session)
         slot = session.rpc.get_slot()                  # the slot the next step executes
-        blockhash = Hash.from_string(session.rpc.get_latest_blockhash()["blockhash"])
+        blockhash = session.rpc.get_latest_blockhash().blockhash
         message = MessageV0.try_compile(
             payer.pubkey(),
             [transfer(TransferParams(from_pubkey=payer.pubkey(), to_pubkey=recipient,
@@ -60,8 +59,8 @@ def run(client: simsync.Client) -> None:
 
         # At the pause, RPC shows the state after the step, our transaction included.
         status = session.rpc.get_signature_statuses([signature])[0]
-        print(f"status at the pause: slot {status and status['slot']}, "
-              f"err={status and status['err']}")
+        print(f"status at the pause: slot {status and status.slot}, "
+              f"err={status and status.err}")
         print(f"recipient holds {session.rpc.get_balance(recipient)} lamports, payer "
               f"{session.rpc.get_balance(payer.pubkey())}")
 

@@ -110,8 +110,8 @@ class _Recorder:
         if isinstance(event, _PAUSES):
             block = self.session.rpc.get_latest_blockhash()
             self.writer.write({"type": "block", "slot": self.slot,
-                               "blockhash": block["blockhash"],
-                               "last_valid_block_height": block.get("lastValidBlockHeight")})
+                               "blockhash": str(block.blockhash),
+                               "last_valid_block_height": block.last_valid_block_height})
             self.writer.write({"type": "cursor", "cursor": self.session.cursor.to_json()})
             self.writer.flush()
             self.session.send_continue(advance_count=1)

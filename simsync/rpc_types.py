@@ -16,20 +16,26 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
+from solders.address_lookup_table_account import AddressLookupTable, LookupTableMeta
 from solders.errors import SerdeJSONError
+from solders.pubkey import Pubkey
 
 from simsync.errors import RpcError, excerpt
 
 __all__ = ["AccountEncoding", "Commitment", "TransactionDetails", "TransactionEncoding",
-           "base58", "config", "parse", "sequence", "snake_to_camel",
-           "to_base64", "u64", "unexpected", "value_of"]
+           "TypedAccountEncoding", "base58", "by_encoding", "config", "lookup_table", "parse",
+           "readable", "sequence", "snake_to_camel", "to_base64", "u64", "unexpected", "value_of"]
 
 Commitment = Literal["processed", "confirmed", "finalized"]
 """Solana's commitment levels (the node's default, ``finalized`` on Agave, when omitted)."""
 AccountEncoding = Literal["base64", "base58", "base64+zstd", "jsonParsed"]
 """How account data comes back (``getAccountInfo`` and friends)."""
+TypedAccountEncoding = Literal["base64", "jsonParsed"]
+"""The account encodings the typed account methods read (``Account`` / ``AccountJSON``):
+solders reads neither ``base64+zstd`` nor a ``dataSlice`` into an ``Account``; ``call``
+gives those raw."""
 TransactionEncoding = Literal["json", "jsonParsed", "base64", "base58"]
 """How a transaction comes back (``getTransaction``, ``getBlock``)."""
 TransactionDetails = Literal["full", "accounts", "signatures", "none"]
@@ -115,15 +121,64 @@ def parse(method: str, resp: Any, result: Any) -> Any:
     """``result`` (the JSON ``result`` of ``method``) read by solders' response type ``resp``
     (``solders.rpc.responses.GetEpochInfoResp`` …): returns its typed ``value``. Raises
     :class:`simsync.RpcError` when the result does not have Agave's shape."""
-    try:
-        wrapped = json.dumps({"jsonrpc": "2.0", "id": 0, "result": result},
-                             separators=(",", ":"))
-        parsed: Any = resp.from_json(wrapped)
-    except (SerdeJSONError, ValueError, TypeError, RecursionError) as exc:
-        raise unexpected(method, result, f"Agave's shape ({excerpt(str(exc), 80)})") from None
+    wrapped = json.dumps({"jsonrpc": "2.0", "id": 0, "result": result}, separators=(",", ":"))
+    parsed: Any = readable(method, result, lambda: resp.from_json(wrapped))
     if not hasattr(parsed, "value"):                     # solders read it as an error object
         raise unexpected(method, result, "a result")
     return parsed.value
+
+
+def readable(method: str, result: Any, read: Callable[[], Any]) -> Any:
+    """``read()`` (solders reading ``result``, the JSON ``result`` of ``method``), its failure
+    an :class:`simsync.RpcError`: solders raises ``ValueError``/``SerdeJSONError``, or panics
+    (pyo3's ``PanicException``, a ``BaseException``) on some values it reads lazily, e.g. a
+    base64 transaction that does not deserialize."""
+    try:
+        return read()
+    except (SerdeJSONError, ValueError, TypeError, RecursionError) as exc:
+        raise unexpected(method, result, f"Agave's shape ({excerpt(str(exc), 80)})") from None
+    except BaseException as exc:
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise unexpected(method, result, "Agave's shape (solders could not read it)") from None
+
+
+def by_encoding(encoding: Any, binary: Any, parsed: Any) -> Any:
+    """The solders response type that reads an account method's result in ``encoding``:
+    ``binary`` for ``"base64"``, ``parsed`` (the ``…MaybeJsonParsedResp``: a parsed account
+    or, where the node fell back to base64, an ``Account``) for ``"jsonParsed"``. Raises
+    ``ValueError`` for another encoding (before anything is sent)."""
+    if encoding == "base64":
+        return binary
+    if encoding == "jsonParsed":
+        return parsed
+    raise ValueError(f"encoding must be 'base64' or 'jsonParsed' for a typed account, not "
+                     f"{excerpt(encoding, 40)} (call(method, params) returns other encodings "
+                     "as Solana's JSON)")
+
+
+def lookup_table(method: str, value: Any) -> AddressLookupTable | None:
+    """An address lookup table's JSON (the ``value`` of PROTOCOL.md §10's
+    ``getAddressLookupTable``: ``{key, state: {deactivationSlot, lastExtendedSlot,
+    lastExtendedSlotStartIndex, authority, addresses}}`` or null) as a solders
+    ``AddressLookupTable``, or ``None``. Raises :class:`simsync.RpcError` for another shape."""
+    if value is None:
+        return None
+    state = value.get("state") if isinstance(value, Mapping) else None
+    try:
+        if not isinstance(state, Mapping):
+            raise TypeError("no state object")
+        authority = state.get("authority")
+        meta = LookupTableMeta(
+            deactivation_slot=int(state["deactivationSlot"]),
+            last_extended_slot=int(state["lastExtendedSlot"]),
+            last_extended_slot_start_index=int(state["lastExtendedSlotStartIndex"]),
+            authority=None if authority is None else Pubkey.from_string(authority))
+        addresses = [Pubkey.from_string(a) for a in state["addresses"]]
+        # solders' stub names the parameters (key, addresses); it takes (meta, addresses)
+        return AddressLookupTable(meta, addresses)  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise unexpected(method, value, f"a lookup table ({excerpt(str(exc), 80)})") from None
 
 
 def value_of(result: Any) -> Any:

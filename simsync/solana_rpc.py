@@ -25,20 +25,25 @@ import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Any, Callable, Literal, Optional, Tuple, Union, overload
 
 import requests
 import tenacity
 import urllib3
-from solders.account import Account
+from solders.account import Account, AccountJSON
 from solders.account_decoder import UiTokenAmount
+from solders.address_lookup_table_account import AddressLookupTable
 from solders.epoch_info import EpochInfo
 from solders.epoch_schedule import EpochSchedule
 from solders.hash import Hash
 from solders.pubkey import Pubkey
 from solders.rpc import responses as resp
 from solders.signature import Signature
-from solders.transaction_status import UiConfirmedBlock
+from solders.transaction_status import (
+    EncodedConfirmedTransactionWithStatusMeta,
+    TransactionStatus,
+    UiConfirmedBlock,
+)
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from simsync._version import __version__
@@ -59,12 +64,15 @@ from simsync.netpolicy import (
     retry_after_seconds,
 )
 from simsync.rpc_types import (
-    AccountEncoding,
     Commitment,
     TransactionDetails,
     TransactionEncoding,
+    TypedAccountEncoding,
     base58,
+    by_encoding,
+    lookup_table,
     parse,
+    readable,
     sequence,
     snake_to_camel,
     to_base64,
@@ -342,11 +350,13 @@ class SolanaRpc:
     tried again ``rpc_retries`` times (default 0) after a connection failure or an HTTP
     408/429/502/503/504, writes never.
 
-    Results: the Agave methods return solders types (``get_epoch_info`` → ``EpochInfo``,
-    ``get_account`` → ``Account``, ``get_block`` → ``UiConfirmedBlock`` …); the methods
-    ``session.rpc`` has always had keep their results (ints, or Solana's JSON dicts:
-    ``get_account_info``, ``get_latest_blockhash``, ``get_transaction`` …). Keys, signatures
-    and blockhashes may be given as solders objects or base58 ``str``.
+    Results: solders types (``get_epoch_info`` → ``EpochInfo``, ``get_account_info`` →
+    ``Account``, ``get_latest_blockhash`` → ``RpcBlockhash``, ``get_transaction`` →
+    ``EncodedConfirmedTransactionWithStatusMeta``, ``send_transaction`` → ``Signature``,
+    ``get_block`` → ``UiConfirmedBlock`` …) or ints; a context-wrapped result gives its
+    ``value``. :meth:`call` returns Solana's JSON as sent (what the methods of PROTOCOL.md
+    §10 returned before issue 27). Keys, signatures and blockhashes may be given as solders
+    objects or base58 ``str``.
 
     A context manager; :meth:`close` closes the pooled connections.
 
@@ -596,9 +606,13 @@ class SolanaRpc:
             where += f", HTTP {http_status}"
         return RpcError(f"{method}: {message} ({where})", code=code, http_status=http_status,
                         data=error.get("data"), retry_after=retry_after, rpc_message=message)
-    # -- the methods session.rpc has always had (PROTOCOL.md §10) -----------------------------
-    # Results as before: ints, or Solana's JSON (the ``value`` of a context-wrapped result).
-    # Each runs on the calling thread and blocks like call(): at most ``timeout``.
+
+    # -- the methods of PROTOCOL.md §10 (what session.rpc has always had) ----------------------
+    # Typed like the Agave methods below: solders types, the ``value`` of a context-wrapped
+    # result (its ``context.slot`` dropped, as every typed method does). ``call(method,
+    # params)`` gives Solana's JSON as sent, context included. Each runs on the calling thread
+    # and blocks like call(): at most ``timeout``; each raises RpcError (a result without
+    # Agave's shape included) and TypeError/ValueError for a bad argument, before sending.
 
     def get_slot(self, commitment: Optional[Commitment] = None) -> int:
         """``getSlot``: the current slot (a session's: the slot it stands at)."""
@@ -615,49 +629,127 @@ class SolanaRpc:
             raise unexpected("getBalance", result, "an integer")
         return result
 
-    def get_account_info(self, pubkey: PubkeyLike, encoding: AccountEncoding = "base64",
+    @overload
+    def get_account_info(self, pubkey: PubkeyLike, encoding: Literal["base64"] = "base64",
+                         commitment: Optional[Commitment] = None) -> Optional[Account]: ...
+
+    @overload
+    def get_account_info(self, pubkey: PubkeyLike, encoding: Literal["jsonParsed"],
                          commitment: Optional[Commitment] = None,
-                         ) -> Optional[dict[str, Any]]:
-        """``getAccountInfo``: the account (the ``value``: ``{lamports, owner, data, executable,
-        rentEpoch, space}``, ``data`` as ``[base64, "base64"]`` by default), or ``None`` if absent.
+                         ) -> Optional[Union[AccountJSON, Account]]: ...
+
+    def get_account_info(self, pubkey: PubkeyLike, encoding: TypedAccountEncoding = "base64",
+                         commitment: Optional[Commitment] = None,
+                         ) -> Optional[Union[AccountJSON, Account]]:
+        """``getAccountInfo``: the account at ``pubkey``, or ``None`` if there is none.
+
+        ``encoding="base64"`` (the default): a solders ``Account`` (``lamports``, ``data``
+        bytes, ``owner``, ``executable``, ``rent_epoch``). ``"jsonParsed"``: a solders
+        ``AccountJSON`` (``data.program``, ``data.parsed`` a dict, ``data.space``) for an
+        account the node can parse (SPL Token accounts and mints …), else an ``Account``, as
+        Agave falls back to base64. Raw JSON (``{context, value: {lamports, owner, data:
+        [BASE64, "base64"], executable, rentEpoch, space}}``), other encodings or a
+        ``dataSlice``: ``call("getAccountInfo", [pubkey, {"encoding": ...}])``.
         """
-        result = value_of(self.call("getAccountInfo", [base58(pubkey, "pubkey"), rpc_config(
-            encoding=encoding, commitment=commitment)]))
-        if result is not None and not isinstance(result, dict):
-            raise unexpected("getAccountInfo", result, "an account object or null")
+        params = [base58(pubkey, "pubkey"), rpc_config(encoding=encoding,
+                                                       commitment=commitment)]
+        result: Optional[Union[AccountJSON, Account]] = self._typed(
+            "getAccountInfo", by_encoding(encoding, resp.GetAccountInfoResp,
+                                          resp.GetAccountInfoMaybeJsonParsedResp), params)
         return result
+
+    def get_account(self, pubkey: PubkeyLike,
+                    commitment: Optional[Commitment] = None) -> Optional[Account]:
+        """``getAccountInfo`` as a solders ``Account``, or ``None`` if absent: the same as
+        ``get_account_info(pubkey, commitment=commitment)``."""
+        return self.get_account_info(pubkey, commitment=commitment)
+
+    @overload
+    def get_multiple_accounts(self, pubkeys: Sequence[PubkeyLike],
+                              encoding: Literal["base64"] = "base64", *,
+                              commitment: Optional[Commitment] = None,
+                              ) -> list[Optional[Account]]: ...
+
+    @overload
+    def get_multiple_accounts(self, pubkeys: Sequence[PubkeyLike],
+                              encoding: Literal["jsonParsed"], *,
+                              commitment: Optional[Commitment] = None,
+                              ) -> list[Optional[Union[AccountJSON, Account]]]: ...
 
     def get_multiple_accounts(self, pubkeys: Sequence[PubkeyLike],
-                              encoding: str = "base64") -> list[Optional[dict[str, Any]]]:
-        """``getMultipleAccounts``: one account or ``None`` per pubkey, in order (the ``value``)."""
+                              encoding: TypedAccountEncoding = "base64", *,
+                              commitment: Optional[Commitment] = None,
+                              ) -> Union[list[Optional[Account]],
+                                         list[Optional[Union[AccountJSON, Account]]]]:
+        """``getMultipleAccounts``: one account or ``None`` per pubkey, in order (Agave: at
+        most 100 pubkeys a call); each as :meth:`get_account_info` gives it for
+        ``encoding``. Raw JSON: ``call("getMultipleAccounts", [[pubkey, ...], {"encoding":
+        "base64"}])`` (``{context, value: [account or null, ...]}``)."""
         keys = [base58(k, "pubkey") for k in sequence(pubkeys, "pubkeys")]
-        result = value_of(self.call("getMultipleAccounts", [keys, {"encoding": encoding}]))
-        if not isinstance(result, list):
-            raise unexpected("getMultipleAccounts", result, "a list")
+        params = [keys, rpc_config(encoding=encoding, commitment=commitment)]
+        result: list[Optional[Union[AccountJSON, Account]]] = self._typed(
+            "getMultipleAccounts", by_encoding(encoding, resp.GetMultipleAccountsResp,
+                                               resp.GetMultipleAccountsMaybeJsonParsedResp),
+            params)
         return result
 
-    def get_program_accounts(self, program_id: PubkeyLike, filters: Optional[Sequence[Any]] = None,
-                             encoding: str = "base64") -> list[dict[str, Any]]:
-        """``getProgramAccounts``: the accounts owned by ``program_id``, each ``{pubkey, account}``.
+    @overload
+    def get_program_accounts(self, program_id: PubkeyLike,
+                             filters: Optional[Sequence[Mapping[str, Any]]] = None,
+                             encoding: Literal["base64"] = "base64", *,
+                             commitment: Optional[Commitment] = None,
+                             ) -> list[resp.RpcKeyedAccount]: ...
 
-        ``filters`` are Solana's (``{"dataSize": N}``, ``{"memcmp": {...}}``), sent as given.
-        A ``{context, value}`` answer (``withContext``) is unwrapped to its list.
+    @overload
+    def get_program_accounts(self, program_id: PubkeyLike,
+                             filters: Optional[Sequence[Mapping[str, Any]]],
+                             encoding: Literal["jsonParsed"], *,
+                             commitment: Optional[Commitment] = None,
+                             ) -> list[Union[resp.RpcKeyedAccountJsonParsed,
+                                             resp.RpcKeyedAccount]]: ...
+
+    @overload
+    def get_program_accounts(self, program_id: PubkeyLike,
+                             filters: Optional[Sequence[Mapping[str, Any]]] = None, *,
+                             encoding: Literal["jsonParsed"],
+                             commitment: Optional[Commitment] = None,
+                             ) -> list[Union[resp.RpcKeyedAccountJsonParsed,
+                                             resp.RpcKeyedAccount]]: ...
+
+    def get_program_accounts(self, program_id: PubkeyLike,
+                             filters: Optional[Sequence[Mapping[str, Any]]] = None,
+                             encoding: TypedAccountEncoding = "base64", *,
+                             commitment: Optional[Commitment] = None,
+                             ) -> Union[list[resp.RpcKeyedAccount],
+                                        list[Union[resp.RpcKeyedAccountJsonParsed,
+                                                   resp.RpcKeyedAccount]]]:
+        """``getProgramAccounts``: the accounts owned by ``program_id``, each a solders
+        ``RpcKeyedAccount`` (``pubkey``, ``account`` as :meth:`get_account_info` gives it for
+        ``encoding``; ``RpcKeyedAccountJsonParsed`` for a parsed one).
+
+        ``filters`` are Solana's (``{"dataSize": N}``, ``{"memcmp": {"offset": N, "bytes":
+        BASE58}}``), sent as given. A ``{context, value}`` answer is read as its list. Raw
+        JSON: ``call("getProgramAccounts", [program_id, {"encoding": "base64", "filters":
+        [...]}])`` (``[{pubkey, account}, ...]``).
         """
-        config: dict[str, Any] = {"encoding": encoding}
+        config: dict[str, Any] = rpc_config(encoding=encoding, commitment=commitment)
         if filters is not None:
             config["filters"] = list(sequence(filters, "filters"))
-        result = value_of(self.call("getProgramAccounts",
-                                  [base58(program_id, "program_id"), config]))
-        if not isinstance(result, list):
-            raise unexpected("getProgramAccounts", result, "a list")
+        parser = by_encoding(encoding, resp.GetProgramAccountsResp,
+                             resp.GetProgramAccountsMaybeJsonParsedResp)
+        result: list[Union[resp.RpcKeyedAccountJsonParsed, resp.RpcKeyedAccount]] = parse(
+            "getProgramAccounts", parser, value_of(self.call(
+                "getProgramAccounts", [base58(program_id, "program_id"), config])))
         return result
 
     def get_latest_blockhash(self, commitment: Optional[Commitment] = None,
-                             ) -> dict[str, Any]:
-        """``getLatestBlockhash``: the ``value``, ``{"blockhash", "lastValidBlockHeight"}``."""
-        result = value_of(self.call("getLatestBlockhash", self._options(commitment=commitment)))
-        if not isinstance(result, dict) or "blockhash" not in result:
-            raise unexpected("getLatestBlockhash", result, "an object with a blockhash")
+                             ) -> resp.RpcBlockhash:
+        """``getLatestBlockhash``: a solders ``RpcBlockhash``: ``blockhash`` (a ``Hash``) and
+        ``last_valid_block_height`` (the block height, not the slot, after which a
+        transaction with it no longer lands). Raw JSON: ``call("getLatestBlockhash")``
+        (``{context, value: {blockhash, lastValidBlockHeight}}``)."""
+        result: resp.RpcBlockhash = self._typed("getLatestBlockhash", resp.GetLatestBlockhashResp,
+                                                self._options(commitment=commitment))
         return result
 
     def get_fee_for_message(self, message: Any) -> Optional[int]:
@@ -673,72 +765,83 @@ class SolanaRpc:
 
     def get_signature_statuses(self, signatures: Sequence[SignatureLike],
                                search_transaction_history: bool = False,
-                               ) -> list[Optional[dict[str, Any]]]:
-        """``getSignatureStatuses``: one status or ``None`` per signature, in order (the ``value``).
-
-        Each status is Solana's ``{slot, confirmations, err, confirmationStatus}``.
-        """
+                               ) -> list[Optional[TransactionStatus]]:
+        """``getSignatureStatuses``: per signature, in order (Agave: at most 256 a call), a
+        solders ``TransactionStatus`` (``slot``, ``confirmations``, ``err`` — ``None`` when it
+        succeeded, else a solders ``TransactionError…`` —, ``confirmation_status``), or
+        ``None`` for a signature the node does not know. Raw JSON:
+        ``call("getSignatureStatuses", [[signature, ...]])`` (``{context, value: [{slot,
+        confirmations, err, status, confirmationStatus} or null, ...]}``)."""
         sigs = [base58(s, "signature") for s in sequence(signatures, "signatures")]
         params: list[Any] = [sigs]
         if search_transaction_history:
             params.append({"searchTransactionHistory": True})
-        result = value_of(self.call("getSignatureStatuses", params))
-        if not isinstance(result, list):
-            raise unexpected("getSignatureStatuses", result, "a list")
+        result: list[Optional[TransactionStatus]] = self._typed(
+            "getSignatureStatuses", resp.GetSignatureStatusesResp, params)
         return result
 
     def get_transaction(self, signature: SignatureLike, encoding: TransactionEncoding = "json",
-                        ) -> Optional[dict[str, Any]]:
-        """``getTransaction``: ``{slot, transaction, meta, blockTime}``, or ``None`` if unknown.
+                        *, commitment: Optional[Commitment] = None,
+                        ) -> Optional[EncodedConfirmedTransactionWithStatusMeta]:
+        """``getTransaction``: a solders ``EncodedConfirmedTransactionWithStatusMeta``
+        (``slot``, ``block_time``, ``transaction.transaction`` in ``encoding``,
+        ``transaction.meta``: ``fee``, ``err``, ``pre_balances``/``post_balances``,
+        ``log_messages``, ``inner_instructions``, token balances …), or ``None`` if unknown.
 
         Asks for ``maxSupportedTransactionVersion: 0`` so versioned transactions come back.
-        ``encoding="base64"`` gives ``transaction`` as ``[base64, "base64"]``.
+        Raw JSON: ``call("getTransaction", [signature, {"encoding": "json",
+        "maxSupportedTransactionVersion": 0}])`` (``{slot, transaction, meta, blockTime}``).
         """
-        result = self.call("getTransaction", [
-            base58(signature, "signature"),
-            {"encoding": encoding, "maxSupportedTransactionVersion": 0},
-        ])
-        if result is not None and not isinstance(result, dict):
-            raise unexpected("getTransaction", result, "a transaction object or null")
+        params = [base58(signature, "signature"), rpc_config(
+            encoding=encoding, max_supported_transaction_version=0, commitment=commitment)]
+        raw = self.call("getTransaction", params)
+        result: Optional[EncodedConfirmedTransactionWithStatusMeta] = parse(
+            "getTransaction", resp.GetTransactionResp, raw)
+        if result is not None:          # solders decodes the transaction only when read
+            readable("getTransaction", raw, lambda: result.transaction.transaction)
         return result
 
-    def simulate_transaction(self, tx: Any, **config: Any) -> dict[str, Any]:
-        """``simulateTransaction``: the ``value``, ``{err, logs, accounts, unitsConsumed, ...}``.
+    def simulate_transaction(self, tx: Any, **config: Any) -> resp.RpcSimulateTransactionResult:
+        """``simulateTransaction``: a solders ``RpcSimulateTransactionResult`` (``err``,
+        ``logs``, ``accounts``, ``units_consumed``, ``return_data``, …).
 
         ``tx`` as in :func:`to_base64`; sent base64. ``config`` keywords are Solana's
         simulate config; snake_case names are sent camelCase (``replace_recent_blockhash=True``
-        → ``replaceRecentBlockhash``), camelCase names as given.
+        → ``replaceRecentBlockhash``), camelCase names as given. Raw JSON:
+        ``call("simulateTransaction", [BASE64, {"encoding": "base64", ...}])`` (``{context,
+        value: {err, logs, accounts, unitsConsumed, returnData, ...}}``).
         """
         options: dict[str, Any] = {"encoding": "base64"}
         options.update({snake_to_camel(k): v for k, v in config.items()})
-        result = value_of(self.call("simulateTransaction", [to_base64(tx), options]))
-        if not isinstance(result, dict):
-            raise unexpected("simulateTransaction", result, "an object")
+        result: resp.RpcSimulateTransactionResult = self._typed(
+            "simulateTransaction", resp.SimulateTransactionResp, [to_base64(tx), options])
         return result
 
-    def send_transaction(self, tx: Any, skip_preflight: bool = False) -> str:
+    def send_transaction(self, tx: Any, skip_preflight: bool = False) -> Signature:
         """``sendTransaction``: submit ``tx`` (a session executes it at once, in the slot it
-        stands at); returns its signature (base58 ``str``).
+        stands at); returns its signature (a solders ``Signature``). A write: never retried.
 
         ``tx`` as in :func:`to_base64`; sent base64. With the preflight (the default, as
         Agave's clients have it) a transaction that would fail is refused with ``RpcError``
         (-32002 and the simulation result as ``data``; -32003 for a bad signature); with
-        ``skip_preflight=True`` it is sent as is: check ``get_signature_statuses``.
+        ``skip_preflight=True`` it is sent as is: check ``get_signature_statuses``. Raw JSON:
+        ``call("sendTransaction", [BASE64, {"encoding": "base64"}])`` (the base58 signature).
         """
-        result = self.call("sendTransaction",
-                           [to_base64(tx), {"encoding": "base64",
-                                            "skipPreflight": skip_preflight}])
-        if not isinstance(result, str):
-            raise unexpected("sendTransaction", result, "a signature string")
+        result: Signature = self._typed(
+            "sendTransaction", resp.SendTransactionResp,
+            [to_base64(tx), {"encoding": "base64", "skipPreflight": skip_preflight}])
         return result
 
-    def get_address_lookup_table(self, address: PubkeyLike) -> Optional[dict[str, Any]]:
-        """``getAddressLookupTable``: the table (the ``value`` when wrapped), or ``None``."""
-        result = value_of(self.call("getAddressLookupTable", [base58(address, "address")]))
-        if result is not None and not isinstance(result, dict):
-            raise unexpected("getAddressLookupTable", result, "an object or null")
-        return result
-
+    def get_address_lookup_table(self, address: PubkeyLike) -> Optional[AddressLookupTable]:
+        """``getAddressLookupTable`` (PROTOCOL.md §10; not an Agave method): the table at
+        ``address`` as a solders ``AddressLookupTable`` (``addresses``; ``meta``:
+        ``deactivation_slot``, ``last_extended_slot``, ``last_extended_slot_start_index``,
+        ``authority``), or ``None`` if there is none. Raw JSON:
+        ``call("getAddressLookupTable", [address])`` (``{context, value: {key, state:
+        {deactivationSlot, lastExtendedSlot, lastExtendedSlotStartIndex, authority,
+        addresses}} or null}``)."""
+        return lookup_table("getAddressLookupTable", value_of(
+            self.call("getAddressLookupTable", [base58(address, "address")])))
 
     # -- typed Agave methods (results as solders types) ----------------------------------------
     # Each runs on the calling thread and blocks like call(): at most ``timeout``; each raises
@@ -957,15 +1060,6 @@ class SolanaRpc:
             "requestAirdrop", resp.RequestAirdropResp,
             [base58(pubkey, "pubkey"), u64(lamports, "lamports")]
             + self._options(commitment=commitment))
-        return result
-
-    def get_account(self, pubkey: PubkeyLike,
-                    commitment: Optional[Commitment] = None) -> Optional[Account]:
-        """``getAccountInfo`` as a solders ``Account`` (``lamports``, ``data`` bytes,
-        ``owner``, ``executable``, ``rent_epoch``), or ``None`` if absent."""
-        result: Optional[Account] = self._typed(
-            "getAccountInfo", resp.GetAccountInfoResp,
-            [base58(pubkey, "pubkey"), rpc_config(encoding="base64", commitment=commitment)])
         return result
 
 

@@ -98,7 +98,7 @@ def test_rpc_reads_and_writes_at_a_pause(sim: Any) -> None:
         session.rpc.modify_accounts({wallet: override})
         assert session.rpc.get_balance(wallet) == 123_456
         blockhash = session.rpc.get_latest_blockhash()
-        assert isinstance(blockhash["blockhash"], str)
+        assert len(bytes(blockhash.blockhash)) == 32 and blockhash.last_valid_block_height > 0
         with pytest.raises(simsync.RpcError) as info:
             session.rpc.call("noSuchMethod", [])
         assert info.value.code == -32601
@@ -120,7 +120,6 @@ def test_subscription_refusal_raises_with_the_server_message(sim: Any) -> None:
 
 
 def test_modify_program_installs_a_program_that_runs(sim: Any) -> None:
-    from solders.hash import Hash
     from solders.instruction import AccountMeta, Instruction
     from solders.keypair import Keypair
     from solders.litesvm import LiteSVM
@@ -137,7 +136,7 @@ def test_modify_program_installs_a_program_that_runs(sim: Any) -> None:
     with client(sim).start_session(start_slot=START, end_slot=END) as session:
         while not isinstance(session.next_event(10), simsync.ReadyForContinue):
             pass
-        blockhash = Hash.from_string(session.rpc.get_latest_blockhash()["blockhash"])
+        blockhash = session.rpc.get_latest_blockhash().blockhash
         message = MessageV0.try_compile(payer, [instruction], [], blockhash)
         transaction = VersionedTransaction(message, [signer])
         overrides = session.modify_program(program, elf)
@@ -146,5 +145,7 @@ def test_modify_program_installs_a_program_that_runs(sim: Any) -> None:
                                      modify_account_states=overrides, timeout=10)
         ran = [t for t in sim.executed(session.info.session_id) if str(program) in t.program_ids]
         assert [t.ok for t in ran] == [True]
-        logs = session.rpc.get_transaction(ran[0].signature)["meta"]["logMessages"]
+        record = session.rpc.get_transaction(ran[0].signature)
+        assert record is not None and record.transaction.meta is not None
+        logs = record.transaction.meta.log_messages or []
         assert any("installed by simsync" in line for line in logs)

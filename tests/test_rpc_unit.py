@@ -10,6 +10,13 @@ import pytest
 import requests
 import responses
 import trustme
+from solders.account import Account
+from solders.address_lookup_table_account import AddressLookupTable
+from solders.hash import Hash
+from solders.pubkey import Pubkey
+from solders.rpc.responses import RpcBlockhash, RpcKeyedAccount, RpcSimulateTransactionResult
+from solders.signature import Signature
+from solders.transaction_status import EncodedConfirmedTransactionWithStatusMeta, TransactionStatus
 
 from simsync.config import ClientConfig
 from simsync.errors import RpcError
@@ -24,6 +31,10 @@ PK2 = "11111111111111111111111111111111"
 SIG = ("CcRFKaMVPFYhxsVCeavrFPubhefrbbqUe1Gnk1DBG5XojF8xgtZXhf4dqRHrH4TXXS9JvNmusSHL6acsEy219aY")
 TX_BYTES = b"\x01" + b"\x07" * 64 + b"\x80rest-of-a-transaction"
 TX_B64 = base64.b64encode(TX_BYTES).decode()
+DOC_TX = ("AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB"
+          "AAEDArczbMia1tLmq7zz4DinMNN0pJ1JtLdqIJPUw3YrGCzYAMHBsgN27lcgB6H2WQvFgyZuJYHa46puOQo9"
+          "yQ8CVQbd9uHXZaGT2cvhRs7reawctIXtX1s3kTqM9YV+/wCp20C7Wj2aiuk5TReAXo+VTVg8QTHjs0UjNMMK"
+          "CvpzZ+ABAgEBARU=")   # a transaction from the Solana RPC docs
 
 
 @pytest.fixture
@@ -112,56 +123,73 @@ def test_no_api_key_header_is_ever_sent(mock: responses.RequestsMock) -> None:
 
 # -- helpers: params sent and results unwrapped -------------------------------------------------
 
+def shown(value: Any) -> Any:
+    """A typed result compared by its fields where solders' types have no ``==`` that fits
+    (a transaction record, a lookup table); anything else as is."""
+    if isinstance(value, EncodedConfirmedTransactionWithStatusMeta):
+        wire = base64.b64encode(bytes(value.transaction.transaction)).decode()
+        return f"slot={value.slot} tx={wire}"
+    if isinstance(value, AddressLookupTable):
+        return f"table {[str(a) for a in value.addresses]}"
+    return value
+
+
 def ctx(value: Any) -> dict[str, Any]:
     return {"context": {"slot": 42}, "value": value}
 
 
 ACCOUNT = {"lamports": 5, "owner": PK2, "data": ["", "base64"], "executable": False,
            "rentEpoch": 0, "space": 0}
+TYPED = Account(lamports=5, data=b"", owner=Pubkey.from_string(PK2))
+TABLE = {"key": PK, "state": {"deactivationSlot": 2**64 - 1, "lastExtendedSlot": 3,
+                              "lastExtendedSlotStartIndex": 0, "authority": None,
+                              "addresses": [PK2]}}
 
 HELPERS: list[tuple[str, Callable[[SessionRpc], Any], str, list[Any], Any, Any]] = [
     ("get_slot", lambda r: r.get_slot(), "getSlot", [], 42, 42),
     ("get_balance", lambda r: r.get_balance(PK), "getBalance", [PK], ctx(1000), 1000),
     ("get_account_info", lambda r: r.get_account_info(PK), "getAccountInfo",
-     [PK, {"encoding": "base64"}], ctx(ACCOUNT), ACCOUNT),
+     [PK, {"encoding": "base64"}], ctx(ACCOUNT), TYPED),
     ("get_account_info_missing", lambda r: r.get_account_info(PK, encoding="jsonParsed"),
      "getAccountInfo", [PK, {"encoding": "jsonParsed"}], ctx(None), None),
     ("get_multiple_accounts", lambda r: r.get_multiple_accounts([PK, PK2]),
      "getMultipleAccounts", [[PK, PK2], {"encoding": "base64"}], ctx([ACCOUNT, None]),
-     [ACCOUNT, None]),
+     [TYPED, None]),
     ("get_program_accounts", lambda r: r.get_program_accounts(PK2), "getProgramAccounts",
      [PK2, {"encoding": "base64"}], [{"pubkey": PK, "account": ACCOUNT}],
-     [{"pubkey": PK, "account": ACCOUNT}]),
+     [RpcKeyedAccount(Pubkey.from_string(PK), TYPED)]),
     ("get_program_accounts_filters",
      lambda r: r.get_program_accounts(PK2, filters=[{"dataSize": 165}]), "getProgramAccounts",
      [PK2, {"encoding": "base64", "filters": [{"dataSize": 165}]}],
-     ctx([{"pubkey": PK, "account": ACCOUNT}]), [{"pubkey": PK, "account": ACCOUNT}]),
+     ctx([{"pubkey": PK, "account": ACCOUNT}]), [RpcKeyedAccount(Pubkey.from_string(PK), TYPED)]),
     ("get_latest_blockhash", lambda r: r.get_latest_blockhash(), "getLatestBlockhash", [],
-     ctx({"blockhash": PK2, "lastValidBlockHeight": 9}),
-     {"blockhash": PK2, "lastValidBlockHeight": 9}),
+     ctx({"blockhash": PK2, "lastValidBlockHeight": 9}), RpcBlockhash(Hash.default(), 9)),
     ("get_fee_for_message", lambda r: r.get_fee_for_message(TX_BYTES), "getFeeForMessage",
      [TX_B64], ctx(5000), 5000),
     ("get_fee_for_message_null", lambda r: r.get_fee_for_message(TX_B64), "getFeeForMessage",
      [TX_B64], ctx(None), None),
     ("get_signature_statuses", lambda r: r.get_signature_statuses([SIG]),
-     "getSignatureStatuses", [[SIG]], ctx([{"slot": 3, "err": None}]), [{"slot": 3, "err": None}]),
+     "getSignatureStatuses", [[SIG]], ctx([{"slot": 3, "confirmations": None, "err": None,
+                                         "status": {"Ok": None}}]),
+     [TransactionStatus(3)]),
     ("get_signature_statuses_history",
      lambda r: r.get_signature_statuses([SIG, SIG], search_transaction_history=True),
      "getSignatureStatuses", [[SIG, SIG], {"searchTransactionHistory": True}], ctx([None, None]),
      [None, None]),
-    ("get_transaction", lambda r: r.get_transaction(SIG), "getTransaction",
-     [SIG, {"encoding": "json", "maxSupportedTransactionVersion": 0}],
-     {"slot": 3, "transaction": {}, "meta": {}, "blockTime": None},
-     {"slot": 3, "transaction": {}, "meta": {}, "blockTime": None}),
+    ("get_transaction", lambda r: r.get_transaction(SIG, "base64", commitment="confirmed"),
+     "getTransaction", [SIG, {"encoding": "base64", "maxSupportedTransactionVersion": 0,
+                              "commitment": "confirmed"}],
+     {"slot": 3, "transaction": [DOC_TX, "base64"], "meta": None, "blockTime": None},
+     "slot=3 tx=" + DOC_TX),
     ("simulate_transaction",
      lambda r: r.simulate_transaction(TX_BYTES, sigVerify=False, replace_recent_blockhash=True),
      "simulateTransaction",
      [TX_B64, {"encoding": "base64", "sigVerify": False, "replaceRecentBlockhash": True}],
-     ctx({"err": None, "logs": ["ok"]}), {"err": None, "logs": ["ok"]}),
+     ctx({"err": None, "logs": ["ok"]}), RpcSimulateTransactionResult(logs=["ok"])),
     ("send_transaction", lambda r: r.send_transaction(TX_BYTES), "sendTransaction",
-     [TX_B64, {"encoding": "base64", "skipPreflight": False}], SIG, SIG),
+     [TX_B64, {"encoding": "base64", "skipPreflight": False}], SIG, Signature.from_string(SIG)),
     ("get_address_lookup_table", lambda r: r.get_address_lookup_table(PK),
-     "getAddressLookupTable", [PK], ctx({"addresses": [PK2]}), {"addresses": [PK2]}),
+     "getAddressLookupTable", [PK], ctx(TABLE), "table ['11111111111111111111111111111111']"),
     ("get_address_lookup_table_missing", lambda r: r.get_address_lookup_table(PK),
      "getAddressLookupTable", [PK], ctx(None), None),
     ("modify_accounts", lambda r: r.modify_accounts({PK: {"lamports": 1}}), "modifyAccounts",
@@ -176,11 +204,27 @@ def test_helper_sends_standard_params_and_unwraps(mock: responses.RequestsMock, 
                                                   method: str, params: list[Any], result: Any,
                                                   expected: Any) -> None:
     answer(mock, result=result)
-    assert helper(rpc) == expected
+    assert shown(helper(rpc)) == expected
     assert len(mock.calls) == 1
     sent = body_of(mock.calls[0])
     assert sent["method"] == method
     assert sent["params"] == params
+
+
+def test_a_transaction_solders_cannot_read_is_an_rpc_error(mock: responses.RequestsMock,
+                                                           rpc: SessionRpc) -> None:
+    answer(mock, result={"slot": 3, "transaction": [TX_B64, "base64"], "meta": None,
+                         "blockTime": None})       # not a deserializable transaction
+    with pytest.raises(RpcError, match="getTransaction: unexpected result"):
+        rpc.get_transaction(SIG, "base64")
+
+
+@pytest.mark.parametrize("value", [{"key": PK}, {"state": {"addresses": [PK]}}, [1], "x"])
+def test_a_lookup_table_of_another_shape_is_an_rpc_error(mock: responses.RequestsMock,
+                                                         rpc: SessionRpc, value: Any) -> None:
+    answer(mock, result=ctx(value))
+    with pytest.raises(RpcError, match="getAddressLookupTable: unexpected result"):
+        rpc.get_address_lookup_table(PK)
 
 
 def test_helper_rejects_a_result_of_the_wrong_shape(mock: responses.RequestsMock,
@@ -259,7 +303,7 @@ class WireForm:
 def test_send_transaction_accepts_every_form(mock: responses.RequestsMock, rpc: SessionRpc,
                                              tx: Any) -> None:
     answer(mock, result=SIG)
-    assert rpc.send_transaction(tx) == SIG
+    assert str(rpc.send_transaction(tx)) == SIG
     assert body_of(mock.calls[0])["params"][0] == TX_B64
 
 

@@ -7,9 +7,11 @@ that is not Agave's shape, a server that never answers (``RpcTimeout``), a refus
 (``RpcConnectionError``)."""
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
+import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,15 +19,24 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import pytest
-from solders.account import Account
+from solders.account import Account, AccountJSON
+from solders.address_lookup_table_account import AddressLookupTable
 from solders.epoch_info import EpochInfo
 from solders.hash import Hash
 from solders.keypair import Keypair
 from solders.message import MessageV0
 from solders.pubkey import Pubkey
+from solders.rpc.responses import RpcSimulateTransactionResult
 from solders.signature import Signature
 from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
+from solders.transaction_status import (
+    EncodedConfirmedTransactionWithStatusMeta,
+    TransactionConfirmationStatus,
+    TransactionErrorFieldless,
+    TransactionStatus,
+    UiTransaction,
+)
 
 import simsync
 from simsync.localsim import LocalSimulator
@@ -92,6 +103,11 @@ def agave() -> Iterator[Tuple[AgaveFixtureServer, simsync.SolanaRpc]]:
 
 
 MINT = "3wyAj7Rt1TWVPZVteFJPLa26JmLvdb1CAKEFZm3NY75E"
+SYSTEM = "11111111111111111111111111111111"
+TOKEN_PROGRAM = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
+VINES = "vines1vzrYbzLMRdu58ou5XTby4qAqVRLmqo36NKPo5s"
+TX_SIGNATURE = FIXTURES["getTransaction"]["params"][0]
+DOC_TX = base64.b64decode(FIXTURES["sendTransaction"]["params"][0])   # the docs' transaction
 
 #: method -> (the call, a check of its typed result)
 CALLS: Dict[str, Tuple[Callable[[simsync.SolanaRpc], Any], Callable[[Any], bool]]] = {
@@ -156,6 +172,56 @@ CALLS: Dict[str, Tuple[Callable[[simsync.SolanaRpc], Any], Callable[[Any], bool]
         lambda r: r.get_block(430, transaction_details="signatures"),
         lambda v: (v.block_height, v.parent_slot, str(v.blockhash), len(v.signatures or []))
         == (428, 429, "3Eq21vXNB5s86c62bVuUfTeaMif1N2kUqRPBmGRJhyTA", 1)),
+    # the methods of PROTOCOL.md §10, typed since issue 27 item 6 (JSON dicts / str before)
+    "getSlot": (lambda r: r.get_slot(), lambda v: v == 1234),
+    "getBalance": (lambda r: r.get_balance("83astBRguLMdt2h5U1Tpdq5tjFoJ6noeGwaY3mDLVcri"),
+                   lambda v: v == 0),
+    "getAccountInfo": (
+        lambda r: r.get_account_info(VINES),
+        lambda v: isinstance(v, Account) and (v.lamports, bytes(v.data), str(v.owner),
+                                              v.executable, v.rent_epoch)
+        == (88849814690250, b"\x01\x02\x03", SYSTEM, False, 2**64 - 1)),
+    "getMultipleAccounts": (
+        lambda r: r.get_multiple_accounts(
+            [VINES, Pubkey.from_string("4fYNw3dojWmQ4dXtSGE9epjRGy9pFSx62YypT7avPYvA")]),
+        lambda v: len(v) == 2 and isinstance(v[0], Account) and v[0].lamports == 88849814690250
+        and bytes(v[0].data) == b"" and v[1] is None),
+    "getProgramAccounts": (
+        lambda r: r.get_program_accounts(
+            "4Nd1mBQtrMJVYVfKf2PJy9NZUZdTAsp7D4xWLs4gDB4T",
+            filters=[{"dataSize": 17}, {"memcmp": {"offset": 4, "bytes": "3Mc6vR"}}]),
+        lambda v: [(str(k.pubkey), k.account.lamports, len(bytes(k.account.data))) for k in v]
+        == [("CxELquR1gPP8wHe33gZ4QxqGB3sZ9RSwsJ2KshVewkFY", 15298080, 17)]
+        and isinstance(v[0].account, Account)),
+    "getLatestBlockhash": (
+        lambda r: r.get_latest_blockhash("processed"),
+        lambda v: v.blockhash == Hash.from_string("EkSnNWid2cvwEVnVx9aBqawnmiCNiDgp3gUdkDPTKN1N")
+        and v.last_valid_block_height == 3090),
+    "getSignatureStatuses": (
+        lambda r: r.get_signature_statuses(
+            [Signature.from_string(s) for s in FIXTURES["getSignatureStatuses"]["params"][0]],
+            search_transaction_history=True),
+        lambda v: len(v) == 2 and isinstance(v[0], TransactionStatus) and v[1] is None
+        and (v[0].slot, v[0].confirmations, v[0].err, v[0].confirmation_status)
+        == (48, None, None, TransactionConfirmationStatus.Finalized)),
+    "getTransaction": (
+        lambda r: r.get_transaction(Signature.from_string(TX_SIGNATURE)),
+        lambda v: isinstance(v, EncodedConfirmedTransactionWithStatusMeta)
+        and (v.slot, v.block_time) == (430, None)
+        and v.transaction.meta is not None and v.transaction.meta.fee == 5000
+        and v.transaction.meta.err is None
+        and v.transaction.meta.pre_balances[0] - v.transaction.meta.post_balances[0] == 5000
+        and isinstance(v.transaction.transaction, UiTransaction)
+        and v.transaction.transaction.signatures == [Signature.from_string(TX_SIGNATURE)]),
+    "simulateTransaction": (
+        lambda r: r.simulate_transaction(DOC_TX),
+        lambda v: isinstance(v, RpcSimulateTransactionResult) and v.err is None
+        and v.units_consumed == 2366 and v.logs is not None and len(v.logs) == 4
+        and v.return_data is not None and v.return_data.data == b"*"
+        and str(v.return_data.program_id) == "83astBRguLMdt2h5U1Tpdq5tjFoJ6noeGwaY3mDLVcri"),
+    "sendTransaction": (
+        lambda r: r.send_transaction(DOC_TX),
+        lambda v: v == Signature.from_string(FIXTURES["sendTransaction"]["result"])),
 }
 
 
@@ -309,8 +375,9 @@ def test_session_rpc_is_a_solana_rpc_with_typed_reads(session: simsync.Session) 
     assert rpc.get_health() == "ok"
     height = rpc.get_block_height()
     assert 0 < height < rpc.get_slot()              # its own scale, below the slot
-    blockhash = Hash.from_string(rpc.get_latest_blockhash()["blockhash"])
-    assert rpc.is_blockhash_valid(blockhash) is True
+    latest = rpc.get_latest_blockhash()
+    assert isinstance(latest.blockhash, Hash) and latest.last_valid_block_height > height
+    assert rpc.is_blockhash_valid(latest.blockhash) is True
     assert rpc.is_blockhash_valid(Hash.new_unique()) is False
     assert rpc.get_minimum_balance_for_rent_exemption(0) == 890_880   # Agave's rent
     assert rpc.get_minimum_balance_for_rent_exemption(165) == 2_039_280
@@ -321,26 +388,91 @@ def test_a_standalone_solana_rpc_at_the_session_endpoint_sends_and_reads(
     payer = Keypair()
     dest = Keypair().pubkey()
     session.rpc.modify_accounts({payer.pubkey(): simsync.AccountData.of(
-        b"", "11111111111111111111111111111111", 10 * SOL)})
+        b"", SYSTEM, 10 * SOL)})
     with simsync.SolanaRpc(session.rpc.url, timeout=10.0) as rpc:
-        blockhash = Hash.from_string(rpc.get_latest_blockhash()["blockhash"])
+        slot = rpc.get_slot()
+        blockhash = rpc.get_latest_blockhash().blockhash
         message = MessageV0.try_compile(payer.pubkey(), [transfer(TransferParams(
             from_pubkey=payer.pubkey(), to_pubkey=dest, lamports=SOL))], [], blockhash)
         tx = VersionedTransaction(message, [payer])
-        assert rpc.simulate_transaction(tx)["err"] is None
+        simulated = rpc.simulate_transaction(tx)
+        assert isinstance(simulated, RpcSimulateTransactionResult)
+        assert simulated.err is None and simulated.units_consumed == 150
+        assert simulated.logs == [f"Program {SYSTEM} invoke [1]", f"Program {SYSTEM} success"]
         assert rpc.get_fee_for_message(message) == 5000
         signature = rpc.send_transaction(tx)
-        assert signature == str(tx.signatures[0])
+        assert isinstance(signature, Signature) and signature == tx.signatures[0]
         assert rpc.get_balance(dest) == SOL
-        status = rpc.get_signature_statuses([tx.signatures[0]])[0]
-        assert status is not None and status["err"] is None
-        assert rpc.get_transaction(signature)["meta"]["err"] is None
-        accounts = rpc.get_multiple_accounts([payer.pubkey(), dest])
-        assert [a["lamports"] if a else None for a in accounts] == [9 * SOL - 5000, SOL]
-        owned = rpc.get_program_accounts("11111111111111111111111111111111",
-                                         filters=[{"dataSize": 0}])
-        assert isinstance(owned, list)
-        assert rpc.get_account_info(dest)["lamports"] == SOL
+        status, unknown = rpc.get_signature_statuses([signature, Signature.new_unique()])
+        assert unknown is None and isinstance(status, TransactionStatus)
+        assert (status.slot, status.err, status.confirmation_status) == (
+            slot, None, TransactionConfirmationStatus.Finalized)
+        record = rpc.get_transaction(signature)
+        assert isinstance(record, EncodedConfirmedTransactionWithStatusMeta)
+        meta = record.transaction.meta
+        assert record.slot == slot and meta is not None and meta.err is None
+        assert (meta.fee, meta.pre_balances[:2], meta.post_balances[:2]) == (
+            5000, [10 * SOL, 0], [9 * SOL - 5000, SOL])
+        assert isinstance(record.transaction.transaction, UiTransaction)
+        raw = rpc.get_transaction(signature, "base64")
+        assert raw is not None and raw.transaction.transaction == tx
+        assert rpc.get_transaction(Signature.new_unique()) is None
+        accounts = rpc.get_multiple_accounts([payer.pubkey(), dest, Keypair().pubkey()])
+        assert [a.lamports if a else None for a in accounts] == [9 * SOL - 5000, SOL, None]
+        assert all(isinstance(a, Account) for a in accounts[:2])
+        owned = rpc.get_program_accounts(SYSTEM, filters=[{"dataSize": 0}])
+        mine = {k.pubkey: k.account for k in owned}
+        assert mine[dest] == Account(lamports=SOL, data=b"", owner=Pubkey.from_string(SYSTEM))
+        assert mine[payer.pubkey()].lamports == 9 * SOL - 5000
+        account = rpc.get_account_info(dest)
+        assert isinstance(account, Account) and account.lamports == SOL
+        assert rpc.get_account_info(Keypair().pubkey()) is None
+
+
+def test_typed_methods_read_parsed_accounts_and_lookup_tables(session: simsync.Session) -> None:
+    rpc = session.rpc
+    minted = rpc.get_program_accounts(TOKEN_PROGRAM, encoding="jsonParsed")
+    parsed = [k for k in minted if isinstance(k.account, AccountJSON)]
+    assert parsed and all(k.account.data.program == "spl-token" for k in parsed)
+    assert {k.account.data.parsed["type"] for k in parsed} <= {"account", "mint"}
+    first = parsed[0]
+    again = rpc.get_account_info(first.pubkey, "jsonParsed")
+    assert isinstance(again, AccountJSON) and again.data.parsed == first.account.data.parsed
+    assert rpc.get_multiple_accounts([first.pubkey, Keypair().pubkey()], "jsonParsed") == [
+        again, None]
+    owner, dest = Keypair().pubkey(), Keypair().pubkey()
+    table = Keypair().pubkey()
+    data = (struct.pack("<IQQB", 1, 2**64 - 1, 7, 0) + b"\x01" + bytes(owner) + b"\0\0"
+            + bytes(dest))
+    rpc.modify_accounts({table: simsync.AccountData.of(
+        data, "AddressLookupTab1e1111111111111111111111111", SOL)})
+    found = rpc.get_address_lookup_table(table)
+    assert isinstance(found, AddressLookupTable) and found.addresses == [dest]
+    assert (found.meta.authority, found.meta.deactivation_slot, found.meta.last_extended_slot) == (
+        owner, 2**64 - 1, 7)
+    assert rpc.get_address_lookup_table(Keypair().pubkey()) is None
+
+
+def test_typed_methods_fail_as_agave_does(session: simsync.Session) -> None:
+    rpc = session.rpc
+    poor = Keypair()                                # holds nothing: cannot pay the fee
+    message = MessageV0.try_compile(poor.pubkey(), [transfer(TransferParams(
+        from_pubkey=poor.pubkey(), to_pubkey=Keypair().pubkey(), lamports=SOL))], [],
+        rpc.get_latest_blockhash().blockhash)
+    tx = VersionedTransaction(message, [poor])
+    assert rpc.simulate_transaction(tx).err == TransactionErrorFieldless.AccountNotFound
+    with pytest.raises(simsync.RpcError) as info:
+        rpc.send_transaction(tx)                    # the preflight refuses it
+    assert info.value.code == -32002 and info.value.data["err"] == "AccountNotFound"
+    signature = rpc.send_transaction(tx, skip_preflight=True)
+    assert signature == tx.signatures[0]
+    (status,) = rpc.get_signature_statuses([signature])
+    assert status is not None and status.err == TransactionErrorFieldless.AccountNotFound
+    with pytest.raises(simsync.RpcError) as info:   # a list of more than 100 keys
+        rpc.get_multiple_accounts([Keypair().pubkey() for _ in range(101)])
+    assert info.value.code == -32602 and type(info.value) is simsync.RpcError
+    with pytest.raises(ValueError, match="call"):   # refused before sending: use call()
+        rpc.get_account_info(poor.pubkey(), "base64+zstd")  # type: ignore[call-overload]
 
 
 def serves(*methods: str) -> Any:
@@ -397,9 +529,6 @@ def test_an_airdrop_lands_and_is_found_by_address(session: simsync.Session) -> N
     found = rpc.get_signatures_for_address(who, limit=10)
     assert [s.signature for s in found] == [signature]
     assert all(f.prioritization_fee >= 0 for f in rpc.get_recent_prioritization_fees([who]))
-
-
-TOKEN_PROGRAM = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
 
 
 @serves("getTokenAccountsByOwner", "getTokenAccountBalance", "getTokenSupply",

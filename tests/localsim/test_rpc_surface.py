@@ -218,7 +218,9 @@ def test_recent_prioritization_fees_per_block_and_per_account(session: simsync.S
                                 lamports=SOL))], [], latest(session)[0])
     tx = VersionedTransaction(priced, [payer])
     step(session, transactions=[tx])
-    slot = session.rpc.get_transaction(tx.signatures[0])["slot"]
+    record = session.rpc.get_transaction(tx.signatures[0])
+    assert record is not None
+    slot = record.slot
     step(session)   # the block is finished
 
     async def use(client: AsyncClient) -> Tuple[Any, Any]:
@@ -242,7 +244,8 @@ def test_request_airdrop_executes_a_transfer(session: simsync.Session) -> None:
     signature = with_client(session, use)
     assert session.rpc.get_balance(dest) == 3 * SOL
     record = session.rpc.get_transaction(signature)
-    assert record is not None and record["meta"]["err"] is None
+    assert record is not None and record.transaction.meta is not None
+    assert record.transaction.meta.err is None
 
 
 @pytest.mark.parametrize("method, params, message", [

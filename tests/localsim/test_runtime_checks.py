@@ -7,7 +7,6 @@ unknown is refused (``BlockhashNotFound``), and the Clock sysvar carries the blo
 mainnet's epoch."""
 from __future__ import annotations
 
-import base64
 import struct
 from typing import Iterator, List, Optional, Tuple
 
@@ -69,7 +68,7 @@ def transfer_tx(payer: Keypair, dest: Pubkey, blockhash: Hash, lamports: int = S
 
 def latest(session: simsync.Session) -> Tuple[Hash, int]:
     value = session.rpc.get_latest_blockhash()
-    return Hash.from_string(value["blockhash"]), value["lastValidBlockHeight"]
+    return value.blockhash, value.last_valid_block_height
 
 
 def errors(events: List[simsync.Event]) -> List[str]:
@@ -98,7 +97,7 @@ def test_the_same_bytes_in_consecutive_steps_run_once(session: simsync.Session) 
 def test_send_transaction_three_times_runs_once(session: simsync.Session) -> None:
     payer, dest = funded_payer(session), Keypair().pubkey()
     tx = transfer_tx(payer, dest, latest(session)[0])
-    assert session.rpc.send_transaction(tx) == str(tx.signatures[0])
+    assert session.rpc.send_transaction(tx) == tx.signatures[0]
     for _ in range(2):
         with pytest.raises(simsync.RpcError) as info:
             session.rpc.send_transaction(tx)
@@ -129,7 +128,7 @@ def test_send_and_simulate_verify_signatures_as_agave(session: simsync.Session) 
     with pytest.raises(simsync.RpcError) as info:
         session.rpc.simulate_transaction(zero, sigVerify=True)
     assert info.value.code == -32003
-    assert session.rpc.simulate_transaction(zero)["err"] is None   # sigVerify off: runs
+    assert session.rpc.simulate_transaction(zero).err is None   # sigVerify off: runs
     assert session.rpc.get_balance(dest) == 0
 
 
@@ -171,7 +170,7 @@ def test_the_clock_sysvar_has_the_block_time_and_mainnet_epoch(session: simsync.
     slot = session.rpc.get_slot()
     data = session.rpc.get_account_info(CLOCK_SYSVAR)
     assert data is not None
-    raw = base64.b64decode(data["data"][0])
+    raw = bytes(data.data)
     clock_slot, _epoch_start, epoch, _leader_epoch, unix_timestamp = struct.unpack("<QqQQq",
                                                                                    raw[:40])
     assert clock_slot == slot
