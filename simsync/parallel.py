@@ -228,20 +228,26 @@ class ParallelControlLink(ControlBase):
         self.subs[session_id].gate.begin_step(request, wrapped, ready, deadline)
         self.flush_steps()
 
-    def close_sub(self, session_id: str, deadline: Optional[float] = None
-                  ) -> threading.Event:
-        """Send ``closeSessionV1`` (user thread); the returned event is set on its answer,
-        or at once for a sub-session the server ended (failed). A completed one is closed
-        too: the server would keep it for the detach window. One that cannot be written now
+    def close_subs(self, session_ids: List[str], deadline: Optional[float] = None
+                   ) -> List[threading.Event]:
+        """Send ``closeSessionV1`` for each of ``session_ids`` not closing yet, one right
+        after the other, before any answer (user thread): a batch's close costs one round
+        trip, not one per sub-session. Returns one event per id, set on its answer, or at
+        once for a sub-session the server ended (failed). A completed one is closed too:
+        the server would keep it for the detach window. A close that cannot be written now
         (the connection is down, or another thread's send holds it until ``deadline``) is
-        sent after the next resume, or by ``close_detached``."""
-        sub = self.subs[session_id]
-        sub.closing = True
-        if sub.failed:
-            sub.close_acked.set()
-        else:
-            self.send_request(CloseSessionV1(session_id), deadline)
-        return sub.close_acked
+        sent after the next resume, or by ``close_detached``; one already asked for is not
+        sent again."""
+        for session_id in session_ids:
+            sub = self.subs[session_id]
+            if sub.closing:
+                continue
+            sub.closing = True
+            if sub.failed:
+                sub.close_acked.set()
+            else:
+                self.send_request(CloseSessionV1(session_id), deadline)
+        return [self.subs[session_id].close_acked for session_id in session_ids]
 
     def open_subs(self) -> List[str]:
         """Sub-sessions the server may still hold: neither failed nor closed."""
@@ -258,27 +264,27 @@ class ParallelControlLink(ControlBase):
                                   time.monotonic() + self._config.handshake_timeout)
 
     def _close_exchange(self, sock: FreshSocket) -> None:
-        """``attachParallelControlSessionV2`` → ``parallelSessionAttachedV2``,
-        ``resumeAttachedSession`` → ``success``, then ``closeSessionV1`` for every open
-        sub-session → its wrapped ``success`` (see ``ControlBase.close_detached``)."""
+        """``attachParallelControlSessionV2``, ``resumeAttachedSession`` and
+        ``closeSessionV1`` for every open sub-session at once (``FreshSocket.pipelined``)
+        → ``parallelSessionAttachedV2``, ``success``, each close's wrapped ``success``
+        (see ``ControlBase.close_detached``)."""
         assert self.control_session_id is not None
+        if not self.open_subs():
+            return
         cursors = {sid: sub.gate.last_seq for sid, sub in self.subs.items()
                    if sub.gate.last_seq is not None}
-        sock.send(AttachParallelControlSessionV2(self.control_session_id, cursors))
-        sock.read_until(lambda event: isinstance(event, ParallelSessionAttachedV2))
-        sock.send(ResumeAttachedSession())
-        sock.read_until(lambda event: isinstance(event, Success))
-        open_subs = self.open_subs()
-        for session_id in open_subs:
-            sock.send(CloseSessionV1(session_id))
+
+        def requests() -> List[Request]:
+            closes: List[Request] = [CloseSessionV1(sid) for sid in self.open_subs()]
+            return [ResumeAttachedSession(), *closes]
 
         def acked(event: Any) -> bool:
             if isinstance(event, (SessionEventV2, SessionEventV1)) and isinstance(
                     event.event, Success) and event.session_id in self.subs:
                 self.subs[event.session_id].close_acked.set()
             return not self.open_subs()
-        if open_subs:
-            sock.read_until(acked)
+        sock.pipelined(AttachParallelControlSessionV2(self.control_session_id, cursors),
+                       ParallelSessionAttachedV2, requests, acked)
 
 
 class SubControl(ControlSide):
@@ -314,7 +320,7 @@ class SubControl(ControlSide):
             # half the time at most for the request (never the whole close behind another
             # thread's send); the connection's teardown gets the rest
             write_by = time.monotonic() + (deadline - time.monotonic()) / 2
-            acked = self._link.close_sub(self._info.session_id, write_by)
+            acked, = self._link.close_subs([self._info.session_id], write_by)
             while not acked.wait(SLICE) and time.monotonic() < deadline \
                     and self.status.value.state is State.UP:
                 pass
@@ -532,6 +538,10 @@ class ParallelSession(ProcessOwned):
             self._closed = True
         deadline = time.monotonic() + (timeout or self._config.close_timeout)
         try:
+            # every close on the wire before the first answer is awaited (as in
+            # SubControl.close: half the time at most for the writes)
+            self._link.close_subs([s.info.session_id for s in self.sub_sessions],
+                                  time.monotonic() + (deadline - time.monotonic()) / 2)
             for sub_session in self.sub_sessions:
                 sub_session.close(max(SLICE, deadline - time.monotonic()))
         finally:

@@ -14,6 +14,8 @@ import pytest
 
 import simsync
 from simsync.localsim import Fault, LocalSimulator
+from simsync.localsim.netproxy import FaultProxy
+from simsync.protocol import CloseSessionV1, encode_request
 from tests.support import FAST, START, client, sim, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -242,3 +244,44 @@ def test_close_after_completed_does_not_close_again(sim: LocalSimulator) -> None
         session.close()
         assert time.monotonic() - started < 0.5
         assert sim.stats.control_connections == connections     # no fresh-socket close
+
+
+# ------------------------------------------------------------------ closes on a slow network
+
+#: 0.3 s each way (as the model's ``net_latency``), the model's close timeout, and no
+#: keepalive pings in the few seconds a test lasts (they would move the reset's byte).
+SLOW_CLOSE = FAST.replace(close_timeout=2.0, ping_interval=30.0, dead_after=60.0)
+LATENCY = 0.3
+
+
+def masked_frame_size(request: Any) -> int:
+    """Bytes of one client text frame carrying ``request`` (2-byte header, 4-byte mask)."""
+    size = len(encode_request(request).encode("utf-8"))
+    assert size < 126
+    return size + 6
+
+
+def test_a_batch_closed_across_a_reset_on_a_slow_network_closes_every_sub_session() -> None:
+    """Found by the model-based test (seed 1): on a 0.3 s-latency network the batch's
+    connection is reset in the middle of its second ``closeSessionV1``. The sub-sessions'
+    closes go out together (not one round trip each), and the detached close on a fresh
+    connection sends attach, resume and the closes at once: about two round trips in all,
+    within ``close_timeout=2`` (it took five: the second sub-session was left on the
+    server for its detach window)."""
+    with LocalSimulator(bundle_size=100, bundles=2) as sim, \
+            FaultProxy(upstream=("127.0.0.1", sim.port)) as proxy:
+        batch = simsync.Client(proxy.url(sim.url), config=SLOW_CLOSE).start_parallel(
+            start_slot=START + 97, end_slot=START + 103, disconnect_timeout_secs=60)
+        ids = [sub.info.session_id for sub in batch.sub_sessions]
+        assert len(ids) == 2 and set(ids) <= set(sim.session_ids())
+        proxy.set_latency(LATENCY, "both")
+        proxy.reset_after(masked_frame_size(CloseSessionV1(ids[0])) + 10, side="client",
+                          direction="up")
+        began = time.monotonic()
+        batch.close()
+        took = time.monotonic() - began
+        assert proxy.armed_resets() == 0, "the reset never fired"
+        assert took < SLOW_CLOSE.close_timeout + 0.5, took
+        wait_for(lambda: not set(ids) & set(sim.session_ids()), 5,
+                 "the server to end both sub-sessions")
+
