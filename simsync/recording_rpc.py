@@ -37,7 +37,6 @@ from __future__ import annotations
 import base64
 import datetime
 import os
-import urllib.parse
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Union
 
 import base58
@@ -53,7 +52,7 @@ from simsync.config import ClientConfig
 from simsync.errors import RpcError, SimsyncError
 from simsync.protocol import Slot, Transaction
 from simsync.protocol.codec import response_wire
-from simsync.recorder import SUBSCRIPTION_IDS
+from simsync.recorder import SUBSCRIPTION_IDS, _host
 from simsync.recording_format import (
     FORMAT,
     VERSION,
@@ -95,15 +94,6 @@ DERIVED = [
     "version, when getBlock gives none: 0 for a message with addressTableLookups, else "
     "'legacy'",
 ]
-
-
-def _host(url: str) -> str:
-    """The host and port of ``url`` (no user info, path or query: a provider's key stays out
-    of the file)."""
-    parts = urllib.parse.urlsplit(url)
-    if not parts.hostname:
-        return ""
-    return parts.hostname + (f":{parts.port}" if parts.port else "")
 
 
 # -- getBlock's json transaction -> wire bytes ------------------------------------------------
