@@ -181,7 +181,7 @@ def test_a_mainnet_block_records_its_transactions_as_getblock_gave_them(tmp_path
 
 def test_programs_match_inner_instructions_and_accounts_match_mentions(tmp_path: Path) -> None:
     """SPL Token is invoked only by the Serum transaction's inner instruction; the Vote
-    program by seven transactions (two failed); an account key picks its transaction."""
+    program by six transactions (two failed); an account key picks its transaction."""
     with BlockServer() as server:
         token = simsync.record_rpc(server.url, str(tmp_path / "t.simrec"), SLOT, SLOT,
                                    program_ids=[TOKEN_PROGRAM_ID])
