@@ -60,6 +60,7 @@ from simsync.protocol.types import (
 )
 from simsync.recorder import record
 from simsync.recording_format import Recording, RecordingError
+from simsync.recording_rpc import record_rpc
 from simsync.session import Session
 from simsync.solana_rpc import SolanaRpc
 from simsync.subscriptions import ReconnectCoordinator
@@ -98,4 +99,5 @@ __all__ = [
     "RpcConnectionError", "RpcTimeout", "SolanaRpc",
     # issue 26: recordings
     "Recording", "RecordingError", "record",
+    "record_rpc",                   # issue 26 item 4: a recording from any JSON-RPC endpoint
 ]

@@ -32,7 +32,7 @@ from simsync.cli.commands import (
 )
 from simsync.cli.progress import ConnectStatusLine
 from simsync.cli.record import add_parser as add_record_parser
-from simsync.cli.record import cmd_record
+from simsync.cli.record import cmd_record, cmd_record_rpc
 from simsync.cli.report import KEYS_DECODABLE
 from simsync.cli.run import SUBSCRIPTIONS, cmd_run
 from simsync.cli.sweep import add_parser as add_sweep_parser
@@ -417,6 +417,8 @@ def _client(args: argparse.Namespace) -> Iterator[simsync.Client]:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "record" and args.rpc:   # any JSON-RPC endpoint: no simulator
+        return cmd_record_rpc(args)
     if args.command in ("ranges", "run", "sweep", "usage", "record"):
         with _client(args) as client:
             args.target = client.url
