@@ -260,7 +260,7 @@ def test_round_trip_from_a_session_rpc_matches_the_control_recording(tmp_path: P
             key = moved["account"]
             with_key = simsync.record_rpc(url, str(tmp_path / "key.simrec"), START, end,
                                           program_ids=PROGRAMS, accounts=[key])
-            now = session.rpc.get_account_info(key)
+            now = session.rpc.call("getAccountInfo", [key, {"encoding": "base64"}])["value"]
     # same slots, blockhashes, last valid block heights
     slot_events = [w["params"] for w in control.events() if w["method"] == "slotNotification"]
     assert [w["params"] for w in done.events()
