@@ -10,8 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -23,6 +21,7 @@ from simsync.localsim import SYSTEM_PROGRAM_ID, TOKEN_PROGRAM_ID, LocalSimulator
 from simsync.protocol.codec import decode_response
 from simsync.recording_format import Recording, RecordingError, read
 from simsync.recording_rpc import BLOCK_CONFIG, RPC_LIMITS
+from tests.jsonrpc_server import JsonRpcServer
 from tests.support import START, closed_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -43,7 +42,7 @@ KNOWN = "7ivguYMpnUBMboByJbKc7z31fJMg2pXYQ4nNPziWLchZ"   # the System transfer's
 ABSENT = "So11111111111111111111111111111111111111112"   # in no transaction of the block
 
 
-class BlockServer:
+class BlockServer(JsonRpcServer):
     """A JSON-RPC 2.0 server on 127.0.0.1 with one mainnet block: ``getBlocks`` (the fixture's
     slot when in range), ``getBlock`` (the fixture; Agave's -32007 for any other slot),
     ``getMultipleAccounts`` (``ACCOUNT`` for ``KNOWN``, null otherwise, context slot
@@ -51,35 +50,8 @@ class BlockServer:
     its threads on exit."""
 
     def __init__(self, block: Optional[Dict[str, Any]] = None) -> None:
-        self.requests: List[Dict[str, Any]] = []
         self.block = block if block is not None else BLOCK
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append(body)
-                reply = {"jsonrpc": "2.0", "id": body["id"], **outer.answer(body)}
-                data = json.dumps(reply).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = False           # server_close() joins each handler
-        port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{port}/v1/{SECRET}?api-key={SECRET}"
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True,
-                                        name="block-fixture-server")
-        self._thread.start()
+        super().__init__(f"/v1/{SECRET}?api-key={SECRET}")
 
     def answer(self, body: Dict[str, Any]) -> Dict[str, Any]:
         method, params = body["method"], body["params"]
@@ -95,16 +67,8 @@ class BlockServer:
                                          for k in params[0]]}}
         return {"error": {"code": -32601, "message": "Method not found"}}
 
-    def calls(self, method: str) -> List[Any]:
-        return [r["params"] for r in self.requests if r["method"] == method]
-
     def __enter__(self) -> BlockServer:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(10)
 
 
 def transactions(recording: Recording) -> List[Dict[str, Any]]:

@@ -12,11 +12,9 @@ import json
 import os
 import socket
 import struct
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, Tuple
 
 import pytest
 from solders.account import Account, AccountJSON
@@ -41,6 +39,7 @@ from solders.transaction_status import (
 import simsync
 from simsync.localsim import LocalSimulator
 from tests.hostile import HostileServer, Peer
+from tests.jsonrpc_server import JsonRpcServer
 from tests.support import FAST, START
 
 pytestmark = pytest.mark.timeout(60)
@@ -50,50 +49,21 @@ FIXTURES: Dict[str, Any] = json.loads(
 SOL = 1_000_000_000
 
 
-class AgaveFixtureServer:
+class AgaveFixtureServer(JsonRpcServer):
     """A JSON-RPC 2.0 server on 127.0.0.1 answering each method with its fixture ``result``
     (or ``answers[method]``: a whole reply object without the id); ``requests`` holds each
     request body received. A context manager: stops and joins its threads on exit."""
 
     def __init__(self, answers: Dict[str, Any] | None = None) -> None:
-        self.requests: List[Dict[str, Any]] = []
-        answers = answers or {}
-        outer = self
+        self.answers = answers or {}
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append(body)
-                method = body["method"]
-                reply = dict(answers.get(method) or {"result": FIXTURES[method]["result"]})
-                reply.update(jsonrpc="2.0", id=body["id"])
-                data = json.dumps(reply).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = False           # server_close() joins each handler
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True,
-                                        name="agave-fixture-server")
-        self._thread.start()
+    def answer(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        method = body["method"]
+        return dict(self.answers.get(method) or {"result": FIXTURES[method]["result"]})
 
     def __enter__(self) -> AgaveFixtureServer:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(10)
 
 
 @pytest.fixture
