@@ -47,16 +47,36 @@ class ChildSimulator:
         return None if self._child is None else self._child.pid
 
     def __enter__(self) -> ChildSimulator:
+        self.launch()
+        return self.wait_ready()
+
+    def launch(self) -> ChildSimulator:
+        """Start the child process without waiting for it (caller's thread); `wait_ready`
+        then waits for its URL. Starting several children before waiting for any lets them
+        import in parallel."""
+        if self._child is not None:
+            raise RuntimeError("ChildSimulator already launched")
         command = [sys.executable, "-m", "simsync.localsim", "--port", "0",
                    "--until-stdin-closes", *self._args]
         self._child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                        start_new_session=True)
+        return self
+
+    def wait_ready(self) -> ChildSimulator:
+        """Block until the launched child printed its URL (at most ``startup_timeout``
+        seconds); raise ``SimsyncError`` with its output, after stopping it, if it did not."""
+        if self._child is None:
+            raise RuntimeError("ChildSimulator not launched")
         try:
             self.url = self._read_url(self._child)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def poll(self) -> Optional[int]:
+        """The child's exit code, None while it runs (or before `launch`)."""
+        return None if self._child is None else self._child.poll()
 
     def __exit__(self, exc_type: Optional[Type[BaseException]],
                  exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
