@@ -24,6 +24,21 @@ from simsync.errors import SimsyncError
 _URL_LINE = re.compile(r"simsync local simulator: (ws://\S+)")
 
 
+def parallel_run_args(start_slot: int, end_slot: int) -> List[str]:
+    """The child's arguments for one parallel run of ``[start_slot, end_slot]`` on the default
+    history: ``--workers N`` with N = min(CPUs, the sub-sessions the range splits into, one a
+    bundle it overlaps); no arguments when that is 1."""
+    from simsync.localsim.cli import build_parser
+
+    defaults = build_parser().parse_args([])
+    first, size = defaults.first_slot, defaults.bundle_size
+    last = first + size * defaults.bundles - 1
+    lo, hi = max(start_slot, first), min(end_slot, last)
+    subs = (hi - first) // size - (lo - first) // size + 1 if lo <= hi else 1
+    workers = min(os.cpu_count() or 1, subs)
+    return ["--workers", str(workers)] if workers > 1 else []
+
+
 class ChildSimulator:
     """``with ChildSimulator() as sim: sim.url`` — a local simulator in a child process.
 
