@@ -404,12 +404,15 @@ def _client(args: argparse.Namespace) -> Iterator[simsync.Client]:
         yield simsync.Client(args.url, api_key=args.api_key, config=config)
         return
     try:
-        from simsync.localsim.child import ChildSimulator
+        from simsync.localsim.child import ChildSimulator, parallel_run_args
     except ImportError as exc:
         raise simsync.SimsyncError(
             f"no --url given and the embedded local simulator is not installed ({exc}); "
             "pip install 'simsync[local]' or pass --url") from None
-    with ChildSimulator() as sim:
+    # a parallel run's sub-sessions go to worker processes (one a CPU at most)
+    extra = (parallel_run_args(args.start_slot, args.end_slot)
+             if args.command == "run" and args.parallel else [])
+    with ChildSimulator(extra) as sim:
         print(f"simsync: no --url given: using an embedded local simulator at {sim.url} "
               f"(child process {sim.pid})", file=sys.stderr, flush=True)
         with simsync.Client(sim.url) as client:

@@ -24,6 +24,21 @@ from simsync.errors import SimsyncError
 _URL_LINE = re.compile(r"simsync local simulator: (ws://\S+)")
 
 
+def parallel_run_args(start_slot: int, end_slot: int) -> List[str]:
+    """The child's arguments for one parallel run of ``[start_slot, end_slot]`` on the default
+    history: ``--workers N`` with N = min(CPUs, the sub-sessions the range splits into, one a
+    bundle it overlaps); no arguments when that is 1."""
+    from simsync.localsim.cli import build_parser
+
+    defaults = build_parser().parse_args([])
+    first, size = defaults.first_slot, defaults.bundle_size
+    last = first + size * defaults.bundles - 1
+    lo, hi = max(start_slot, first), min(end_slot, last)
+    subs = (hi - first) // size - (lo - first) // size + 1 if lo <= hi else 1
+    workers = min(os.cpu_count() or 1, subs)
+    return ["--workers", str(workers)] if workers > 1 else []
+
+
 class ChildSimulator:
     """``with ChildSimulator() as sim: sim.url`` — a local simulator in a child process.
 
@@ -47,16 +62,36 @@ class ChildSimulator:
         return None if self._child is None else self._child.pid
 
     def __enter__(self) -> ChildSimulator:
+        self.launch()
+        return self.wait_ready()
+
+    def launch(self) -> ChildSimulator:
+        """Start the child process without waiting for it (caller's thread); `wait_ready`
+        then waits for its URL. Starting several children before waiting for any lets them
+        import in parallel."""
+        if self._child is not None:
+            raise RuntimeError("ChildSimulator already launched")
         command = [sys.executable, "-m", "simsync.localsim", "--port", "0",
                    "--until-stdin-closes", *self._args]
         self._child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                        start_new_session=True)
+        return self
+
+    def wait_ready(self) -> ChildSimulator:
+        """Block until the launched child printed its URL (at most ``startup_timeout``
+        seconds); raise ``SimsyncError`` with its output, after stopping it, if it did not."""
+        if self._child is None:
+            raise RuntimeError("ChildSimulator not launched")
         try:
             self.url = self._read_url(self._child)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def poll(self) -> Optional[int]:
+        """The child's exit code, None while it runs (or before `launch`)."""
+        return None if self._child is None else self._child.poll()
 
     def __exit__(self, exc_type: Optional[Type[BaseException]],
                  exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:

@@ -32,6 +32,17 @@ def port_number(text: str) -> int:
     return value
 
 
+def worker_count(text: str) -> int:
+    """argparse type: a number of worker processes, 1..64."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of workers: {text!r}") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"workers is 1..64, got {value}")
+    return value
+
+
 def fault_spec(text: str) -> Fault:
     """argparse type: a `Fault` from the compact spec (see `parse_fault`)."""
     try:
@@ -66,9 +77,10 @@ def serve(host: str = "127.0.0.1", port: int = 8900, api_key: Optional[str] = No
     """Run a `LocalSimulator` until Ctrl-C, printing its URL; stop it cleanly on the way out.
 
     ``options`` are the other `LocalSimulator` keywords (seed, first_slot, bundle_size,
-    bundles, slot_delay, faults). The first line printed holds the exact URL to pass to
-    ``simsync run --url``. The API key is never printed. ``until_stdin_closes``: also stop
-    when standard input reaches its end (a parent holding the pipe closed it, or died).
+    bundles, slot_delay, faults, workers, worker). The first line printed holds the exact
+    URL to pass to ``simsync run --url``. The API key is never printed.
+    ``until_stdin_closes``: also stop when standard input reaches its end (a parent holding
+    the pipe closed it, or died).
     """
     from simsync.localsim.server import LocalSimulator
 
@@ -126,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--until-stdin-closes", action="store_true",
                         help="also stop when standard input reaches its end (for a parent "
                              "process that starts the simulator: its exit, or death, stops it)")
+    parser.add_argument("--workers", type=worker_count, default=1,
+                        help="run the sub-sessions of a parallel batch in N worker processes "
+                             "(default 1: everything in this process)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     add_fault_argument(parser)
     return parser
 
@@ -134,7 +150,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     serve(args.host, args.port, args.api_key, seed=args.seed, first_slot=args.first_slot,
           bundle_size=args.bundle_size, bundles=args.bundles, slot_delay=args.slot_delay,
-          faults=FaultPlan(args.fault), until_stdin_closes=args.until_stdin_closes)
+          faults=FaultPlan(args.fault), until_stdin_closes=args.until_stdin_closes,
+          workers=args.workers, worker=args.worker)
     return 0
 
 

@@ -25,6 +25,7 @@ from simsync.localsim.pubsub import PubSubHub
 from simsync.localsim.session import BacktestSession, CreateParams, Sink
 from simsync.localsim.usage import UsageLedger
 from simsync.localsim.wire import Frame, RequestError, error_params, frame, sequenced
+from simsync.localsim.workers import RemoteSession, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +138,14 @@ class Registry:
     """Every group and session of one simulator, plus what tests inspect."""
 
     def __init__(self, history: History, slot_delay: float,
-                 faults: Optional[FaultPlan] = None) -> None:
+                 faults: Optional[FaultPlan] = None, workers: Optional[WorkerPool] = None,
+                 worker: bool = False) -> None:
         self.history = history
+        #: Where parallel sub-sessions run (None: here); ``worker``: this simulator is a
+        #: worker of another (its sessions are created by `create_announced`).
+        self.workers = workers
+        self.worker = worker
+        self._announced: Dict[str, List[asyncio.Future[None]]] = {}
         self.slot_delay = slot_delay
         self.faults = faults if faults is not None else FaultPlan()
         self.stats = SimStats()
@@ -184,8 +191,12 @@ class Registry:
         else:
             ranges = [(params.start_slot, params.end_slot)]
             group_id = ""
-        sessions = [self._new_session(params, lo, hi, params.parallel or
-                                      params.disconnect_timeout_secs > 0) for lo, hi in ranges]
+        if params.parallel and self.workers is not None:
+            sessions = [self._new_remote(params, lo, hi) for lo, hi in ranges]
+        else:
+            sessions = [self._new_session(params, lo, hi, params.parallel or
+                                          params.disconnect_timeout_secs > 0)
+                        for lo, hi in ranges]
         group = SessionGroup(group_id or sessions[0].id, params.parallel, sessions,
                              params.disconnect_timeout_secs)
         for session in sessions:
@@ -193,9 +204,59 @@ class Registry:
         self.groups[group.id] = group
         return group
 
-    def _new_session(self, params: CreateParams, lo: int, hi: int,
-                     is_sequenced: bool) -> BacktestSession:
+    def create_announced(self, session_id: Any, params: CreateParams) -> BacktestSession:
+        """A worker's session under the id the front announced (not sequenced: the front
+        sequences); raise `RequestError` for a taken id or a range this history refuses."""
+        if not isinstance(session_id, str) or session_id in self.sessions:
+            raise RequestError(error_params("sessionNameTaken", session_name=session_id))
+        params.parallel = False
+        self.check_range(params)
+        session = self._new_session(params, params.start_slot, params.end_slot, False,
+                                    session_id)
+        for waiter in self._announced.pop(session_id, []):
+            if not waiter.done():
+                waiter.set_result(None)
+        return session
+
+    async def wait_announced(self, session_id: str, timeout: float) -> None:
+        """On a worker: wait (at most ``timeout`` s) until the session exists, for a client
+        that reached this worker's data plane before the front's ``create`` did. At once when
+        the session exists or ended, or on a simulator that is no worker."""
+        if (not self.worker or session_id in self.sessions or session_id in self.ended_hubs):
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._announced.setdefault(session_id, []).append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except asyncio.TimeoutError:
+            log.info("session %s was announced to nobody within %ss", session_id, timeout)
+        finally:
+            waiters = self._announced.get(session_id, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._announced.pop(session_id, None)
+
+    def _new_remote(self, params: CreateParams, lo: int, hi: int) -> BacktestSession:
+        assert self.workers is not None
         session_id = new_session_id()
+        sub = CreateParams(lo, hi, params.signer_filter, params.send_summary,
+                           params.disconnect_timeout_secs, params.discoveries, params.parallel)
+        session = RemoteSession(session_id, sub, self.history,
+                                self.history.produced_slots(lo, hi), self.workers.place(),
+                                slot_delay=self.slot_delay, on_completed=self._completed,
+                                faults=self.faults)
+        self._register(session)
+        return session
+
+    def _register(self, session: BacktestSession) -> None:
+        self.sessions[session.id] = session
+        self.stats.sessions_created += 1
+        self.usage.started(session)
+
+    def _new_session(self, params: CreateParams, lo: int, hi: int,
+                     is_sequenced: bool, session_id: Optional[str] = None) -> BacktestSession:
+        session_id = session_id or new_session_id()
         with self._lock:
             self._executed[session_id] = []
             self._live_ids.append(session_id)
@@ -206,9 +267,7 @@ class Registry:
                                   self.history.produced_slots(lo, hi), sequenced=is_sequenced,
                                   slot_delay=self.slot_delay, on_completed=self._completed,
                                   faults=self.faults)
-        self.sessions[session_id] = session
-        self.stats.sessions_created += 1
-        self.usage.started(session)
+        self._register(session)
         return session
 
     def _recorder(self, session_id: str) -> Any:

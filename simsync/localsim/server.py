@@ -32,7 +32,15 @@ from simsync.localsim.history import DISCOVERY_PROGRAM_ID, ORACLE_ACCOUNT, Histo
 from simsync.localsim.pubsub import serve_pubsub
 from simsync.localsim.registry import Registry, SimStats
 from simsync.localsim.rpc_methods import handle_body
+from simsync.localsim.session import BacktestSession
 from simsync.localsim.usage import usage_handler
+from simsync.localsim.workers import (
+    ANNOUNCE_WAIT,
+    WORKER_PATH,
+    RemoteSession,
+    WorkerPool,
+    serve_worker,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -81,6 +89,13 @@ class LocalSimulator:
     ws/http. ``rpc_endpoint_host`` makes ``sessionCreated.rpc_endpoint`` an absolute URL on that
     host name (same port, same server) instead of a path, e.g. ``"localhost"`` while the
     control URL says ``127.0.0.1``: a server that points the data plane at another host.
+
+    ``workers`` (default 1: everything in this process) > 1 runs the sub-sessions of every
+    parallel batch in that many worker processes (`simsync.localsim.workers`: this simulator
+    keeps the control channel, each sub-session's data plane is on its worker's port); not
+    with ``ssl_context`` or ``rpc_endpoint_host``. `start` then blocks until every worker is
+    up; `stop` ends them. ``worker`` makes this simulator a worker of another (the
+    ``/worker`` channel; ``python -m simsync.localsim --worker``).
     """
 
     DISCOVERY_PROGRAM_ID = DISCOVERY_PROGRAM_ID
@@ -91,7 +106,13 @@ class LocalSimulator:
                  bundles: int = 10, slot_delay: float = 0.0,
                  faults: Optional[FaultPlan] = None,
                  ssl_context: Optional[ssl.SSLContext] = None,
-                 rpc_endpoint_host: Optional[str] = None) -> None:
+                 rpc_endpoint_host: Optional[str] = None, workers: int = 1,
+                 worker: bool = False) -> None:
+        if workers < 1:
+            raise ValueError(f"workers is at least 1, got {workers}")
+        if workers > 1 and (ssl_context is not None or rpc_endpoint_host is not None):
+            raise ValueError("workers > 1 serves plain ws/http on the workers' own ports: "
+                             "not with ssl_context or rpc_endpoint_host")
         self.host = host
         self.port = port
         self.seed = seed
@@ -99,7 +120,12 @@ class LocalSimulator:
         self.rpc_endpoint_host = rpc_endpoint_host
         self.faults = faults if faults is not None else FaultPlan()
         self.history = History(seed, first_slot, bundle_size, bundles)
-        self.registry = Registry(self.history, slot_delay, self.faults)
+        self.workers: Optional[WorkerPool] = None
+        if workers > 1:
+            self.workers = WorkerPool(workers, [
+                "--seed", str(seed), "--first-slot", str(first_slot), "--bundle-size",
+                str(bundle_size), "--bundles", str(bundles), "--slot-delay", str(slot_delay)])
+        self.registry = Registry(self.history, slot_delay, self.faults, self.workers, worker)
         self._api_key = api_key
         self._thread: Optional[threading.Thread] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -141,7 +167,14 @@ class LocalSimulator:
         """Bind, start the loop thread, return once the server accepts connections."""
         if self._thread is not None:
             raise RuntimeError("LocalSimulator already started")
-        sock = self._bind()
+        if self.workers is not None:
+            self.workers.start()
+        try:
+            sock = self._bind()
+        except BaseException:
+            if self.workers is not None:
+                self.workers.stop()
+            raise
         self.port = sock.getsockname()[1]
         self.registry.rpc_base = self._rpc_base()
         ready = threading.Event()
@@ -157,9 +190,12 @@ class LocalSimulator:
         return self
 
     def stop(self) -> None:
-        """Stop serving, close every connection and the port, join the thread (idempotent)."""
+        """Stop serving, close every connection and the port, join the thread, end the
+        worker processes (idempotent)."""
         thread, loop, event = self._thread, self._loop, self._stop_event
         if thread is None:
+            if self.workers is not None:
+                self.workers.stop()
             return
         if loop is not None and event is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
@@ -169,6 +205,8 @@ class LocalSimulator:
             log.warning("local simulator thread did not stop within %ss", STOP_TIMEOUT)
         self._thread = None
         self._loop = None
+        if self.workers is not None:
+            self.workers.stop()
 
     def __enter__(self) -> LocalSimulator:
         return self.start()
@@ -211,6 +249,8 @@ class LocalSimulator:
                                shutdown_timeout=1.0)
         await runner.setup()
         try:
+            if self.workers is not None:
+                await self.workers.connect()
             await web.SockSite(runner, sock, ssl_context=self.ssl_context).start()
             ready.set()
             await self._stop_event.wait()
@@ -219,6 +259,8 @@ class LocalSimulator:
             for conn in list(self._conns):
                 conn.abort()
         finally:
+            if self.workers is not None:
+                await self.workers.close()
             await runner.cleanup()
 
     def _app(self) -> web.Application:
@@ -238,6 +280,8 @@ class LocalSimulator:
         app.router.add_get("/usage", usage_handler(self.registry.usage, self._key_ok))
         app.router.add_get("/backtest/{session_id}", self._pubsub)
         app.router.add_post("/backtest/{session_id}", self._rpc)
+        if self.registry.worker:
+            app.router.add_get(WORKER_PATH, self._worker)
         return app
 
     # -- handlers (loop thread) ------------------------------------------------------------
@@ -265,9 +309,15 @@ class LocalSimulator:
 
     async def _pubsub(self, request: web.Request) -> web.StreamResponse:
         session_id = request.match_info["session_id"]
+        await self.registry.wait_announced(session_id, ANNOUNCE_WAIT)
         return await self._websocket(
             request, "pubsub", lambda conn: serve_pubsub(conn, lambda: self.registry.hub(
                 session_id)))
+
+    async def _worker(self, request: web.Request) -> web.StreamResponse:
+        # counted as a control connection: a worker's fault plan is empty (it runs none)
+        return await self._websocket(request, "control",
+                                     lambda conn: serve_worker(conn, self.registry))
 
     async def _websocket(self, request: web.Request, channel: str,
                          serve: Callable[[Connection], Awaitable[None]]) -> web.StreamResponse:
@@ -356,6 +406,7 @@ class LocalSimulator:
     async def _rpc(self, request: web.Request) -> web.StreamResponse:
         self.registry.stats.rpc_requests += 1
         body = await request.read()
+        await self.registry.wait_announced(request.match_info["session_id"], ANNOUNCE_WAIT)
         faults = self.faults.take_rpc(self.faults.next_connection("rpc"))
         for fault in faults:
             self._fault_fired(fault)
@@ -367,7 +418,7 @@ class LocalSimulator:
             return web.Response(text=NON_JSON_BODY, content_type="text/html")
         if "rpc_delay" in actions:
             await asyncio.sleep(actions["rpc_delay"].delay_secs)
-        answer = handle_body(body, request.match_info["session_id"], self.registry.sessions.get)
+        answer = handle_body(body, request.match_info["session_id"], self._served_here)
         text = json.dumps(answer).encode()
         trickle = actions.get("rpc_trickle")
         if trickle is None:
@@ -387,6 +438,11 @@ class LocalSimulator:
             await asyncio.sleep(trickle.interval_secs)
         await response.write_eof()
         return response
+
+    def _served_here(self, session_id: str) -> Optional[BacktestSession]:
+        """The session whose JSON-RPC this simulator answers (not one in a worker)."""
+        session = self.registry.sessions.get(session_id)
+        return None if isinstance(session, RemoteSession) else session
 
     # -- thread-safe accessors -------------------------------------------------------------
     def requests_seen(self) -> List[SeenRequest]:
