@@ -20,18 +20,20 @@ import pickle
 import sqlite3
 import sys
 import zlib
+from array import array
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import base58
 from solders.account import Account
 from solders.address_lookup_table_account import AddressLookupTable
 from solders.clock import Clock
 from solders.litesvm import LiteSVM
-from solders.message import MessageV0
+from solders.message import Message, MessageV0, MessageV1
 from solders.pubkey import Pubkey
 from solders.rpc.responses import RpcSimulateTransactionResult
+from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata, TransactionMetadata
 
@@ -133,7 +135,78 @@ class TxRecord:
         return out
 
 
+class ExecutedLog:
+    """The `ExecutedTx` of one session, appended in order, in compact columns: about 80 bytes
+    a transaction (the raw 64-byte signature, the slot, small indexes; the program-id tuples
+    kept once, errors only for failed ones) against ~320 for a list of `ExecutedTx`. What the
+    simulator's test view (`LocalSimulator.executed`) keeps for a session, also after its chain
+    is freed. Iterating or indexing builds `ExecutedTx` objects. Not thread-safe: the caller
+    locks (the registry appends on the event loop and reads on the test thread)."""
+
+    _SOURCES = ("history", "user", "rpc")
+
+    def __init__(self) -> None:
+        self._slots = array("q")
+        self._signatures = bytearray()
+        self._programs = array("I")       # index into _program_sets
+        self._batches = array("i")        # -1 = None
+        self._sources = array("B")        # index into _SOURCES
+        self._ok = bytearray()
+        self._errors: Dict[int, Any] = {}  # position → err, when not None
+        self._program_sets: List[Tuple[str, ...]] = []
+        self._program_index: Dict[Tuple[str, ...], int] = {}
+
+    def append(self, executed: ExecutedTx) -> None:
+        position = len(self._slots)
+        index = self._program_index.get(executed.program_ids)
+        if index is None:
+            index = self._program_index[executed.program_ids] = len(self._program_sets)
+            self._program_sets.append(executed.program_ids)
+        self._signatures += bytes(Signature.from_string(executed.signature))
+        self._slots.append(executed.slot)
+        self._programs.append(index)
+        self._batches.append(-1 if executed.batch_index is None else executed.batch_index)
+        self._sources.append(self._SOURCES.index(executed.source))
+        self._ok.append(executed.ok)
+        if executed.err is not None:
+            self._errors[position] = executed.err
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def __getitem__(self, position: int) -> ExecutedTx:
+        if not -len(self) <= position < len(self):
+            raise IndexError("ExecutedLog index out of range")
+        position %= len(self)
+        batch = self._batches[position]
+        signature = Signature.from_bytes(bytes(self._signatures[64 * position:
+                                                                64 * position + 64]))
+        return ExecutedTx(self._slots[position], str(signature),
+                          self._program_sets[self._programs[position]],
+                          bool(self._ok[position]), None if batch < 0 else batch,
+                          self._SOURCES[self._sources[position]], self._errors.get(position))
+
+    def __iter__(self) -> Iterator[ExecutedTx]:
+        return (self[i] for i in range(len(self)))
+
+
 TX_ENCODINGS = ("json", "jsonParsed", "base58", "base64")
+
+
+def static_keys_json(message: Union[Message, MessageV0, MessageV1]) -> List[JsonObj]:
+    """The message's static account keys as ``jsonParsed`` annotates them:
+    ``{pubkey, writable, signer, source: "transaction"}``, the roles from the header (Solana's
+    rule: the first ``numRequiredSignatures`` keys sign, and of those the last
+    ``numReadonlySignedAccounts`` are read-only; of the unsigned keys the last
+    ``numReadonlyUnsignedAccounts`` are read-only)."""
+    header = message.header
+    keys = message.account_keys
+    signed = header.num_required_signatures
+    writable_signed = signed - header.num_readonly_signed_accounts
+    writable_end = len(keys) - header.num_readonly_unsigned_accounts
+    return [{"pubkey": str(key), "writable": i < writable_signed if i < signed
+             else i < writable_end, "signer": i < signed, "source": "transaction"}
+            for i, key in enumerate(keys)]
 
 
 def encode_transaction(raw: bytes, encoding: str) -> Any:
@@ -163,12 +236,7 @@ def encode_transaction(raw: bytes, encoding: str) -> Any:
              "data": base58.b58encode(bytes(ix.data)).decode("ascii"), "stackHeight": None}
             for ix in message.instructions]
     else:
-        def writable(i: int) -> bool:
-            if i < signed:
-                return i < signed - ro_signed
-            return i < len(keys) - ro_unsigned
-        msg["accountKeys"] = [{"pubkey": k, "signer": i < signed, "writable": writable(i),
-                               "source": "transaction"} for i, k in enumerate(keys)]
+        msg["accountKeys"] = static_keys_json(message)
         msg["instructions"] = [
             {"programId": keys[ix.program_id_index],
              "accounts": [keys[a] for a in ix.accounts if a < len(keys)],
@@ -278,6 +346,8 @@ class Chain:
         self.history_executed = 0
         self.history_failed = 0
         self._on_executed = on_executed
+        #: one tuple object per distinct program-id tuple (records share them)
+        self._program_ids: Dict[Tuple[str, ...], Tuple[str, ...]] = {}
         #: the last MAX_PROCESSING_AGE + 1 blockhashes (current included) → block height
         self._recent: OrderedDict[str, int] = OrderedDict()
         self.block_height = history.block_height(self.slot)
@@ -470,6 +540,7 @@ class Chain:
         static = list(message.account_keys)
         program_ids = tuple(dict.fromkeys(sys.intern(str(static[ix.program_id_index]))
                                           for ix in message.instructions))
+        program_ids = self._program_ids.setdefault(program_ids, program_ids)
         executed = ExecutedTx(self.slot, str(tx.signatures[0]), program_ids, err is None,
                               batch_index, source, err)
         version = tx.version()

@@ -15,7 +15,7 @@ from solders.message import MessageV0
 from solders.transaction import VersionedTransaction
 
 from simsync.localsim.accounts import BASE58_LIMIT
-from simsync.localsim.chain import TxRecord, encode_transaction
+from simsync.localsim.chain import TxRecord, encode_transaction, static_keys_json
 from simsync.localsim.jsonrpc import (
     INVALID_REQUEST,
     UNSUPPORTED_TRANSACTION_VERSION,
@@ -161,19 +161,8 @@ def encode_accounts_only(record: TxRecord, max_supported: Optional[int],
 
 def _annotated_keys(record: TxRecord, tx: VersionedTransaction) -> List[JsonObj]:
     message = tx.message
-    header = message.header
-    static = [str(k) for k in message.account_keys]
-    signed = header.num_required_signatures
-    ro_signed = header.num_readonly_signed_accounts
-    ro_unsigned = header.num_readonly_unsigned_accounts
-
-    def writable(i: int) -> bool:
-        if i < signed:
-            return i < signed - ro_signed
-        return i < len(static) - ro_unsigned
-
-    out = [{"pubkey": k, "writable": writable(i), "signer": i < signed, "source": "transaction"}
-           for i, k in enumerate(static)]
+    out = static_keys_json(message)
+    static = message.account_keys
     loaded = record.account_keys[len(static):]
     n_writable = (sum(len(lk.writable_indexes) for lk in message.address_table_lookups)
                   if isinstance(message, MessageV0) else 0)

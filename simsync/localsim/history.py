@@ -27,7 +27,6 @@ from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from solders.message import MessageV0
 from solders.pubkey import Pubkey
-from solders.system_program import TransferParams, transfer
 from solders.token.associated import get_associated_token_address
 from solders.token.state import Mint, TokenAccount, TokenAccountState
 from solders.transaction import VersionedTransaction
@@ -105,6 +104,15 @@ class _Cache(Generic[K, V]):
         return value
 
 
+def _transfer(source: Pubkey, dest: Pubkey, lamports: int) -> Instruction:
+    """System ``Transfer`` (the bytes ``solders.system_program.transfer`` makes: instruction 2,
+    u32 LE, then the lamports u64 LE). Built here because solders 0.29's ``transfer`` keeps a
+    ~120-byte allocation alive per call (traced at its ``dict(params)``; in a long session it
+    grew the simulator by 0.3 KiB a slot)."""
+    return Instruction(_SYSTEM, struct.pack("<IQ", 2, lamports),
+                       [AccountMeta(source, True, True), AccountMeta(dest, False, True)])
+
+
 def _keypair(*parts: object) -> Keypair:
     text = ":".join(str(p) for p in ("simsync-localsim",) + parts)
     return Keypair.from_seed(hashlib.sha256(text.encode()).digest())
@@ -154,6 +162,10 @@ class History:
                                              self._wallet_keys + [oracle_key])}
         self.token_accounts = [get_associated_token_address(k, self.mint)
                                for k in self._wallet_keys]
+        #: every transaction plan there is (kind, payer wallet, other wallet): block plans
+        #: share them, so a cached block plan costs its tuples only
+        self._tx_plans = {(kind, a, b): self._new_tx_plan(kind, a, b) for kind in _KINDS
+                          for a in range(WALLETS) for b in range(WALLETS) if a != b}
         self._plans: _Cache[int, BlockPlan] = _Cache(8_192)
         self._blocks: _Cache[int, Block] = _Cache(512)  # built blocks hold native transactions
         self._token_index = {str(t): i for i, t in enumerate(self.token_accounts)}
@@ -294,6 +306,9 @@ class History:
 
     def _plan_tx(self, kind: str, rng: random.Random) -> TxPlan:
         a, b = rng.sample(range(WALLETS), 2)
+        return self._tx_plans[kind, a, b]
+
+    def _new_tx_plan(self, kind: str, a: int, b: int) -> TxPlan:
         payer, dest = self.wallet_ids[a], self.wallet_ids[b]
         if kind == "transfer":
             return TxPlan(kind, payer, (SYSTEM_PROGRAM_ID,), (payer, dest, SYSTEM_PROGRAM_ID))
@@ -327,17 +342,14 @@ class History:
         signer, payer = self._signers[plan.payer]
         amount = _amount(slot, index)
         if plan.kind == "transfer":
-            ix = transfer(TransferParams(from_pubkey=payer,
-                                         to_pubkey=Pubkey.from_string(plan.account_keys[1]),
-                                         lamports=amount))
+            ix = _transfer(payer, Pubkey.from_string(plan.account_keys[1]), amount)
         elif plan.kind == "token":
             src, dst = (Pubkey.from_string(k) for k in plan.account_keys[1:3])
             ix = Instruction(_TOKEN, bytes([3]) + struct.pack("<Q", amount),
                              [AccountMeta(src, False, True), AccountMeta(dst, False, True),
                               AccountMeta(payer, True, False)])
         elif plan.kind == "oracle":
-            ix = transfer(TransferParams(from_pubkey=payer, to_pubkey=_ORACLE,
-                                         lamports=1 + index))
+            ix = _transfer(payer, _ORACLE, 1 + index)
         else:
             ix = Instruction(_MEMO, f"simsync localsim {slot}:{index}".encode(), [])
         message = MessageV0.try_compile(payer, [ix], [], blockhash)

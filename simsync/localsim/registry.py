@@ -17,7 +17,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from simsync.localsim.chain import Chain, ExecutedTx
+from simsync.localsim.chain import Chain, ExecutedLog, ExecutedTx
 from simsync.localsim.connection import Connection
 from simsync.localsim.faults import FaultPlan
 from simsync.localsim.history import History
@@ -155,7 +155,7 @@ class Registry:
         self.sessions: Dict[str, BacktestSession] = {}
         self.ended_hubs: Dict[str, PubSubHub] = {}
         self._lock = threading.Lock()
-        self._executed: Dict[str, List[ExecutedTx]] = {}
+        self._executed: Dict[str, ExecutedLog] = {}
         self._live_ids: List[str] = []
         self.drops = 0
         self.usage = UsageLedger()
@@ -258,7 +258,7 @@ class Registry:
                      is_sequenced: bool, session_id: Optional[str] = None) -> BacktestSession:
         session_id = session_id or new_session_id()
         with self._lock:
-            self._executed[session_id] = []
+            self._executed[session_id] = ExecutedLog()
             self._live_ids.append(session_id)
         chain = Chain(self.history, on_executed=self._recorder(session_id), start_slot=lo)
         sub = CreateParams(lo, hi, params.signer_filter, params.send_summary,

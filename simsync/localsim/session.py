@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import bisect
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Dict, FrozenSet, List, Optional, Tuple
@@ -158,6 +159,9 @@ class BacktestSession:
         self.steps_requested = 0
         self._resumes = 0
         self._pause_seq: Optional[int] = None
+        #: the pause the previous accepted step answered (its seq): replay frames up to it
+        #: are dropped at the next step (the client stepped past it, so it had them)
+        self._answered_pause: Optional[int] = None
         self._had_pause = False
         self.slots = slots
         self.sequenced = sequenced
@@ -290,12 +294,23 @@ class BacktestSession:
                 self.chain.install(step.overrides)
             except AccountDataError as exc:
                 raise RequestError(error_params(exc.variant, **exc.fields)) from None
+        self._trim_log()
         self.state = "running"
         target = step.target
         if target is None:
             self._task = asyncio.ensure_future(self._guard(lambda: self._continue(step)))
         else:
             self._task = asyncio.ensure_future(self._guard(lambda: self._continue_to(*target)))
+
+    def _trim_log(self) -> None:
+        """Bound the replay log by what a reconnecting client can still ask for: a step is
+        sent at a pause, so at this step the client holds every frame up to the pause the
+        previous step answered, and its ``last_sequence`` is at least that pause's seq; those
+        frames go (one step of slack for a client that stepped without reading its pause)."""
+        if self._answered_pause is not None:
+            del self._log[:bisect.bisect_right(self._log, self._answered_pause,
+                                               key=lambda entry: entry[0])]
+        self._answered_pause = self._pause_seq
 
     def reject_step(self, exc: RequestError) -> None:
         """Answer a rejected step: the error, then the pause again when idle."""

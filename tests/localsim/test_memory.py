@@ -35,6 +35,56 @@ _PROBE = textwrap.dedent("""
 """)
 
 
+#: One fresh process, the server traced (tracemalloc; the wire client's own allocations
+#: filtered out): one sequenced session (a detach window, so the control replay log is kept)
+#: stepped 100 blocks at a time. It prints the traced bytes after 1,000 slots and after 4,000.
+_TRACED = textwrap.dedent("""
+    import gc, json, tracemalloc
+    tracemalloc.start(8)
+    from simsync.localsim import LocalSimulator
+    from simsync.localsim.testing import Control, START
+
+    def traced():
+        gc.collect()
+        snap = tracemalloc.take_snapshot().filter_traces([
+            tracemalloc.Filter(False, "*/simsync/localsim/testing.py", all_frames=True),
+            tracemalloc.Filter(False, "*/websocket/*", all_frames=True),
+            tracemalloc.Filter(False, tracemalloc.__file__)])
+        return sum(stat.size for stat in snap.statistics("filename"))
+
+    with LocalSimulator(bundle_size=4000, bundles=1) as sim:
+        control = Control(sim.url)
+        control.create(START, START + 3999, disconnectTimeoutSecs=60)
+        marks = []
+        for target in (1000, 4000):
+            while sim.call(lambda: next(iter(sim.registry.sessions.values())).current_slot)\
+                    < START + target - 1:
+                frames = control.step(advanceCount=100)
+                control.frames.clear()
+                if frames[-1]["method"] == "completed":
+                    break
+            marks.append(traced())  # the server is idle at the pause
+        control.close()
+    print(json.dumps(marks))
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_the_servers_retained_objects_do_not_grow_with_the_slots() -> None:
+    """What the server keeps (traced Python allocations, not RSS noise) over 3,000 more slots
+    of one session: bounded windows only (the PubSub replay window, the status cache, the
+    block caches, the control log since the previous step), no per-slot structure. Before
+    (the registry's list of ExecutedTx, the control log of every frame, one solders
+    allocation kept per System transfer, plans with their own key tuples): ~2.3 KiB a slot."""
+    proc = subprocess.run([sys.executable, "-c", _TRACED], capture_output=True, text=True,
+                          timeout=580, stdin=subprocess.DEVNULL, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    after_1k, after_4k = json.loads(proc.stdout.splitlines()[-1])
+    growth_per_slot = (after_4k - after_1k) / 3000
+    assert growth_per_slot < 700, (after_1k, after_4k, growth_per_slot)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_long_session_does_not_grow_with_its_slots() -> None:
