@@ -81,6 +81,12 @@ class LocalSimulator:
     ws/http. ``rpc_endpoint_host`` makes ``sessionCreated.rpc_endpoint`` an absolute URL on that
     host name (same port, same server) instead of a path, e.g. ``"localhost"`` while the
     control URL says ``127.0.0.1``: a server that points the data plane at another host.
+
+    ``recording`` (a file ``simsync record`` wrote) serves that recorded range instead of the
+    synthetic history (``seed``, ``first_slot``, ``bundle_size`` and ``bundles`` are then
+    unused): see `simsync.localsim.recorded`. Loaded here, on the calling thread; raises
+    ``RecordingNotFound`` for a missing file, ``RecordingError`` for one that is not a
+    recording (both `SimsyncError`); a prefix is served with a WARNING.
     """
 
     DISCOVERY_PROGRAM_ID = DISCOVERY_PROGRAM_ID
@@ -91,15 +97,21 @@ class LocalSimulator:
                  bundles: int = 10, slot_delay: float = 0.0,
                  faults: Optional[FaultPlan] = None,
                  ssl_context: Optional[ssl.SSLContext] = None,
-                 rpc_endpoint_host: Optional[str] = None) -> None:
+                 rpc_endpoint_host: Optional[str] = None,
+                 recording: Optional[str] = None) -> None:
         self.host = host
         self.port = port
         self.seed = seed
         self.ssl_context = ssl_context
         self.rpc_endpoint_host = rpc_endpoint_host
         self.faults = faults if faults is not None else FaultPlan()
-        self.history = History(seed, first_slot, bundle_size, bundles)
-        self.registry = Registry(self.history, slot_delay, self.faults)
+        if recording is None:
+            self.history = History(seed, first_slot, bundle_size, bundles)
+            self.registry = Registry(self.history, slot_delay, self.faults)
+        else:   # a recording's range replaces the synthetic history (and its layout)
+            from simsync.localsim.recorded import RecordedRegistry, load_recording
+            self.history = load_recording(recording)
+            self.registry = RecordedRegistry(self.history, slot_delay, self.faults)
         self._api_key = api_key
         self._thread: Optional[threading.Thread] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
