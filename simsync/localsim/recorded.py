@@ -384,6 +384,20 @@ def _result(body: bytes) -> JsonObj:
     return dict(json.loads(body)["wire"]["params"]["result"])
 
 
+def check_file(path: str) -> JsonObj:
+    """The header of the recording at ``path``, reading only its first frame (a quick check
+    before starting a simulator for it). Raises `RecordingNotFound` or ``RecordingError``."""
+    try:
+        for _, line in raw_lines(path):
+            return check_header(path, parse_line(path, line))
+    except FileNotFoundError:
+        raise RecordingNotFound(f"no recording at {path} (record one with "
+                                "`simsync record`)") from None
+    except OSError as exc:
+        raise RecordingNotFound(f"the recording {path} cannot be read: {exc}") from None
+    return check_header(path, None)
+
+
 def load_recording(path: str) -> RecordedHistory:
     """Load the recording at ``path`` (calling thread; reads it once, a frame at a time).
 
@@ -690,4 +704,4 @@ class RecordedRegistry(Registry):
 
 __all__ = ["RecordedChain", "RecordedHistory", "RecordedHub", "RecordedRecord",
            "RecordedRegistry", "RecordedSession", "RecordedTx", "RecordingNotFound",
-           "load_recording"]
+           "check_file", "load_recording"]
