@@ -40,6 +40,19 @@ def _drive(url: str, slots: int, advance: int) -> float:
                 session.send_continue(advance_count=advance, timeout=120)
 
 
+def _peak_mib() -> float:
+    """This process's peak RSS: ``VmHWM`` (Linux; ``ru_maxrss`` survives ``execve``, so a
+    child would report its parent's peak), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _phase(kind: str, path: str, slots: int, advance: int) -> None:
     from simsync.localsim import LocalSimulator
 
@@ -49,7 +62,7 @@ def _phase(kind: str, path: str, slots: int, advance: int) -> None:
     loaded = time.perf_counter() - began
     with sim:
         secs = _drive(sim.url, slots, advance)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_mib()
     print(f"{kind:9s}: {slots / secs:8.1f} slots/s ({secs:.1f} s; load {loaded:.1f} s), "
           f"peak RSS {peak:.0f} MiB", flush=True)
 
