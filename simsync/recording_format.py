@@ -128,6 +128,47 @@ def _frames(source: BinaryIO) -> Iterator[Tuple[int, bytes]]:
         yield offset, b"".join(parts)
 
 
+def raw_lines(path: str) -> Iterator[Tuple[int, bytes]]:
+    """``(end offset of its frame, line)`` of every record line of the file at ``path``, in
+    order, reading it a frame at a time (memory: one frame); stops after the last whole
+    frame. Calling thread. Raises ``RecordingError`` when the file is not zstandard,
+    ``OSError`` when it cannot be read."""
+    with open(path, "rb") as source:
+        if source.read(len(_MAGIC)) != _MAGIC:
+            raise RecordingError(f"{path} is not a simsync recording "
+                                 "(not zstandard-compressed)")
+        source.seek(0)
+        for end, chunk in _frames(source):
+            for line in io.BytesIO(chunk):
+                yield end, line
+
+
+def parse_line(path: str, line: bytes) -> Record:
+    """One record line decoded; ``RecordingError`` when it is not a JSON object."""
+    try:
+        record = json.loads(line)
+    except ValueError as exc:
+        raise RecordingError(f"{path}: a record is not JSON ({exc})") from None
+    if not isinstance(record, dict):
+        raise RecordingError(f"{path}: a record is not a JSON object")
+    return record
+
+
+def check_header(path: str, first: Optional[Record]) -> Record:
+    """``first`` (the file's first record) when it is a header of this format and version;
+    ``RecordingError`` saying what is wrong otherwise (``None``: the file has no record)."""
+    if first is None or first.get("type") != "header":
+        raise RecordingError(f"{path} has no complete simsync recording header "
+                             "(truncated or not a recording)")
+    if first.get("format") != FORMAT:
+        raise RecordingError(f"{path} is not a simsync recording (format "
+                             f"{first.get('format')!r})")
+    if first.get("version") != VERSION:
+        raise RecordingError(f"{path} is a recording of version {first.get('version')!r}; "
+                             f"this simsync reads version {VERSION}")
+    return first
+
+
 def read(path: str) -> Recording:
     """Decode the recording at ``path`` (calling thread; reads the file in chunks).
 
@@ -136,28 +177,10 @@ def read(path: str) -> Recording:
     header names another format or version; ``OSError`` when it cannot be read."""
     lines: List[Record] = []
     good = 0
-    with open(path, "rb") as source:
-        if source.read(len(_MAGIC)) != _MAGIC:
-            raise RecordingError(f"{path} is not a simsync recording "
-                                 "(not zstandard-compressed)")
-        source.seek(0)
-        for end, chunk in _frames(source):
-            for line in io.BytesIO(chunk):
-                try:
-                    lines.append(json.loads(line))
-                except ValueError as exc:
-                    raise RecordingError(f"{path}: a record is not JSON ({exc})") from None
-            good = end
-    if not lines or lines[0].get("type") != "header":
-        raise RecordingError(f"{path} has no complete simsync recording header "
-                             "(truncated or not a recording)")
-    header = lines[0]
-    if header.get("format") != FORMAT:
-        raise RecordingError(f"{path} is not a simsync recording (format "
-                             f"{header.get('format')!r})")
-    if header.get("version") != VERSION:
-        raise RecordingError(f"{path} is a recording of version {header.get('version')!r}; "
-                             f"this simsync reads version {VERSION}")
+    for end, line in raw_lines(path):
+        lines.append(parse_line(path, line))
+        good = end
+    header = check_header(path, lines[0] if lines else None)
     body = lines[1:]
     complete = bool(body) and body[-1].get("type") == "end"
     return Recording(header, body, complete, good)
@@ -199,4 +222,5 @@ class RecordingWriter:
         self._file.close()
 
 
-__all__ = ["FORMAT", "VERSION", "Recording", "RecordingError", "RecordingWriter", "read"]
+__all__ = ["FORMAT", "VERSION", "Recording", "RecordingError", "RecordingWriter", "check_header",
+           "parse_line", "raw_lines", "read"]

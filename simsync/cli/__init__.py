@@ -255,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: 900; 0 disables reconnects)")
     run.add_argument("--progress-interval", type=_seconds, default=2.0, metavar="SECS",
                      help="seconds between plain progress lines (default: 2)")
+    run.add_argument("--recording", metavar="FILE",
+                     help="replay this recording (`simsync record`) in the embedded local "
+                          "simulator (not with --url)")
 
     add_sweep_parser(sub, common)
     add_record_parser(sub, common)
@@ -306,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="number of bundles (default 10)")
     serve.add_argument("--slot-delay", type=_seconds, default=0.0,
                        help="seconds to wait after each executed slot (default 0)")
+    serve.add_argument("--recording", metavar="FILE",
+                       help="serve this recording (written by `simsync record`) instead of "
+                            "the synthetic history; --seed, --first-slot, --bundle-size and "
+                            "--bundles are then unused")
     localsim_cli.add_fault_argument(serve)
     return parser
 
@@ -319,6 +326,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
             run.error(f"--start-slot {args.start_slot} is after --end-slot {args.end_slot}")
         if args.program_so and not args.program_id:
             run.error("--program-so needs --program-id (where to install it)")
+        if args.url and args.recording:
+            run.error("--recording replays in the embedded local simulator: drop --url")
     if args.command == "sweep":
         check_sweep_args(_subparser(parser, "sweep"), args)
     if args.command == "usage" and args.since and args.until and args.since > args.until:
@@ -409,12 +418,18 @@ def _client(args: argparse.Namespace) -> Iterator[simsync.Client]:
         raise simsync.SimsyncError(
             f"no --url given and the embedded local simulator is not installed ({exc}); "
             "pip install 'simsync[local]' or pass --url") from None
-    # a parallel run's sub-sessions go to worker processes (one a CPU at most)
-    extra = (parallel_run_args(args.start_slot, args.end_slot)
-             if args.command == "run" and args.parallel else [])
+    recording = getattr(args, "recording", None)
+    if recording is not None:
+        from simsync.localsim.recorded import check_file
+        check_file(recording)       # a missing or bad file fails here, not in the child
+        extra = ["--recording", recording]
+    else:   # a parallel run's sub-sessions go to worker processes (one a CPU at most)
+        extra = (parallel_run_args(args.start_slot, args.end_slot)
+                 if args.command == "run" and args.parallel else [])
     with ChildSimulator(extra) as sim:
-        print(f"simsync: no --url given: using an embedded local simulator at {sim.url} "
-              f"(child process {sim.pid})", file=sys.stderr, flush=True)
+        what = "" if recording is None else f" replaying {recording}"
+        print(f"simsync: no --url given: using an embedded local simulator{what} at "
+              f"{sim.url} (child process {sim.pid})", file=sys.stderr, flush=True)
         with simsync.Client(sim.url) as client:
             yield client
 

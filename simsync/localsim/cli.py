@@ -77,8 +77,9 @@ def serve(host: str = "127.0.0.1", port: int = 8900, api_key: Optional[str] = No
     """Run a `LocalSimulator` until Ctrl-C, printing its URL; stop it cleanly on the way out.
 
     ``options`` are the other `LocalSimulator` keywords (seed, first_slot, bundle_size,
-    bundles, slot_delay, faults, workers, worker). The first line printed holds the exact
-    URL to pass to ``simsync run --url``. The API key is never printed.
+    bundles, slot_delay, faults, recording, workers, worker). The first line printed holds
+    the exact URL to pass to ``simsync run --url``; with a ``recording`` the second names the
+    recorded range (and a prefix's warning follows). The API key is never printed.
     ``until_stdin_closes``: also stop when standard input reaches its end (a parent holding
     the pipe closed it, or died).
     """
@@ -90,6 +91,8 @@ def serve(host: str = "127.0.0.1", port: int = 8900, api_key: Optional[str] = No
         url = connect_url(sim.url)
         print(f"simsync local simulator: {url}  (pass --url {url}; "
               f"HTTP {connect_url(sim.http_url)}; Ctrl-C to stop)", flush=True)
+        if options.get("recording") is not None:
+            _print_recording(sim)
         plan = options.get("faults")
         if isinstance(plan, FaultPlan) and plan.pending():
             print("faults: " + ", ".join(f"{f.action} ({f.channel})" for f in plan.pending()),
@@ -104,6 +107,17 @@ def serve(host: str = "127.0.0.1", port: int = 8900, api_key: Optional[str] = No
         print("stopping…", flush=True)
     finally:
         sim.stop()
+
+
+def _print_recording(sim: Any) -> None:
+    from simsync.localsim.recorded import RecordedHistory
+
+    history = sim.history
+    if isinstance(history, RecordedHistory):
+        print(f"replaying {history.path}: slots {history.first_slot}-{history.last_slot}",
+              flush=True)
+        if history.warning is not None:
+            print(f"warning: {history.warning}", flush=True)
 
 
 def _set_at_end_of_input(stop: threading.Event) -> None:
@@ -135,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="number of bundles (default 10)")
     parser.add_argument("--slot-delay", type=float, default=0.0,
                         help="seconds to wait after each executed slot (default 0)")
+    parser.add_argument("--recording", metavar="FILE",
+                        help="serve this recording (`simsync record`) instead of the "
+                             "synthetic history")
     parser.add_argument("--until-stdin-closes", action="store_true",
                         help="also stop when standard input reaches its end (for a parent "
                              "process that starts the simulator: its exit, or death, stops it)")
@@ -148,10 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    serve(args.host, args.port, args.api_key, seed=args.seed, first_slot=args.first_slot,
-          bundle_size=args.bundle_size, bundles=args.bundles, slot_delay=args.slot_delay,
-          faults=FaultPlan(args.fault), until_stdin_closes=args.until_stdin_closes,
-          workers=args.workers, worker=args.worker)
+    from simsync.errors import SimsyncError
+
+    try:
+        serve(args.host, args.port, args.api_key, seed=args.seed, first_slot=args.first_slot,
+              bundle_size=args.bundle_size, bundles=args.bundles, slot_delay=args.slot_delay,
+              faults=FaultPlan(args.fault), until_stdin_closes=args.until_stdin_closes,
+              recording=args.recording, workers=args.workers, worker=args.worker)
+    except SimsyncError as exc:     # a missing or bad recording: one line, exit 2
+        print(f"simsync local simulator: error: {exc}", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 

@@ -15,7 +15,7 @@ import logging
 import threading
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 from simsync.localsim.chain import Chain, ExecutedLog, ExecutedTx
 from simsync.localsim.connection import Connection
@@ -136,6 +136,10 @@ class SessionGroup:
 
 class Registry:
     """Every group and session of one simulator, plus what tests inspect."""
+
+    #: what a session is made of (a recording's registry replaces both: `recorded`)
+    chain_type: Type[Chain] = Chain
+    session_type: Type[BacktestSession] = BacktestSession
 
     def __init__(self, history: History, slot_delay: float,
                  faults: Optional[FaultPlan] = None, workers: Optional[WorkerPool] = None,
@@ -260,13 +264,14 @@ class Registry:
         with self._lock:
             self._executed[session_id] = ExecutedLog()
             self._live_ids.append(session_id)
-        chain = Chain(self.history, on_executed=self._recorder(session_id), start_slot=lo)
+        chain = self.chain_type(self.history, on_executed=self._recorder(session_id),
+                                start_slot=lo)
         sub = CreateParams(lo, hi, params.signer_filter, params.send_summary,
                            params.disconnect_timeout_secs, params.discoveries, params.parallel)
-        session = BacktestSession(session_id, sub, self.history, chain,
-                                  self.history.produced_slots(lo, hi), sequenced=is_sequenced,
-                                  slot_delay=self.slot_delay, on_completed=self._completed,
-                                  faults=self.faults)
+        session = self.session_type(session_id, sub, self.history, chain,
+                                    self.history.produced_slots(lo, hi),
+                                    sequenced=is_sequenced, slot_delay=self.slot_delay,
+                                    on_completed=self._completed, faults=self.faults)
         self._register(session)
         return session
 

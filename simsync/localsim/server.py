@@ -90,12 +90,18 @@ class LocalSimulator:
     host name (same port, same server) instead of a path, e.g. ``"localhost"`` while the
     control URL says ``127.0.0.1``: a server that points the data plane at another host.
 
+    ``recording`` (a file ``simsync record`` wrote) serves that recorded range instead of the
+    synthetic history (``seed``, ``first_slot``, ``bundle_size`` and ``bundles`` are then
+    unused): see `simsync.localsim.recorded`. Loaded here, on the calling thread; raises
+    ``RecordingNotFound`` for a missing file, ``RecordingError`` for one that is not a
+    recording (both `SimsyncError`); a prefix is served with a WARNING.
+
     ``workers`` (default 1: everything in this process) > 1 runs the sub-sessions of every
     parallel batch in that many worker processes (`simsync.localsim.workers`: this simulator
     keeps the control channel, each sub-session's data plane is on its worker's port); not
-    with ``ssl_context`` or ``rpc_endpoint_host``. `start` then blocks until every worker is
-    up; `stop` ends them. ``worker`` makes this simulator a worker of another (the
-    ``/worker`` channel; ``python -m simsync.localsim --worker``).
+    with ``ssl_context``, ``rpc_endpoint_host`` or ``recording``. `start` then blocks until
+    every worker is up; `stop` ends them. ``worker`` makes this simulator a worker of another
+    (the ``/worker`` channel; ``python -m simsync.localsim --worker``).
     """
 
     DISCOVERY_PROGRAM_ID = DISCOVERY_PROGRAM_ID
@@ -106,26 +112,35 @@ class LocalSimulator:
                  bundles: int = 10, slot_delay: float = 0.0,
                  faults: Optional[FaultPlan] = None,
                  ssl_context: Optional[ssl.SSLContext] = None,
-                 rpc_endpoint_host: Optional[str] = None, workers: int = 1,
+                 rpc_endpoint_host: Optional[str] = None,
+                 recording: Optional[str] = None, workers: int = 1,
                  worker: bool = False) -> None:
         if workers < 1:
             raise ValueError(f"workers is at least 1, got {workers}")
-        if workers > 1 and (ssl_context is not None or rpc_endpoint_host is not None):
+        if workers > 1 and (ssl_context is not None or rpc_endpoint_host is not None
+                            or recording is not None):
             raise ValueError("workers > 1 serves plain ws/http on the workers' own ports: "
-                             "not with ssl_context or rpc_endpoint_host")
+                             "not with ssl_context, rpc_endpoint_host or recording")
         self.host = host
         self.port = port
         self.seed = seed
         self.ssl_context = ssl_context
         self.rpc_endpoint_host = rpc_endpoint_host
         self.faults = faults if faults is not None else FaultPlan()
-        self.history = History(seed, first_slot, bundle_size, bundles)
         self.workers: Optional[WorkerPool] = None
-        if workers > 1:
-            self.workers = WorkerPool(workers, [
-                "--seed", str(seed), "--first-slot", str(first_slot), "--bundle-size",
-                str(bundle_size), "--bundles", str(bundles), "--slot-delay", str(slot_delay)])
-        self.registry = Registry(self.history, slot_delay, self.faults, self.workers, worker)
+        if recording is None:
+            self.history = History(seed, first_slot, bundle_size, bundles)
+            if workers > 1:
+                self.workers = WorkerPool(workers, [
+                    "--seed", str(seed), "--first-slot", str(first_slot), "--bundle-size",
+                    str(bundle_size), "--bundles", str(bundles), "--slot-delay",
+                    str(slot_delay)])
+            self.registry = Registry(self.history, slot_delay, self.faults, self.workers,
+                                     worker)
+        else:   # a recording's range replaces the synthetic history (and its layout)
+            from simsync.localsim.recorded import RecordedRegistry, load_recording
+            self.history = load_recording(recording)
+            self.registry = RecordedRegistry(self.history, slot_delay, self.faults)
         self._api_key = api_key
         self._thread: Optional[threading.Thread] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
