@@ -313,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serve this recording (written by `simsync record`) instead of "
                             "the synthetic history; --seed, --first-slot, --bundle-size and "
                             "--bundles are then unused")
+    serve.add_argument("--workers", type=localsim_cli.worker_count, default=1, metavar="N",
+                       help="run each parallel batch's sub-sessions in N worker processes "
+                            "(default 1: all in this one)")
     localsim_cli.add_fault_argument(serve)
     return parser
 

@@ -141,5 +141,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     serve(args.host, args.port, args.api_key, seed=args.seed, first_slot=args.first_slot,
           bundle_size=args.bundle_size, bundles=args.bundles, slot_delay=args.slot_delay,
-          faults=FaultPlan(args.fault), recording=args.recording)
+          faults=FaultPlan(args.fault), recording=args.recording,
+          workers=args.workers)
     return 0
