@@ -73,8 +73,12 @@ class ChildSimulator:
             raise RuntimeError("ChildSimulator already launched")
         command = [sys.executable, "-m", "simsync.localsim", "--port", "0",
                    "--until-stdin-closes", *self._args]
+        # PYTHONSAFEPATH (Python 3.11+): ``-m`` would put the working directory first on the
+        # child's sys.path, so a ``simsync/`` folder there (another checkout) would be the
+        # simulator that runs instead of the parent's own simsync
+        env = {**os.environ, "PYTHONSAFEPATH": "1"}
         self._child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       start_new_session=True)
+                                       start_new_session=True, env=env)
         return self
 
     def wait_ready(self) -> ChildSimulator:
