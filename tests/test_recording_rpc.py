@@ -22,7 +22,7 @@ from simsync.protocol.codec import decode_response
 from simsync.recording_format import Recording, RecordingError, read
 from simsync.recording_rpc import BLOCK_CONFIG, RPC_LIMITS
 from tests.jsonrpc_server import JsonRpcServer
-from tests.support import START, closed_port
+from tests.support import START, closed_port, drive
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -204,6 +204,24 @@ def _drive_past(session: simsync.Session, slot: int) -> None:
         assert not isinstance(event, simsync.Completed), "the session ended too early"
 
 
+def test_a_recorded_mainnet_block_replays_in_the_local_simulator(tmp_path: Path) -> None:
+    """The mainnet block's recording served by ``LocalSimulator(recording=…)``: a session
+    over its range gets the block's slot and its 10 transactions with their mainnet metas."""
+    out = tmp_path / "mainnet.simrec"
+    with BlockServer() as server:
+        simsync.record_rpc(server.url, str(out), SLOT - 2, SLOT + 1,
+                           program_ids=[VOTE, ORACLE, SERUM, SYSTEM_PROGRAM_ID])
+    with LocalSimulator(recording=str(out)) as replay, simsync.Client(replay.url) as client, \
+            client.start_session(start_slot=SLOT - 2, end_slot=SLOT + 1) as session:
+        session.subscribe_transactions([VOTE, ORACLE, SERUM, SYSTEM_PROGRAM_ID])
+        replayed = drive(session)
+    assert [e.slot for e in replayed if isinstance(e, simsync.Slot)] == [SLOT]
+    got = [(e.signature, e.meta["fee"], e.meta["err"], e.meta["postBalances"])
+           for e in replayed if isinstance(e, simsync.Transaction)]
+    assert got == [(t["transaction"]["signatures"][0], t["meta"]["fee"], t["meta"]["err"],
+                    t["meta"]["postBalances"]) for t in BLOCK["transactions"]]
+
+
 @pytest.mark.timeout(300)
 def test_round_trip_from_a_session_rpc_matches_the_control_recording(tmp_path: Path) -> None:
     end = START + 199
@@ -262,6 +280,16 @@ def test_round_trip_from_a_session_rpc_matches_the_control_recording(tmp_path: P
     state = with_key.header["account_states"]["accounts"][key]
     assert state == now and state != first_pre
     assert with_key.header["account_states"]["slot"] > end
+    # the RPC recording replays in the local simulator: every recorded transaction, the last
+    # block's included (its blocks are whole: no pause follows the last one)
+    with LocalSimulator(recording=str(tmp_path / "rpc.simrec")) as replay, \
+            simsync.Client(replay.url) as client, \
+            client.start_session(start_slot=START, end_slot=end) as session:
+        session.subscribe_transactions(PROGRAMS)
+        replayed = drive(session)
+    assert [e.slot for e in replayed if isinstance(e, simsync.Slot)] == slot_events
+    assert [e.signature for e in replayed if isinstance(e, simsync.Transaction)] == [
+        signature(t) for t in ours]
 
 
 @pytest.mark.timeout(300)

@@ -148,7 +148,7 @@ def bot(url: str, transfer_at: Optional[int] = None, to: Optional[Pubkey] = None
                 txs: List[VersionedTransaction] = []
                 if pauses == transfer_at:
                     seen["transfer_slot"] = seen["slots"][-1]
-                    blockhash = rpc.get_latest_blockhash()["blockhash"]
+                    blockhash = str(rpc.get_latest_blockhash().blockhash)
                     txs = [_transfer(payer, dest, 12_345, blockhash)]
                     sent = str(txs[0].signatures[0])
                 session.send_continue(transactions=txs, timeout=60)
@@ -183,7 +183,7 @@ def test_round_trip_through_a_recording_served_by_another_process(
     replay_transfer = bot(served, transfer_at=30)
     assert replay_transfer["transfer"] == live_transfer["transfer"]
     status = replay_transfer["transfer"]["status"][0]
-    assert status is not None and status["err"] is None
+    assert status is not None and status.err is None
     # wallets 0 and 1 change again later in the recording: the replay says so, live does not
     assert live_transfer["errors"] == []
     wallet = str(WALLETS[0].pubkey())
@@ -222,8 +222,8 @@ def test_rpc_reads_answer_the_recorded_transactions(recording: Path) -> None:
         latest = rpc.get_latest_blockhash()
         recorded = {b["slot"]: b for b in read(str(recording)).blocks()}
         here = recorded[session.cursor.slot]
-        assert latest["blockhash"] == here["blockhash"]
-        assert latest["lastValidBlockHeight"] == here["last_valid_block_height"]
+        assert str(latest.blockhash) == here["blockhash"]
+        assert latest.last_valid_block_height == here["last_valid_block_height"]
 
 
 def test_reconnects_during_a_replay_deliver_everything_exactly_once(recording: Path) -> None:
@@ -247,7 +247,7 @@ def test_a_transaction_on_an_account_the_recording_never_saw_is_refused(
                 start_slot=START, end_slot=END) as session:
             while not isinstance(session.next_event(30), ReadyForContinue):
                 pass
-            blockhash = session.rpc.get_latest_blockhash()["blockhash"]
+            blockhash = str(session.rpc.get_latest_blockhash().blockhash)
             tx = _transfer(WALLETS[0], stranger, 1, blockhash)
             with pytest.raises(simsync.RpcError, match=str(stranger)):
                 session.rpc.send_transaction(tx)

@@ -483,14 +483,19 @@ def _load(path: str, db: sqlite3.Connection) -> RecordedHistory:
         raise RecordingError(f"{path} has no complete simsync recording header "
                              "(truncated or not a recording)")
     db.execute("CREATE INDEX row_slot ON row (slot, seq)")
-    complete = complete and completed
+    # a recording built from JSON-RPC (`simsync.recording_rpc`) has no control events but
+    # slots: its `end` record completes it, and each block is whole in the frame that
+    # announces it; a session's recording announces a slot before its block arrives
+    from_rpc = header.get("source") == "json-rpc"
+    complete = complete and (completed or from_rpc)
     if complete:
         last = int(header["end_slot"])
     else:
-        if len(slots) < 2:
+        if len(slots) < (1 if from_rpc else 2):
             raise RecordingError(f"{path} is an incomplete recording that holds no whole "
                                  "block (its recorder stopped before the first step)")
-        slots.pop()             # announced, but its block is not in the file
+        if not from_rpc:
+            slots.pop()         # announced, but its block is not in the file
         last = slots[-1]
     history = RecordedHistory(path, header, db, slots, last, complete, summary, blocks, times,
                               first_pre, touches, completed)
