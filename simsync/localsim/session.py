@@ -55,6 +55,9 @@ from simsync.localsim.wire import (
 
 log = logging.getLogger(__name__)
 MAX_LOG = 100_000
+#: frames the replay log always keeps, whatever the steps passed (`BacktestSession._trim_log`):
+#: a crash-resume from a cursor some hundreds of slots back still replays
+MIN_LOG = 2_000
 Sink = Callable[["BacktestSession", Optional[int], Frame], None]
 
 
@@ -306,10 +309,15 @@ class BacktestSession:
         """Bound the replay log by what a reconnecting client can still ask for: a step is
         sent at a pause, so at this step the client holds every frame up to the pause the
         previous step answered, and its ``last_sequence`` is at least that pause's seq; those
-        frames go (one step of slack for a client that stepped without reading its pause)."""
+        frames go (one step of slack for a client that stepped without reading its pause),
+        but the last ``MIN_LOG`` frames always stay: a cursor persisted a few steps back (a
+        crash-resume) still replays, and so does every frame of a short session."""
         if self._answered_pause is not None:
-            del self._log[:bisect.bisect_right(self._log, self._answered_pause,
-                                               key=lambda entry: entry[0])]
+            cut = min(bisect.bisect_right(self._log, self._answered_pause,
+                                          key=lambda entry: entry[0]),
+                      len(self._log) - MIN_LOG)
+            if cut > 0:
+                del self._log[:cut]
         self._answered_pause = self._pause_seq
 
     def reject_step(self, exc: RequestError) -> None:
