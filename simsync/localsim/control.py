@@ -16,7 +16,6 @@ from simsync.localsim.registry import Registry, SessionGroup
 from simsync.localsim.session import (
     BacktestSession,
     CreateParams,
-    StepRequest,
     parse_continue,
     parse_continue_to,
 )
@@ -123,21 +122,10 @@ class ControlEndpoint:
         return group.sessions[0]
 
     def _continue(self, params: Any) -> None:
-        self._step(self._single(), lambda: parse_continue(params))
+        self._single().step(lambda: parse_continue(params))
 
     def _continue_to(self, params: Any) -> None:
-        self._step(self._single(), lambda: parse_continue_to(params))
-
-    @staticmethod
-    def _step(session: BacktestSession, parse: Callable[[], StepRequest]) -> None:
-        """Validate and start a step; a rejection goes out through the session (§9)."""
-        try:
-            session.request_step(parse())
-        except RequestError as exc:
-            if exc.params == "noMoreBlocks" or session.state != "idle":
-                session.emit_error(exc)
-            else:
-                session.reject_step(exc)
+        self._single().step(lambda: parse_continue_to(params))
 
     # -- parallel steps --------------------------------------------------------------------
     def _sub(self, params: Any) -> Tuple[BacktestSession, JsonObj]:
@@ -155,11 +143,11 @@ class ControlEndpoint:
 
     def _continue_v1(self, params: Any) -> None:
         session, body = self._sub(params)
-        self._step(session, lambda: parse_continue(body))
+        session.step(lambda: parse_continue(body))
 
     def _continue_to_v1(self, params: Any) -> None:
         session, body = self._sub(params)
-        self._step(session, lambda: parse_continue_to(body))
+        session.step(lambda: parse_continue_to(body))
 
     def _close_v1(self, params: Any) -> None:
         session, _ = self._sub(params)

@@ -278,6 +278,18 @@ class BacktestSession:
         self.chain.close()
         self.hub.complete()
 
+    def step(self, parse: Callable[[], StepRequest]) -> None:
+        """Parse, validate and start a step; a rejection goes out through the session (§9):
+        ``noMoreBlocks`` or a step while not idle as an error, any other refusal as an error
+        followed by the pause again. Event-loop thread."""
+        try:
+            self.request_step(parse())
+        except RequestError as exc:
+            if exc.params == "noMoreBlocks" or self.state != "idle":
+                self.emit_error(exc)
+            else:
+                self.reject_step(exc)
+
     def request_step(self, step: StepRequest) -> None:
         """Start a ``continue``/``continueTo``; raise `RequestError` if it cannot start now."""
         if self.state == "completed":

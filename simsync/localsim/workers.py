@@ -331,8 +331,6 @@ def _variant(params: Any) -> str:
 async def serve_worker(conn: Connection, registry: Registry) -> None:
     """Read loop of the front's channel on a worker (the worker's event-loop thread). The
     sessions it created end with it."""
-    from simsync.localsim.control import ControlEndpoint
-
     mine: Dict[str, BacktestSession] = {}
 
     def sink(session: BacktestSession, seq: Optional[int], body: Frame) -> None:
@@ -360,7 +358,7 @@ async def serve_worker(conn: Connection, registry: Registry) -> None:
             if found is None:
                 continue
             if op == "step":
-                ControlEndpoint._step(found, functools.partial(
+                found.step(functools.partial(
                     parse_continue_to if obj.get("method") == "continueTo" else parse_continue,
                     obj.get("params")))
             elif op == "close":
