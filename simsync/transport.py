@@ -483,6 +483,35 @@ class Link(abc.ABC):
                     excerpt(data))
 
 
+class SilenceClock:
+    """How long the server has been silent, not counting the time this process itself was
+    not running (keepalive thread only).
+
+    A garbage collection, a GIL held by native code, SIGSTOP or a suspended laptop stop the
+    reader and the keepalive together: the keepalive then wakes late and finds the last inbound
+    frame old although the server may have answered long ago, its frames waiting unread in the
+    socket buffer. Only the keepalive's own lateness is taken out, so a dead server is still
+    found under any steady load: each wake adds at least its nominal interval of silence.
+    """
+
+    #: Lateness of one wake (seconds) below which it is scheduling jitter, not a stall.
+    JITTER = 0.05
+
+    def __init__(self) -> None:
+        self._inbound_seen = -1.0   # the last-inbound time the stall credit belongs to
+        self._stalled = 0.0         # seconds of own stall since that inbound frame
+
+    def measure(self, now: float, last_inbound: float, late: float) -> float:
+        """Seconds of silence since ``last_inbound`` (``time.monotonic`` values), the
+        keepalive having woken ``late`` seconds after it asked to."""
+        if last_inbound != self._inbound_seen:
+            self._inbound_seen, self._stalled = last_inbound, 0.0
+        if late > self.JITTER:
+            # the stall ended now: only its part after the last inbound frame counts
+            self._stalled += min(late, now - last_inbound)
+        return now - last_inbound - self._stalled
+
+
 class ReconnectPolicy:
     """Backoff of one outage: exponential with full jitter, capped, at least an HTTP
     ``Retry-After`` when the server gave one, bounded by a wall-clock budget (read at each
@@ -600,6 +629,7 @@ class Connection:
         self._last_cause: Optional[str] = None
         self._pong_owed: Optional[bytes] = None
         self._last_inbound = time.monotonic()
+        self._silence = SilenceClock()      # keepalive thread only
         self._policy = ReconnectPolicy(config, self._stop)
         self._reader = threading.Thread(target=self._run, daemon=True,
                                         name=f"simsync-{link.name}-reader-{label}")
@@ -1020,10 +1050,14 @@ class Connection:
     def _keep_alive(self) -> None:
         """Keepalive thread: ping each interval (skipped while a send is in progress); abort
         a socket silent past ``dead_after``. A crash here fails the connection."""
+        interval = min(SLICE, self.config.ping_interval)
         next_ping = time.monotonic() + self.config.ping_interval
         try:
-            while not self._stop.wait(min(SLICE, self.config.ping_interval)):
-                next_ping = self._keep_alive_once(next_ping)
+            while True:
+                due = time.monotonic() + interval
+                if self._stop.wait(interval):
+                    break
+                next_ping = self._keep_alive_once(next_ping, time.monotonic() - due)
         except BaseException as exc:  # noqa: BLE001 - a crash must never be silent
             log.exception("%s: internal error in the keepalive", self._name)
             self._fail(exc, f"internal error in the {self.link.name} keepalive: "
@@ -1031,7 +1065,9 @@ class Connection:
             self._stop.set()
             self.abort()
 
-    def _keep_alive_once(self, next_ping: float) -> float:
+    def _keep_alive_once(self, next_ping: float, late: float) -> float:
+        """One keepalive check, ``late`` seconds after it was due; returns the next ping's
+        time."""
         sock = self._sock
         now = time.monotonic()
         if sock is None or not self._watched:
@@ -1045,7 +1081,7 @@ class Connection:
                 next_ping = now + min(1.0, self.config.ping_interval)
                 self._send_control(sock, ABNF.OPCODE_PONG, b"")
             return next_ping
-        silent = now - self._last_inbound
+        silent = self._silence.measure(now, self._last_inbound, late)
         if silent > self.config.dead_after:
             log.warning("%s: nothing received for %.1fs, reconnecting", self._name, silent)
             self._last_inbound = now
