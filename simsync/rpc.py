@@ -23,6 +23,7 @@ import base64
 from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
+from simsync import urls
 from simsync.config import ClientConfig
 from simsync.rpc_types import base58, to_base64
 from simsync.solana_rpc import (
@@ -79,6 +80,10 @@ class SessionRpc(SolanaRpc):
 
     def _ended(self) -> Optional[str]:
         return self._session_ended() if self._session_ended is not None else None
+
+    def _shown_url(self) -> str:
+        # the server's rpc_endpoint: its path names the session, a credential has no place
+        return urls.shown(self.url)
 
     def modify_accounts(self, accounts: Mapping[Any, Any]) -> Any:
         """``modifyAccounts`` (custom): overwrite accounts now; returns the server's ``result``.

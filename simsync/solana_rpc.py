@@ -81,6 +81,7 @@ from simsync.rpc_types import (
     value_of,
 )
 from simsync.rpc_types import config as rpc_config
+from simsync.urls import redacted, scrub
 
 __all__ = ["HTTP_FAILURES", "WRITE_METHODS", "CallWatch", "SolanaRpc", "close_http",
            "is_read", "timed_request", "watched_http"]
@@ -338,6 +339,11 @@ def timed_request(http: requests.Session, method: str, url: str, watch: CallWatc
 
 
 
+
+def _head(content: bytes) -> str:
+    """The start of a response body as text, enough for an error's excerpt."""
+    return content[:4 * _BODY_EXCERPT].decode("utf-8", "replace")
+
 class SolanaRpc:
     """A blocking client of one Solana JSON-RPC endpoint (``http(s)://…``).
 
@@ -401,8 +407,18 @@ class SolanaRpc:
         """Seconds one call may take as a whole."""
         return self._timeout
 
+    def _shown_url(self) -> str:
+        """The endpoint as the repr, logs and errors show it: ``urls.redacted`` (a provider's
+        key may be in its path or query)."""
+        return redacted(self._url)
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without the parts of the URL that ``_shown_url`` hides."""
+        return text if self._shown_url() == self._url else scrub(text, self._url)
+
     def __repr__(self) -> str:
-        url = self._url if len(self._url) <= 100 else self._url[:99] + "…"
+        url = self._shown_url()
+        url = url if len(url) <= 100 else url[:99] + "…"
         return f"{type(self).__name__}({url!r}{', closed' if self._closed else ''})"
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -516,7 +532,10 @@ class SolanaRpc:
                     self._http, "POST", self._url, watch, self._config, data=payload,
                     allow_redirects=False)
             except HTTP_FAILURES as exc:
-                raise self._transport_error(method, exc, watch) from exc
+                # chained only where the URL hides nothing: requests' own message carries the
+                # whole URL (a provider's key in its path or query)
+                error = self._transport_error(method, exc, watch)
+                raise error from (exc if self._shown_url() == self._url else None)
             log.debug("rpc %s id=%d -> HTTP %d in %.3fs (%d bytes)", method, request_id, status,
                       time.monotonic() - started, len(content))
         retry_after = retry_after_seconds(headers.get("Retry-After"))
@@ -547,7 +566,8 @@ class SolanaRpc:
             what += f"; the session has ended ({after})"
         elif self._closed:
             what += f"; this {type(self).__name__} was closed meanwhile"
-        return kind(f"{method}: {what} at {self._url}: {excerpt(str(exc), _BODY_EXCERPT)}")
+        return kind(f"{method}: {what} at {self._shown_url()}: "
+                    f"{excerpt(self._scrub(str(exc)), _BODY_EXCERPT)}")
 
     def _decode(self, method: str, request_id: int, status: int, content: bytes,
                 retry_after: Optional[float] = None) -> Any:
@@ -566,8 +586,9 @@ class SolanaRpc:
             if isinstance(error, dict):  # an error object carried on an HTTP error status
                 raise self._error_object(method, error, http_status=status,
                                          retry_after=retry_after)
-            raise RpcError(f"{method}: HTTP {status}{after} from {self._url}: "
-                           f"{excerpt(content, _BODY_EXCERPT)}", http_status=status,
+            raise RpcError(f"{method}: HTTP {status}{after} from {self._shown_url()}: "
+                           f"{excerpt(self._scrub(_head(content)), _BODY_EXCERPT)}",
+                           http_status=status,
                            retry_after=retry_after)
         if not parsed:
             raise RpcError(f"{method}: response is not JSON ({why}): "

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
-from urllib.parse import unquote, urlsplit, urlunsplit
+from typing import List, Optional
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 _WS_TO_HTTP = {"ws": "http", "wss": "https"}
 _HTTP_TO_WS = {"http": "ws", "https": "wss"}
@@ -81,6 +81,45 @@ def shown(url: str) -> str:
     except ValueError:
         port = ""
     return urlunsplit((parts.scheme, host + port, parts.path, "", ""))
+
+
+def _secret_parts(url: str) -> List[str]:
+    """The parts of ``url`` where a provider's credential may be: userinfo, query, fragment
+    and path segments that look like a key (20+ characters mixing letters and digits:
+    ``/v2/<key>``, ``/<token>/``)."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    found = [p for p in (parts.query, parts.fragment, userinfo) if p]
+    # a password or a query value alone, where it is long enough not to occur everywhere
+    found += [v for v in [parts.password or ""] + [v for _, v in parse_qsl(parts.query)]
+              if len(v) >= 6]
+    found += [seg for seg in parts.path.split("/") if _looks_like_a_key(seg)]
+    return found
+
+
+def _looks_like_a_key(segment: str) -> bool:
+    return (len(segment) >= 20 and any(c.isdigit() for c in segment)
+            and any(c.isalpha() for c in segment))
+
+
+def redacted(url: str) -> str:
+    """An HTTP endpoint as it may appear in reprs, logs and errors: ``shown`` with each
+    path segment that looks like a key cut to its first 4 characters and ``…``
+    (``https://host/v2/abcd…``)."""
+    parts = urlsplit(shown(url))
+    path = "/".join(seg[:4] + "…" if _looks_like_a_key(seg) else seg
+                    for seg in parts.path.split("/"))
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (an exception's message, a response body) with every secret part of ``url``
+    (userinfo, query and its values, fragment, key-like path segments) replaced by
+    ``[redacted]``, percent-decoded or not."""
+    for secret in sorted(_secret_parts(url), key=len, reverse=True):
+        for form in {secret, unquote(secret)}:
+            text = text.replace(form, "[redacted]")
+    return text
 
 
 def plain_ws(url: str) -> str:

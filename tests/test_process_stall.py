@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+
 import pytest
 
 from simsync.localsim import LocalSimulator

@@ -10,12 +10,14 @@
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import time
 import traceback
 from typing import Any, Iterator, List, Tuple
 
 import pytest
+import responses
 import trustme
 
 import simsync
@@ -388,3 +390,50 @@ def test_a_ca_bundle_replaces_the_system_store_on_http_channels_too(
         else:
             simsync.Client(tls_sim.url, config=config).usage()
     assert time.monotonic() - began < 2.0
+
+
+# ------------------------------------------------- a provider's key in a JSON-RPC URL
+
+PROVIDER_KEY = "k7Gq2xV9pL4mN8sR1tY6wZ3bC5dF0hJ"
+
+
+def provider_url(port: int) -> str:
+    """An endpoint shaped like the providers': a key in the path and one in the query."""
+    return f"http://127.0.0.1:{port}/v2/{PROVIDER_KEY}?api-key={SECRET}"
+
+
+def assert_no_key(text: str) -> None:
+    assert PROVIDER_KEY not in text and SECRET not in text, text
+    assert PROVIDER_KEY[:12] not in text and SECRET[:12] not in text, text
+
+
+def test_a_provider_key_in_the_url_stays_out_of_the_repr_and_a_connection_error() -> None:
+    with socket.socket() as probe:      # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    records = Records()
+    logging.getLogger().addHandler(records)
+    try:
+        with simsync.SolanaRpc(provider_url(port), timeout=5) as rpc:
+            assert_no_key(repr(rpc))
+            with pytest.raises(simsync.RpcConnectionError) as caught:
+                rpc.get_slot()
+    finally:
+        logging.getLogger().removeHandler(records)
+    assert_no_key(str(caught.value))
+    assert_no_key("".join(traceback.format_exception(caught.value)))
+    assert f"127.0.0.1:{port}/v2/" in str(caught.value)    # still says where it went
+    assert_no_key("\n".join(r.getMessage() for r in records.records))
+
+
+def test_a_provider_key_echoed_in_an_http_error_body_is_scrubbed() -> None:
+    url = provider_url(8899)
+    with responses.RequestsMock() as mock:
+        mock.add(responses.POST, url, status=401,
+                 body=f"invalid api key {SECRET} for /v2/{PROVIDER_KEY}")
+        with simsync.SolanaRpc(url, timeout=5) as rpc, \
+                pytest.raises(simsync.RpcError) as caught:
+            rpc.get_slot()
+    assert caught.value.http_status == 401
+    assert "invalid api key" in str(caught.value)
+    assert_no_key(str(caught.value))
