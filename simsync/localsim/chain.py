@@ -278,6 +278,15 @@ class TxLog:
             "CREATE INDEX addr_seq ON addr (address, seq);")
         self.count = 0
         self.closed = False
+        # rows not written yet: written together, in one SQLite transaction, before any
+        # query and every PENDING_ROWS transactions (one transaction per row cost more
+        # than the SVM's execution)
+        self._tx_rows: List[Tuple[int, str, int, bytes]] = []
+        self._addr_rows: List[Tuple[str, int]] = []
+        self._pending_seq: Dict[str, int] = {}
+
+    #: Transactions kept in memory before they are written.
+    PENDING_ROWS = 512
 
     def add(self, record: TxRecord) -> None:
         e = record.executed
@@ -286,25 +295,43 @@ class TxLog:
              record.raw, record.version, record.account_keys, record.meta,
              record.block_time), protocol=pickle.HIGHEST_PROTOCOL), 1)
         self.count += 1
-        self._db.execute("INSERT INTO tx VALUES (?, ?, ?, ?)",
-                         (self.count, e.signature, e.slot, body))
-        self._db.executemany("INSERT INTO addr VALUES (?, ?)",
-                             [(a, self.count) for a in dict.fromkeys(record.account_keys)])
+        self._tx_rows.append((self.count, e.signature, e.slot, body))
+        self._pending_seq[e.signature] = self.count
+        self._addr_rows.extend((a, self.count) for a in dict.fromkeys(record.account_keys))
+        if len(self._tx_rows) >= self.PENDING_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._tx_rows:
+            with self._db:      # BEGIN … COMMIT
+                self._db.execute("BEGIN")
+                self._db.executemany("INSERT INTO tx VALUES (?, ?, ?, ?)", self._tx_rows)
+                self._db.executemany("INSERT INTO addr VALUES (?, ?)", self._addr_rows)
+            self._tx_rows, self._addr_rows, self._pending_seq = [], [], {}
+
+    def _query(self, sql: str, params: Tuple[Any, ...]) -> List[Any]:
+        self._flush()
+        return self._db.execute(sql, params).fetchall()
 
     def get(self, signature: str) -> Optional[TxRecord]:
-        row = self._db.execute("SELECT body FROM tx WHERE sig = ?", (signature,)).fetchone()
-        return None if row is None else _load(row[0])
+        rows = self._query("SELECT body FROM tx WHERE sig = ?", (signature,))
+        return _load(rows[0][0]) if rows else None
 
     def seq_of(self, signature: str) -> Optional[int]:
+        """The transaction's number (1-based, in execution order), None if unknown; asked
+        before every execution (the status cache), so it does not write the pending rows."""
+        seq = self._pending_seq.get(signature)
+        if seq is not None:
+            return seq
         row = self._db.execute("SELECT seq FROM tx WHERE sig = ?", (signature,)).fetchone()
         return None if row is None else int(row[0])
 
     def block(self, slot: int) -> List[TxRecord]:
-        return [_load(body) for (body,) in self._db.execute(
+        return [_load(body) for (body,) in self._query(
             "SELECT body FROM tx WHERE slot = ? ORDER BY seq", (slot,))]
 
     def for_address(self, address: str, below: int, above: int, limit: int) -> List[TxRecord]:
-        return [_load(body) for (body,) in self._db.execute(
+        return [_load(body) for (body,) in self._query(
             "SELECT tx.body FROM addr JOIN tx ON tx.seq = addr.seq WHERE addr.address = ?"
             " AND addr.seq < ? AND addr.seq > ? ORDER BY addr.seq DESC LIMIT ?",
             (address, below, above, limit))]
@@ -312,6 +339,7 @@ class TxLog:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            self._tx_rows, self._addr_rows, self._pending_seq = [], [], {}
             self._db.close()
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 import base58
+from solders.pubkey import Pubkey
 
 JsonObj = Dict[str, Any]
 
@@ -30,6 +31,9 @@ _ACCOUNT_STATES = {1: "initialized", 2: "frozen"}
 
 
 def _key(raw: bytes) -> str:
+    """Base58 of ``raw``: solders' (Rust) for a 32-byte key, the base58 package otherwise."""
+    if len(raw) == 32:
+        return str(Pubkey.from_bytes(raw))
     return base58.b58encode(raw).decode("ascii")
 
 
