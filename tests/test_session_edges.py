@@ -191,7 +191,9 @@ def test_a_failed_attach_leaves_the_server_session_for_another_try(
 # ------------------------------------------------------------------ 4: exit without close
 
 _BLOCKED_SCRIPT = """
-import logging, sys
+import logging, signal, sys
+# Ctrl-C's default even when the suite runs as a background job (SIGINT ignored there)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 import simsync
 url, start = sys.argv[1], int(sys.argv[2])

@@ -33,7 +33,9 @@ def test_a_child_simulator_serves_a_session_and_is_gone_after_the_block() -> Non
 
 
 _PARENT = textwrap.dedent("""
-    import sys, threading
+    import signal, sys, threading
+    # Ctrl-C's default even when the suite runs as a background job (SIGINT ignored there)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from simsync.localsim.child import ChildSimulator
     sim = ChildSimulator().__enter__()
     print(sim.pid, flush=True)
