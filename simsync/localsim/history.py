@@ -21,12 +21,14 @@ import time
 from dataclasses import dataclass
 from typing import Dict, Generic, List, Optional, Tuple, TypeVar
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.account import Account
 from solders.hash import Hash
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
-from solders.message import MessageV0
+from solders.message import MessageV0, to_bytes_versioned
 from solders.pubkey import Pubkey
+from solders.signature import Signature
 from solders.token.associated import get_associated_token_address
 from solders.token.state import Mint, TokenAccount, TokenAccountState
 from solders.transaction import VersionedTransaction
@@ -50,6 +52,8 @@ ORACLE_LAMPORTS = 10**9
 FEE_LAMPORTS = 5_000
 #: `History.state_at` keeps the balances at every this many slots from the first
 STATE_CHECKPOINT = 1_000
+#: slots a chunk of `History._produced_chunk`
+_CHUNK = 1_024
 EPOCH_UTC = calendar.timegm((2026, 1, 10, 8, 0, 0, 0, 0, 0))  # first slot's wall clock
 _KINDS = ("transfer", "token", "oracle", "memo")
 _WEIGHTS = (50, 30, 10, 10)
@@ -157,9 +161,13 @@ class History:
         oracle_key = self.oracle_authority.pubkey()
         self.wallet_ids = [str(k) for k in self._wallet_keys]
         self.oracle_authority_id = str(oracle_key)
-        self._signers: Dict[str, Tuple[Keypair, Pubkey]] = {
-            str(k): (kp, k) for kp, k in zip(self.wallets + [self.oracle_authority],
-                                             self._wallet_keys + [oracle_key])}
+        # each signer's ed25519 key in OpenSSL (``cryptography``): its signatures are the
+        # same bytes as solders' ``Keypair.sign_message`` (ed25519 is deterministic) at
+        # three quarters of the cost, and signing is most of building the history
+        self._signers: Dict[str, Tuple[Ed25519PrivateKey, Pubkey]] = {
+            str(k): (Ed25519PrivateKey.from_private_bytes(bytes(kp)[:32]), k)
+            for kp, k in zip(self.wallets + [self.oracle_authority],
+                             self._wallet_keys + [oracle_key])}
         self.token_accounts = [get_associated_token_address(k, self.mint)
                                for k in self._wallet_keys]
         #: every transaction plan there is (kind, payer wallet, other wallet): block plans
@@ -175,6 +183,8 @@ class History:
         self._checkpoints: Dict[int, _Balances] = {
             first_slot: _Balances(lamports, (TOKEN_AMOUNT,) * WALLETS)}
         self._checkpoint_lock = threading.Lock()
+        self._produced: Dict[int, bytes] = {}
+        self._chunk_counts: Dict[int, int] = {}
 
     # -- layout ----------------------------------------------------------------------------
     def bundles(self) -> List[Tuple[int, int]]:
@@ -196,13 +206,44 @@ class History:
     def is_produced(self, slot: int) -> bool:
         if not self.in_range(slot):
             return False
+        offset = slot - self.first_slot
+        return bool(self._produced_chunk(offset // _CHUNK)[offset % _CHUNK])
+
+    def _draw_produced(self, slot: int) -> bool:
         if self.is_bundle_start(slot):
             return True
         return random.Random(f"{self.seed}:skip:{slot}").random() >= SKIP_RATE
 
+    def _produced_chunk(self, index: int) -> bytes:
+        """One flag a slot (1: produced) for the `_CHUNK` slots from ``first_slot + index ×
+        _CHUNK``: drawn once (a seeded ``random.Random`` a slot costs microseconds, and
+        `block_height` counts from the first slot), then kept (a byte a slot). Any thread:
+        two threads drawing the same chunk draw the same bytes."""
+        flags = self._produced.get(index)
+        if flags is None:
+            lo = self.first_slot + index * _CHUNK
+            flags = bytes(self._draw_produced(s)
+                          for s in range(lo, min(lo + _CHUNK, self.last_slot + 1)))
+            self._produced[index] = flags
+        return flags
+
     def produced_slots(self, start: int, end: int) -> List[int]:
         lo, hi = max(start, self.first_slot), min(end, self.last_slot)
         return [s for s in range(lo, hi + 1) if self.is_produced(s)]
+
+    def _produced_before(self, slot: int) -> int:
+        """How many slots of the history below ``slot`` were produced."""
+        offset = min(slot, self.last_slot + 1) - self.first_slot
+        if offset <= 0:
+            return 0
+        whole, part = divmod(offset, _CHUNK)
+        count = 0
+        for index in range(whole):
+            found = self._chunk_counts.get(index)
+            if found is None:
+                found = self._chunk_counts[index] = sum(self._produced_chunk(index))
+            count += found
+        return count + (sum(self._produced_chunk(whole)[:part]) if part else 0)
 
     def blockhash(self, slot: int) -> Hash:
         """The recent blockhash a block at ``slot`` is built on: what ``getLatestBlockhash``
@@ -214,8 +255,7 @@ class History:
         """Block height at a pause before ``slot`` (a produced slot): the number of blocks
         produced before it on its own scale, below the slot number (mainnet's base:
         ``first_slot`` × 0.945, then one per produced block; skipped slots add none)."""
-        return (self.first_slot * 945 // 1000
-                + len(self.produced_slots(self.first_slot, slot - 1)))
+        return self.first_slot * 945 // 1000 + self._produced_before(slot)
 
     def block_time(self, slot: int) -> int:
         return EPOCH_UTC + (slot - self.first_slot) * 2 // 5
@@ -353,4 +393,7 @@ class History:
         else:
             ix = Instruction(_MEMO, f"simsync localsim {slot}:{index}".encode(), [])
         message = MessageV0.try_compile(payer, [ix], [], blockhash)
-        return VersionedTransaction(message, [signer])
+        # the same bytes as VersionedTransaction(message, [keypair]), which costs twice the
+        # signature (it derives the signer's public key again to check it)
+        return VersionedTransaction.populate(
+            message, [Signature.from_bytes(signer.sign(to_bytes_versioned(message)))])

@@ -228,6 +228,9 @@ class RecordedHistory(History):
     def is_produced(self, slot: int) -> bool:
         return slot in self._slot_set
 
+    def _draw_produced(self, slot: int) -> bool:     # History's counts (block_height)
+        return slot in self._slot_set
+
     def produced_slots(self, start: int, end: int) -> List[int]:
         lo = bisect.bisect_left(self._slots, start)
         hi = bisect.bisect_right(self._slots, end)
