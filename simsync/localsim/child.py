@@ -125,16 +125,24 @@ class ChildSimulator:
                            f"within {self.startup_timeout:g}s (exit code {child.poll()})"
                            + (f": {output}" if output else ""))
 
+    def end_input(self) -> None:
+        """Close the child's input (it then stops on its own) without waiting for it: a
+        parent stopping several children ends every input first, then `stop`s each, so
+        they shut down in parallel (idempotent; any thread)."""
+        child = self._child
+        if child is not None:
+            for stream in (child.stdin, child.stdout):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
+
     def stop(self) -> None:
         """Stop the child (idempotent; any thread): end of input, then a bounded wait, then
         SIGKILL."""
+        self.end_input()
         child, self._child = self._child, None
         if child is None:
             return
-        for stream in (child.stdin, child.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
         try:
             child.wait(self.stop_timeout)
         except subprocess.TimeoutExpired:

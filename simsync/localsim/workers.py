@@ -188,7 +188,10 @@ class WorkerPool:
             raise
 
     def stop(self) -> None:
-        """Stop every worker process (end of input, bounded wait, SIGKILL; idempotent)."""
+        """Stop every worker process (end of input, bounded wait, SIGKILL; idempotent):
+        every input ends first, so the workers shut down in parallel."""
+        for link in self.links:
+            link.child.end_input()
         for link in self.links:
             link.child.stop()
 
