@@ -306,7 +306,9 @@ class FreshSocket:
         (attach, resume, close) would otherwise need more than a 2 s close timeout. A
         server that refused them before it took the attach (a request-level ``error``: no
         ``seqId``) gets ``then()`` once more after the attach answer. A fatal ``error``
-        raises ``SimsyncError``."""
+        raises ``SimsyncError``, except ``sessionNotFound``: the server no longer holds the
+        session (a close that reached it before, on the connection given up on), which is
+        what the exchange was for."""
         self.send(attach)
         for request in then():
             self.send(request)
@@ -317,6 +319,8 @@ class FreshSocket:
             if done(event):
                 return
             if isinstance(event, ServerError):
+                if event.kind == "sessionNotFound":
+                    return
                 if event.fatal:
                     raise SimsyncError(event.message)
                 refused = refused or seq is None
@@ -365,6 +369,12 @@ class ControlBase(Link):
 
     def url(self) -> str:
         return self._url
+
+    @property
+    def round_trip(self) -> float:
+        """The last resume's round trip (seconds; 0 before any resume): how long a request
+        of this link's answered at once by the server may take (``ack_wait_until``)."""
+        return self._resume_rtt
 
     @property
     @abc.abstractmethod
@@ -821,10 +831,10 @@ class SingleControl(ControlSide):
         if not link.created:
             self.connection.close(max(0.0, deadline - time.monotonic()))
             return
-        # half the time for the request and its ack on this connection; the rest, if it
-        # does not come (the connection was dying, or another thread's send holds it), for
-        # tearing it down and a fresh one
-        ack_by = time.monotonic() + (deadline - time.monotonic()) / 2
+        # the request and its ack on this connection get `ack_wait_until`; the rest, if it
+        # does not come (the connection died unnoticed, or another thread's send holds it),
+        # goes to tearing it down and a fresh one
+        ack_by = ack_wait_until(deadline, link.round_trip)
         try:
             if self.status.value.state is State.UP and link.send_close(ack_by):
                 while not link.close_acked.wait(SLICE) and time.monotonic() < ack_by \
@@ -841,6 +851,20 @@ class SingleControl(ControlSide):
             link.close_detached(detached_by)
 
 
+def ack_wait_until(deadline: float, round_trip: float) -> float:
+    """Until when (monotonic seconds) a close waits for the server's acknowledgement on its
+    own connection before it tears that connection down and closes on a fresh one: a
+    quarter of the time left to ``deadline``, or four of the link's round trips
+    (``ControlBase.round_trip``, seconds) if longer, at most half. A connection can die
+    without a sign (its peer reset behind a proxy, the client's side left open and silent):
+    the close's request then goes nowhere, and the fresh connection needs its upgrade and
+    one more round trip, which on a slow link took more than the half the wait used to
+    leave it. An ack that is merely slow costs at most a fresh connection that finds the
+    session already gone (``close_detached``)."""
+    left = max(0.0, deadline - time.monotonic())
+    return time.monotonic() + min(left / 2, max(left / 4, 4 * round_trip))
+
+
 def join_reserve(deadline: float) -> float:
     """The share of a close's time left to ``deadline`` that the detached close (the part
     that may use all it gets) leaves for ending threads: a quarter, at most a second."""
@@ -849,4 +873,4 @@ def join_reserve(deadline: float) -> float:
 
 __all__: List[str] = ["ControlBase", "ControlLink", "ControlSide", "FreshSocket", "SessionEnded",
                       "SessionInfo", "SingleControl", "Step", "StepGate", "StepState", "Verdict",
-                      "join_reserve"]
+                      "ack_wait_until", "join_reserve"]

@@ -19,6 +19,7 @@ from simsync.control import (
     SessionEnded,
     SessionInfo,
     StepGate,
+    ack_wait_until,
 )
 from simsync.errors import (
     ControlFailed,
@@ -107,6 +108,9 @@ class ParallelControlLink(ControlBase):
         self.subs: Dict[str, _Sub] = {}
         #: the sub-sessions the create announced so far (``sessionCreated``)
         self._announced: Dict[str, SessionCreated] = {}
+        #: until when (monotonic seconds) closes wait for their answers on this connection
+        #: (``close_subs``' ``ack_by``, from the batch's close): one bound for them all
+        self.acks_by = float("inf")
 
     def __repr__(self) -> str:
         return f"ParallelControlLink({self._url!r}, {self.control_session_id!r})"
@@ -228,8 +232,8 @@ class ParallelControlLink(ControlBase):
         self.subs[session_id].gate.begin_step(request, wrapped, ready, deadline)
         self.flush_steps()
 
-    def close_subs(self, session_ids: List[str], deadline: Optional[float] = None
-                   ) -> List[threading.Event]:
+    def close_subs(self, session_ids: List[str], deadline: Optional[float] = None,
+                   ack_by: Optional[float] = None) -> List[threading.Event]:
         """Send ``closeSessionV1`` for each of ``session_ids`` not closing yet, one right
         after the other, before any answer (user thread): a batch's close costs one round
         trip, not one per sub-session. Returns one event per id, set on its answer, or at
@@ -237,7 +241,10 @@ class ParallelControlLink(ControlBase):
         the server would keep it for the detach window. A close that cannot be written now
         (the connection is down, or another thread's send holds it until ``deadline``) is
         sent after the next resume, or by ``close_detached``; one already asked for is not
-        sent again."""
+        sent again. ``ack_by`` (monotonic seconds) lowers ``acks_by``, how long closes
+        wait for their answers before the fresh-connection path."""
+        if ack_by is not None:
+            self.acks_by = min(self.acks_by, ack_by)
         for session_id in session_ids:
             sub = self.subs[session_id]
             if sub.closing:
@@ -314,14 +321,16 @@ class SubControl(ControlSide):
         self._link.send_step(self._info.session_id, request, ready, deadline)
 
     def close(self, deadline: float) -> None:
-        """``closeSessionV1`` → ``success`` (bounded); the shared connection closes once
-        every sub-session is closed or completed."""
+        """``closeSessionV1`` → ``success`` (bounded: ``ack_wait_until``, or the batch's
+        bound when the batch closes); the shared connection closes once every sub-session
+        is closed or completed."""
         try:
             # half the time at most for the request (never the whole close behind another
-            # thread's send); the connection's teardown gets the rest
+            # thread's send); the connection's teardown and a fresh one get the rest
             write_by = time.monotonic() + (deadline - time.monotonic()) / 2
             acked, = self._link.close_subs([self._info.session_id], write_by)
-            while not acked.wait(SLICE) and time.monotonic() < deadline \
+            ack_by = min(ack_wait_until(deadline, self._link.round_trip), self._link.acks_by)
+            while not acked.wait(SLICE) and time.monotonic() < ack_by \
                     and self.status.value.state is State.UP:
                 pass
         finally:
@@ -539,9 +548,12 @@ class ParallelSession(ProcessOwned):
         deadline = time.monotonic() + (timeout or self._config.close_timeout)
         try:
             # every close on the wire before the first answer is awaited (as in
-            # SubControl.close: half the time at most for the writes)
+            # SubControl.close: half the time at most for the writes), and one bound for
+            # all their answers, so that a connection that died unnoticed leaves the fresh
+            # one its time
             self._link.close_subs([s.info.session_id for s in self.sub_sessions],
-                                  time.monotonic() + (deadline - time.monotonic()) / 2)
+                                  time.monotonic() + (deadline - time.monotonic()) / 2,
+                                  ack_wait_until(deadline, self._link.round_trip))
             for sub_session in self.sub_sessions:
                 sub_session.close(max(SLICE, deadline - time.monotonic()))
         finally:

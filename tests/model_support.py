@@ -79,6 +79,8 @@ SUBSCRIBE_BOUND = 15.0
 RPC_BOUND = MODEL_CONFIG.rpc_timeout + 2.0
 CLOSE_BOUND = MODEL_CONFIG.close_timeout + 1.5
 SETTLE = 5.0
+#: The longest ``lost_step`` holds its outage (seconds): the steps are written by then.
+LOST_STEP_HOLD = 1.0
 PAUSES = (simsync.ReadyForContinue, simsync.Paused)
 OWN_THREADS = ("simsync-localsim-", "simsync-netproxy-")
 #: The signal ``step_interrupted`` turns into ``KeyboardInterrupt`` inside ``next_event``
@@ -964,13 +966,28 @@ class SessionModel(RuleBasedStateMachine):
 
     def _step_with_lost_request(self, steps: Callable[[], None]) -> None:
         """Run ``steps`` (sends) with the path to the server blackholed, then reset every
-        connection: the requests die in the proxy, never reaching the server."""
+        connection: the requests die in the proxy, never reaching the server. The outage
+        ends after ``LOST_STEP_HOLD`` at the latest, whether or not the sends returned: a
+        send made while the connection is down (an earlier fault) waits for the reconnect,
+        whose upgrade would otherwise sit in the blackhole until that very send timed out
+        (found by seed 2: ``net_reset(side='client')`` right before ``lost_step``)."""
+        healed = threading.Lock()
+
+        def heal() -> None:
+            if healed.acquire(blocking=False):
+                self.proxy.reset(side="both")
+                self.proxy.release("up")
         self.proxy.blackhole("up")
+        timer = threading.Timer(LOST_STEP_HOLD, heal)
+        timer.name = "model-lost-step"
+        timer.daemon = True
+        timer.start()
         try:
             steps()
         finally:
-            self.proxy.reset(side="both")
-            self.proxy.release("up")
+            timer.cancel()
+            timer.join()
+            heal()
 
     @precondition(lambda self: faults_on(self) and (self.live or (
         self.batch_live and "parallel-lost-step" not in SKIP)))

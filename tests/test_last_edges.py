@@ -285,3 +285,39 @@ def test_a_batch_closed_across_a_reset_on_a_slow_network_closes_every_sub_sessio
         wait_for(lambda: not set(ids) & set(sim.session_ids()), 5,
                  "the server to end both sub-sessions")
 
+
+
+@pytest.mark.parametrize("kind", ["single", "batch"])
+def test_a_close_on_a_connection_that_died_silently_on_a_slow_uplink_ends_the_session(
+        kind: str) -> None:
+    """Found by the model-based test (seed 3: ``net_latency(direction='up',
+    seconds=0.02)``, ``net_slicing(size=100)``, …, ``net_reset(side='upstream')``, then
+    ``close()`` on a loaded machine). The proxy resets the server's side and keeps the
+    client's open and silent, so the client still sees its connection up: the close's
+    request goes nowhere. The close waited half its time for that acknowledgement (a batch:
+    all of it), leaving the fresh connection (upgrade, then attach and close: two trips up)
+    less than it needed; the session stayed on the server for its detach window. Here the
+    uplink's 0.3 s latency makes that deterministic (no keepalive pings in the test's
+    seconds, so nothing notices the dead connection)."""
+    with LocalSimulator(bundle_size=100, bundles=2) as sim, \
+            FaultProxy(upstream=("127.0.0.1", sim.port)) as proxy:
+        closing: Any
+        if kind == "single":
+            closing = simsync.Client(proxy.url(sim.url), config=SLOW_CLOSE).start_session(
+                start_slot=START + 17, end_slot=START + 25, disconnect_timeout_secs=60)
+            closing.subscribe_transactions([SYSTEM])
+            first_pause(closing)
+            ids = [closing.info.session_id]
+        else:
+            closing = simsync.Client(proxy.url(sim.url), config=SLOW_CLOSE).start_parallel(
+                start_slot=START + 97, end_slot=START + 103, disconnect_timeout_secs=60)
+            ids = [sub.info.session_id for sub in closing.sub_sessions]
+        assert set(ids) <= set(sim.session_ids())
+        proxy.set_latency(LATENCY, "up")
+        assert proxy.reset(side="upstream") >= 1
+        began = time.monotonic()
+        closing.close()
+        took = time.monotonic() - began
+        assert took < SLOW_CLOSE.close_timeout + 0.5, took
+        wait_for(lambda: not set(ids) & set(sim.session_ids()), 5,
+                 f"the server to end {ids} (close took {took:.2f}s)")

@@ -217,3 +217,15 @@ def test_model_crash_resume_from_a_killed_process() -> None:
     one attaches and the two together saw every event once."""
     replay("state.crash_resume(length=10, offset=0, subscribe=True, advance_count=2, "
            "kill_after=12)", "state.step(advance_count=3)", "state.close()")
+
+
+@pytest.mark.timeout(90)
+def test_model_a_lost_step_sent_while_the_connection_is_down() -> None:
+    """Found by the model-based test (seed 2, flaky): the client's connection reset just
+    before ``lost_step``; the step waited for the reconnect, whose upgrade sat in the
+    rule's own upward blackhole until the step timed out (``EventTimeout``). The rule now
+    ends its outage after ``LOST_STEP_HOLD`` whatever the send does."""
+    replay("state.first_session(length=2, subscribe=True, offset=0)",
+           "state.net_blackhole(direction='up', seconds=0.3)", "state.read_rpc()",
+           "state.net_reset(side='client')",
+           "state.lost_step(advance_count=1, reannounce='never')")
