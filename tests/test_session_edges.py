@@ -207,7 +207,8 @@ session.next_event()        # no step was sent: blocks until Ctrl-C, which escap
 """
 _API_KEY = "sk-exit-test-0123456789"
 _BARE_SCRIPT = """\
-import sys, threading
+import signal, sys, threading
+signal.signal(signal.SIGINT, signal.default_int_handler)     # as _BLOCKED_SCRIPT does
 import simsync
 print("ready", flush=True)
 threading.Event().wait(60)
