@@ -228,8 +228,7 @@ class RecordedHistory(History):
     def is_produced(self, slot: int) -> bool:
         return slot in self._slot_set
 
-    def _draw_produced(self, slot: int) -> bool:     # History's counts (block_height)
-        return slot in self._slot_set
+    _draw_produced = is_produced        # what History's block counts (block_height) draw
 
     def produced_slots(self, start: int, end: int) -> List[int]:
         lo = bisect.bisect_left(self._slots, start)
